@@ -1,0 +1,222 @@
+//! A database: a locked directory of collections.
+//!
+//! Creating a collection builds its files in a hidden temp directory and renames it into
+//! place; dropping one renames it to a hidden name before deleting it. Both renames are
+//! made durable with a directory fsync, and leftovers of either are removed at open, so a
+//! crash never leaves half a collection visible.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::collection::{self, Collection, CollectionOptions};
+use crate::error::{Error, Result};
+use crate::storage::fsio;
+use crate::storage::lock::DirLock;
+use crate::types::{validate_collection_name, Durability, Metric, RecoveryPolicy, DIMENSION_MAX};
+
+/// Prefix of a collection directory being created.
+const CREATING_PREFIX: &str = ".creating-";
+/// Prefix of a collection directory being dropped.
+const DROPPING_PREFIX: &str = ".dropping-";
+/// Default log size that triggers a checkpoint.
+pub const CHECKPOINT_THRESHOLD_BYTES_DEFAULT: u64 = 64 << 20;
+
+/// How a database is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct DbOptions {
+    /// Durability of writes that do not name one.
+    pub durability: Durability,
+    /// What replay does with damage in the middle of a log.
+    pub recovery: RecoveryPolicy,
+    /// The log size past which a write triggers a checkpoint.
+    pub checkpoint_threshold_bytes: u64,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            durability: Durability::Fsync,
+            recovery: RecoveryPolicy::Salvage,
+            checkpoint_threshold_bytes: CHECKPOINT_THRESHOLD_BYTES_DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Open {
+    _lock: DirLock,
+    collections: BTreeMap<String, Arc<Collection>>,
+}
+
+/// An open database. Shared between threads; every method takes `&self`.
+#[derive(Debug)]
+pub struct Db {
+    path: PathBuf,
+    options: DbOptions,
+    open: Mutex<Option<Open>>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in `path`: takes its lock, clears leftovers
+    /// of interrupted creates and drops, and opens and recovers every collection.
+    pub fn open(path: &Path, options: DbOptions) -> Result<Db> {
+        if options.checkpoint_threshold_bytes == 0 {
+            return Err(Error::invalid(
+                "checkpoint threshold must be at least 1 byte",
+            ));
+        }
+        fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
+        let lock = DirLock::acquire(path)?;
+        let mut collections = BTreeMap::new();
+        let entries = fs::read_dir(path).map_err(|e| Error::io("read directory", path, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read directory", path, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let entry_path = entry.path();
+            if name.starts_with(CREATING_PREFIX) || name.starts_with(DROPPING_PREFIX) {
+                fs::remove_dir_all(&entry_path)
+                    .map_err(|e| Error::io("remove leftover directory", &entry_path, e))?;
+                continue;
+            }
+            if validate_collection_name(&name).is_err() {
+                continue; // the lock file, or something that is not ours
+            }
+            let file_type = entry
+                .file_type()
+                .map_err(|e| Error::io("stat", &entry_path, e))?;
+            if !file_type.is_dir() {
+                return Err(Error::corrupted(
+                    &entry_path,
+                    0,
+                    "a collection must be a directory (symlinks are not followed)",
+                ));
+            }
+            names.push(name);
+        }
+        fsio::sync_dir(path)?;
+        let collection_options = CollectionOptions {
+            durability: options.durability,
+            recovery: options.recovery,
+            checkpoint_threshold_bytes: options.checkpoint_threshold_bytes,
+        };
+        for name in names {
+            let c = Collection::open(&name, &path.join(&name), collection_options)?;
+            collections.insert(name, Arc::new(c));
+        }
+        Ok(Db {
+            path: path.to_owned(),
+            options,
+            open: Mutex::new(Some(Open {
+                _lock: lock,
+                collections,
+            })),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates a collection. Fails with `Exists` if the name is taken.
+    pub fn create_collection(
+        &self,
+        name: &str,
+        dimension: u32,
+        metric: Metric,
+    ) -> Result<Arc<Collection>> {
+        validate_collection_name(name)?;
+        if dimension == 0 || dimension > DIMENSION_MAX {
+            return Err(Error::invalid(format!(
+                "dimension must be an integer from 1 to {DIMENSION_MAX}, got {dimension}"
+            )));
+        }
+        let mut guard = self.lock()?;
+        let open = guard.as_mut().ok_or(Error::Closed("database"))?;
+        if open.collections.contains_key(name) {
+            return Err(Error::Exists(name.to_owned()));
+        }
+        let staging = self.path.join(format!("{CREATING_PREFIX}{name}"));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
+        }
+        fs::create_dir(&staging).map_err(|e| Error::io("create directory", &staging, e))?;
+        collection::create_files(&staging, dimension, metric)?;
+        let target = self.path.join(name);
+        fs::rename(&staging, &target).map_err(|e| Error::io("rename", &target, e))?;
+        fsio::sync_dir(&self.path)?;
+        let c = Arc::new(Collection::open(name, &target, self.collection_options())?);
+        open.collections.insert(name.to_owned(), Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// The open collection `name`, or `NotFound`.
+    pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        let guard = self.lock()?;
+        let open = guard.as_ref().ok_or(Error::Closed("database"))?;
+        open.collections
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(name.to_owned()))
+    }
+
+    /// Names of every collection, sorted.
+    pub fn list_collections(&self) -> Result<Vec<String>> {
+        let guard = self.lock()?;
+        let open = guard.as_ref().ok_or(Error::Closed("database"))?;
+        Ok(open.collections.keys().cloned().collect())
+    }
+
+    /// Closes and deletes a collection and its files.
+    pub fn drop_collection(&self, name: &str) -> Result<()> {
+        validate_collection_name(name)?;
+        let mut guard = self.lock()?;
+        let open = guard.as_mut().ok_or(Error::Closed("database"))?;
+        let c = open
+            .collections
+            .remove(name)
+            .ok_or_else(|| Error::NotFound(name.to_owned()))?;
+        // Its handles see `Closed` from now on; nothing of it needs to be durable any more.
+        c.close_without_checkpoint()?;
+        let doomed = self.path.join(format!("{DROPPING_PREFIX}{name}"));
+        fs::rename(self.path.join(name), &doomed).map_err(|e| Error::io("rename", &doomed, e))?;
+        fsio::sync_dir(&self.path)?;
+        fs::remove_dir_all(&doomed).map_err(|e| Error::io("remove", &doomed, e))?;
+        fsio::sync_dir(&self.path)
+    }
+
+    /// Checkpoints and closes every collection, then releases the lock. Later calls get
+    /// `Closed`; closing twice is a no-op. The first error is returned, after every
+    /// collection has been closed.
+    pub fn close(&self) -> Result<()> {
+        let mut guard = self.lock()?;
+        let Some(open) = guard.take() else {
+            return Ok(());
+        };
+        let mut first_error = None;
+        for c in open.collections.values() {
+            if let Err(e) = c.close() {
+                first_error.get_or_insert(e);
+            }
+        }
+        drop(open);
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn collection_options(&self) -> CollectionOptions {
+        CollectionOptions {
+            durability: self.options.durability,
+            recovery: self.options.recovery,
+            checkpoint_threshold_bytes: self.options.checkpoint_threshold_bytes,
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Option<Open>>> {
+        self.open
+            .lock()
+            .map_err(|_| Error::Poisoned("database".to_owned()))
+    }
+}

@@ -1,0 +1,218 @@
+//! The id index file (`ids.idx`): the id-to-slot map as of the last checkpoint.
+//!
+//! ```text
+//!   0  magic            [u8; 8]  "KEELIDX\0"
+//!   8  version          u32      INDEX_VERSION
+//!  12  dimension        u32
+//!  16  checkpoint_lsn   u64      every log record with lsn <= this is in the vector file
+//!  24  slot_high_water  u32      slots 0..slot_high_water have been handed out
+//!  28  entry_count      u32
+//!  32  free_count       u32
+//!  36  reserved         u32      zero
+//!  40  entries          entry_count x (id, slot u32)
+//!      free slots       free_count x u32
+//!  end-4  crc           u32      crc32 of every byte before it
+//! ```
+//!
+//! Written whole, atomically (temp file, fsync, rename, fsync of the directory), so a
+//! checksum failure means disk damage, never a torn write.
+
+use super::{crc32, id_encoded_len, put_id, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
+use crate::types::Id;
+
+/// First bytes of an index file.
+pub const INDEX_MAGIC: [u8; 8] = *b"KEELIDX\0";
+/// The index format this build writes and the newest it reads.
+pub const INDEX_VERSION: u32 = 1;
+/// Bytes before the first entry.
+pub const INDEX_HEADER_LEN: usize = 40;
+const ENTRY_BYTES_MIN: usize = ID_ENCODED_BYTES_MIN + 4;
+
+/// The state a checkpoint makes durable.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IndexSnapshot {
+    /// Format version found (always [`INDEX_VERSION`] when encoding).
+    pub version: u32,
+    /// The collection's dimension.
+    pub dimension: u32,
+    /// Log records up to and including this lsn are reflected here.
+    pub checkpoint_lsn: u64,
+    /// Slots below this have been handed out at some point.
+    pub slot_high_water: u32,
+    /// Live records: id and the slot holding its vector.
+    pub entries: Vec<(Id, u32)>,
+    /// Slots below `slot_high_water` that hold no live record.
+    pub free_slots: Vec<u32>,
+}
+
+/// Encodes an index file.
+pub fn encode(snapshot: &IndexSnapshot) -> Vec<u8> {
+    let entry_bytes: usize = snapshot
+        .entries
+        .iter()
+        .map(|(id, _)| id_encoded_len(id) + 4)
+        .sum();
+    let mut out =
+        Vec::with_capacity(INDEX_HEADER_LEN + entry_bytes + snapshot.free_slots.len() * 4 + 4);
+    out.extend_from_slice(&INDEX_MAGIC);
+    out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    out.extend_from_slice(&snapshot.dimension.to_le_bytes());
+    out.extend_from_slice(&snapshot.checkpoint_lsn.to_le_bytes());
+    out.extend_from_slice(&snapshot.slot_high_water.to_le_bytes());
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    out.extend_from_slice(&count(snapshot.entries.len()).to_le_bytes());
+    out.extend_from_slice(&count(snapshot.free_slots.len()).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    debug_assert_eq!(out.len(), INDEX_HEADER_LEN);
+    for (id, slot) in &snapshot.entries {
+        put_id(&mut out, id);
+        out.extend_from_slice(&slot.to_le_bytes());
+    }
+    for slot in &snapshot.free_slots {
+        out.extend_from_slice(&slot.to_le_bytes());
+    }
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes an index file, checking its checksum, its counts against its length, and that
+/// every slot is below the high-water mark and used once. Duplicate ids are refused too.
+pub fn decode(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
+    if bytes.len() < INDEX_HEADER_LEN + 4 {
+        return Err(DecodeError::new(0, "index file is shorter than its header"));
+    }
+    if bytes[0..8] != INDEX_MAGIC {
+        return Err(DecodeError::new(0, "not a keeldb index file (bad magic)"));
+    }
+    let crc_at = bytes.len() - 4;
+    let mut tail = ByteReader::new(&bytes[crc_at..]);
+    if tail.u32("crc")? != crc32(&bytes[..crc_at]) {
+        return Err(DecodeError::new(crc_at, "index file checksum mismatch"));
+    }
+    let mut r = ByteReader::new(&bytes[..crc_at]);
+    r.take(8, "magic")?;
+    let version = r.u32("version")?;
+    let dimension = r.u32("dimension")?;
+    let checkpoint_lsn = r.u64("checkpoint lsn")?;
+    let slot_high_water = r.u32("slot high water")?;
+    let entry_count = r.u32("entry count")? as usize;
+    let free_count = r.u32("free count")? as usize;
+    r.u32("reserved")?;
+    let needed = entry_count
+        .saturating_mul(ENTRY_BYTES_MIN)
+        .saturating_add(free_count.saturating_mul(4));
+    if needed > r.remaining() {
+        return Err(DecodeError::new(
+            24,
+            format!(
+                "{entry_count} entries and {free_count} free slots cannot fit in {} bytes",
+                r.remaining()
+            ),
+        ));
+    }
+    let slot_count = entry_count + free_count;
+    if slot_count != slot_high_water as usize {
+        return Err(DecodeError::new(
+            24,
+            format!(
+                "{entry_count} entries + {free_count} free slots != high water {slot_high_water}"
+            ),
+        ));
+    }
+    // Every slot below the high-water mark is either live or free, exactly once.
+    let mut seen = vec![false; slot_count];
+    let mut mark = |slot: u32, at: usize| -> Result<(), DecodeError> {
+        match seen.get_mut(slot as usize) {
+            Some(s) if !*s => {
+                *s = true;
+                Ok(())
+            }
+            Some(_) => Err(DecodeError::new(at, format!("slot {slot} is used twice"))),
+            None => Err(DecodeError::new(
+                at,
+                format!("slot {slot} is at or above the high water mark {slot_high_water}"),
+            )),
+        }
+    };
+    let mut entries = Vec::with_capacity(entry_count);
+    let mut ids = std::collections::HashSet::with_capacity(entry_count);
+    for _ in 0..entry_count {
+        let at = r.position();
+        let id = r.id()?;
+        let slot = r.u32("slot")?;
+        mark(slot, at)?;
+        if !ids.insert(id.clone()) {
+            return Err(DecodeError::new(at, format!("id {id} appears twice")));
+        }
+        entries.push((id, slot));
+    }
+    let mut free_slots = Vec::with_capacity(free_count);
+    for _ in 0..free_count {
+        let at = r.position();
+        let slot = r.u32("free slot")?;
+        mark(slot, at)?;
+        free_slots.push(slot);
+    }
+    r.expect_end("the free slot list")?;
+    Ok(IndexSnapshot {
+        version,
+        dimension,
+        checkpoint_lsn,
+        slot_high_water,
+        entries,
+        free_slots,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> IndexSnapshot {
+        IndexSnapshot {
+            version: INDEX_VERSION,
+            dimension: 4,
+            checkpoint_lsn: 17,
+            slot_high_water: 4,
+            entries: vec![(Id::from("x"), 2), (Id::Int(5), 0), (Id::Int(6), 3)],
+            free_slots: vec![1],
+        }
+    }
+
+    #[test]
+    fn index_round_trips() {
+        assert_eq!(decode(&encode(&sample())), Ok(sample()));
+        assert_eq!(
+            decode(&encode(&IndexSnapshot {
+                version: INDEX_VERSION,
+                ..Default::default()
+            }))
+            .map(|s| s.entries.len()),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn truncation_and_bit_flips_are_detected() {
+        let bytes = encode(&sample());
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for bit in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode(&bad).is_err(), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn slots_used_twice_are_refused_even_with_a_good_crc() {
+        let mut s = sample();
+        s.free_slots = vec![2];
+        assert!(decode(&encode(&s)).is_err());
+        let mut s = sample();
+        s.entries[0].1 = 9;
+        assert!(decode(&encode(&s)).is_err());
+    }
+}

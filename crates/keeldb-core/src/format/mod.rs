@@ -1,0 +1,206 @@
+//! Byte layouts of every file keeldb writes: encoding, decoding and checksums.
+//!
+//! Invariant: nothing here does I/O. Decoders take bytes and return values or a
+//! [`DecodeError`] naming the offset of the first bad byte; they never panic and never
+//! allocate more than the input could hold, whatever the input. docs/FORMAT.md mirrors
+//! this module; all integers are little-endian and fixed-width.
+
+pub mod config;
+pub mod index;
+pub mod vectors;
+pub mod wal;
+
+use crate::types::{Id, ID_STRING_BYTES_MAX};
+
+/// Why a byte string could not be decoded, and where (relative to the start of what the
+/// decoder was given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Offset of the first byte that does not check out.
+    pub offset: u64,
+    /// What was wrong, for a person.
+    pub reason: String,
+}
+
+impl DecodeError {
+    pub(crate) fn new(offset: usize, reason: impl Into<String>) -> Self {
+        DecodeError {
+            offset: offset as u64,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The format version of a file that starts with `magic` followed by a u32 version, or
+/// `None` when the magic does not match. Lets a caller refuse a newer file as such before
+/// decoding it with the wrong layout.
+pub fn peek_version(bytes: &[u8], magic: &[u8; 8]) -> Option<u32> {
+    let version = bytes.get(8..12)?;
+    (bytes[..8] == magic[..])
+        .then(|| u32::from_le_bytes([version[0], version[1], version[2], version[3]]))
+}
+
+/// Checksum used by every file: CRC-32 (ISO-HDLC, the zlib polynomial) via crc32fast.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+/// Tag byte of a string id.
+const ID_TAG_STR: u8 = 1;
+/// Tag byte of an integer id.
+const ID_TAG_INT: u8 = 2;
+/// The fewest bytes an encoded id takes (a one-byte string: tag, length, byte).
+pub(crate) const ID_ENCODED_BYTES_MIN: usize = 1 + 2 + 1;
+
+/// Appends an id: `tag u8`, then `len u16 + UTF-8 bytes` for a string, `u64` for an integer.
+pub(crate) fn put_id(out: &mut Vec<u8>, id: &Id) {
+    match id {
+        Id::Str(s) => {
+            out.push(ID_TAG_STR);
+            // Ids are validated to at most ID_STRING_BYTES_MAX (512) bytes before encoding.
+            let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        Id::Int(n) => {
+            out.push(ID_TAG_INT);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+}
+
+/// The number of bytes `put_id` writes for `id`.
+pub(crate) fn id_encoded_len(id: &Id) -> usize {
+    match id {
+        Id::Str(s) => 1 + 2 + s.len(),
+        Id::Int(_) => 1 + 8,
+    }
+}
+
+/// A bounds-checked little-endian reader over a byte slice. Every read either returns the
+/// value or a [`DecodeError`] at the current offset; nothing here can panic.
+pub(crate) struct ByteReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> ByteReader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        ByteReader { bytes, pos: 0 }
+    }
+
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
+        if n > self.remaining() {
+            return Err(DecodeError::new(
+                self.pos,
+                format!("{what} needs {n} bytes, only {} remain", self.remaining()),
+            ));
+        }
+        let slice = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+
+    pub(crate) fn u8(&mut self, what: &str) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    pub(crate) fn u16(&mut self, what: &str) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+
+    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    pub(crate) fn u64(&mut self, what: &str) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    /// Reads an id written by [`put_id`], checking its limits.
+    pub(crate) fn id(&mut self) -> Result<Id, DecodeError> {
+        let start = self.pos;
+        match self.u8("id tag")? {
+            ID_TAG_STR => {
+                let len = usize::from(self.u16("string id length")?);
+                if len == 0 || len > ID_STRING_BYTES_MAX {
+                    return Err(DecodeError::new(start, format!("string id length {len}")));
+                }
+                let bytes = self.take(len, "string id")?;
+                let s = std::str::from_utf8(bytes)
+                    .map_err(|_| DecodeError::new(start, "string id is not UTF-8"))?;
+                Ok(Id::Str(s.into()))
+            }
+            ID_TAG_INT => {
+                let n = self.u64("integer id")?;
+                let id = Id::Int(n);
+                id.validate()
+                    .map_err(|_| DecodeError::new(start, format!("integer id {n} out of range")))?;
+                Ok(id)
+            }
+            tag => Err(DecodeError::new(start, format!("unknown id tag {tag}"))),
+        }
+    }
+
+    pub(crate) fn expect_end(&self, what: &str) -> Result<(), DecodeError> {
+        if self.remaining() != 0 {
+            return Err(DecodeError::new(
+                self.pos,
+                format!("{} unexpected bytes after {what}", self.remaining()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Appends `values` as little-endian f32.
+pub(crate) fn put_f32s(out: &mut Vec<u8>, values: &[f32]) {
+    out.reserve(values.len() * 4);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Decodes little-endian f32 bytes into `out` (whose length is `bytes.len() / 4`).
+pub fn f32s_from_le(bytes: &[u8], out: &mut [f32]) {
+    for (dst, chunk) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+        *dst = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_truncation_is_an_error() {
+        for id in [
+            Id::from("a"),
+            Id::from("é".repeat(256).as_str()),
+            Id::Int(0),
+            Id::Int(42),
+        ] {
+            let mut buf = Vec::new();
+            put_id(&mut buf, &id);
+            assert_eq!(buf.len(), id_encoded_len(&id));
+            assert_eq!(ByteReader::new(&buf).id(), Ok(id.clone()));
+            for cut in 0..buf.len() {
+                assert!(ByteReader::new(&buf[..cut]).id().is_err(), "cut at {cut}");
+            }
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The write-ahead log (`vectors.wal`): a file header, then CRC-framed records.
+//!
+//! ```text
+//! file header (32 bytes)
+//!   0  magic        [u8; 8]  "KEELWAL\0"
+//!   8  version      u32      WAL_VERSION
+//!  12  dimension    u32      the collection's dimension
+//!  16  reserved     [u8; 12] zero
+//!  28  header_crc   u32      crc32 of bytes 0..28
+//!
+//! record (RECORD_OVERHEAD + body_len bytes)
+//!   0  sync         u32      RECORD_SYNC, lets replay find the next record after damage
+//!   4  kind         u8       RecordKind
+//!   5  flags        u8       zero
+//!   6  reserved     u16      zero
+//!   8  body_len     u32      at most WAL_RECORD_BYTES_MAX
+//!  12  lsn          u64      log sequence number, strictly increasing
+//!  20  header_crc   u32      crc32 of record bytes 0..20: the length is trusted only after it
+//!  24  body         [u8; body_len]
+//!  24+body_len  body_crc u32 crc32 of record bytes 0..24+body_len (header and body)
+//!
+//! batch body (kind 1): one atomic group of operations
+//!   0  op_count     u32
+//!   4  ops: op u8 (1 upsert, 2 delete), id, then for an upsert dimension x f32
+//! id: tag u8 (1 string: len u16 + UTF-8 bytes; 2 integer: u64)
+//! ```
+//!
+//! Kinds 2 and up are reserved for payload and transaction records; a reader that meets a
+//! kind it does not know stops and refuses to append after it.
+
+use super::{crc32, put_f32s, put_id, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
+use crate::types::{Id, WAL_RECORD_BYTES_MAX};
+
+/// First bytes of every log file.
+pub const WAL_MAGIC: [u8; 8] = *b"KEELWAL\0";
+/// The log format this build writes and the newest it reads.
+pub const WAL_VERSION: u32 = 1;
+/// Size of the file header.
+pub const WAL_HEADER_LEN: usize = 32;
+const WAL_HEADER_CRC_AT: usize = WAL_HEADER_LEN - 4;
+
+/// Marks the start of each record ("KREC" read as a little-endian u32).
+pub const RECORD_SYNC: u32 = u32::from_le_bytes(*b"KREC");
+/// Size of a record header.
+pub const RECORD_HEADER_LEN: usize = 24;
+const RECORD_HEADER_CRC_AT: usize = RECORD_HEADER_LEN - 4;
+/// Bytes a record takes beyond its body: the header and the trailing body CRC.
+pub const RECORD_OVERHEAD: usize = RECORD_HEADER_LEN + 4;
+
+const _: () = assert!(WAL_HEADER_CRC_AT == WAL_MAGIC.len() + 4 + 4 + 12);
+const _: () = assert!(RECORD_HEADER_CRC_AT == 4 + 1 + 1 + 2 + 4 + 8);
+
+/// The record kinds this build understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// An atomic batch of upserts and deletes.
+    Batch = 1,
+}
+
+/// The highest record kind this build understands.
+pub const RECORD_KIND_MAX: u8 = RecordKind::Batch as u8;
+
+const OP_UPSERT: u8 = 1;
+const OP_DELETE: u8 = 2;
+
+/// Encodes a log file header for a collection of `dimension`.
+pub fn encode_header(dimension: u32) -> [u8; WAL_HEADER_LEN] {
+    let mut out = [0u8; WAL_HEADER_LEN];
+    out[0..8].copy_from_slice(&WAL_MAGIC);
+    out[8..12].copy_from_slice(&WAL_VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&dimension.to_le_bytes());
+    let crc = crc32(&out[..WAL_HEADER_CRC_AT]);
+    out[WAL_HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// What a log file header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalHeader {
+    /// Format version of the file.
+    pub version: u32,
+    /// Dimension of the vectors in its records.
+    pub dimension: u32,
+}
+
+/// Decodes a log file header. A version above [`WAL_VERSION`] is returned as such, for the
+/// caller to refuse with the right error.
+pub fn decode_header(bytes: &[u8]) -> Result<WalHeader, DecodeError> {
+    if bytes.len() < WAL_HEADER_LEN {
+        return Err(DecodeError::new(0, "log file is shorter than its header"));
+    }
+    if bytes[0..8] != WAL_MAGIC {
+        return Err(DecodeError::new(0, "not a keeldb log file (bad magic)"));
+    }
+    let mut r = ByteReader::new(&bytes[8..WAL_HEADER_LEN]);
+    let version = r.u32("version")?;
+    let dimension = r.u32("dimension")?;
+    r.take(12, "reserved")?;
+    let stored_crc = r.u32("header crc")?;
+    if stored_crc != crc32(&bytes[..WAL_HEADER_CRC_AT]) {
+        return Err(DecodeError::new(
+            WAL_HEADER_CRC_AT,
+            "log file header checksum mismatch",
+        ));
+    }
+    Ok(WalHeader { version, dimension })
+}
+
+/// A record header whose checksum holds: its fields can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// The record kind byte (possibly unknown to this build).
+    pub kind: u8,
+    /// Length of the body.
+    pub body_len: u32,
+    /// The record's log sequence number.
+    pub lsn: u64,
+}
+
+impl RecordHeader {
+    /// Total bytes of the record: header, body and body CRC.
+    pub fn frame_len(&self) -> u64 {
+        RECORD_OVERHEAD as u64 + u64::from(self.body_len)
+    }
+}
+
+/// Why the bytes at a position are not a record header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderProblem {
+    /// Fewer than [`RECORD_HEADER_LEN`] bytes remain.
+    Short,
+    /// The sync marker or the header CRC does not match: these are not header bytes.
+    NotAHeader,
+    /// The header checks out but declares a body longer than [`WAL_RECORD_BYTES_MAX`]:
+    /// keeldb never writes that, so the file is hostile or from another program.
+    Oversized(u32),
+}
+
+/// Decodes a record header from the start of `bytes`, trusting nothing before its CRC holds.
+pub fn decode_record_header(bytes: &[u8]) -> Result<RecordHeader, HeaderProblem> {
+    if bytes.len() < RECORD_HEADER_LEN {
+        return Err(HeaderProblem::Short);
+    }
+    let field = |at: usize| [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+    if u32::from_le_bytes(field(0)) != RECORD_SYNC {
+        return Err(HeaderProblem::NotAHeader);
+    }
+    let stored_crc = u32::from_le_bytes(field(RECORD_HEADER_CRC_AT));
+    if stored_crc != crc32(&bytes[..RECORD_HEADER_CRC_AT]) {
+        return Err(HeaderProblem::NotAHeader);
+    }
+    let body_len = u32::from_le_bytes(field(8));
+    if body_len > WAL_RECORD_BYTES_MAX {
+        return Err(HeaderProblem::Oversized(body_len));
+    }
+    let mut lsn = [0u8; 8];
+    lsn.copy_from_slice(&bytes[12..20]);
+    Ok(RecordHeader {
+        kind: bytes[4],
+        body_len,
+        lsn: u64::from_le_bytes(lsn),
+    })
+}
+
+/// Checks the body CRC of a whole record frame (`frame` is exactly `header.frame_len()`
+/// bytes, starting with the header).
+pub fn frame_body_crc_ok(frame: &[u8]) -> bool {
+    let Some(crc_at) = frame.len().checked_sub(4) else {
+        return false;
+    };
+    let stored = u32::from_le_bytes([
+        frame[crc_at],
+        frame[crc_at + 1],
+        frame[crc_at + 2],
+        frame[crc_at + 3],
+    ]);
+    stored == crc32(&frame[..crc_at])
+}
+
+/// Builds the body of a batch record, then frames it. Use [`BatchEncoder::finish`] to get
+/// the record bytes.
+pub struct BatchEncoder {
+    buf: Vec<u8>,
+    op_count: u32,
+}
+
+impl BatchEncoder {
+    /// Starts a batch, reserving about `body_bytes_hint` bytes.
+    pub fn new(body_bytes_hint: usize) -> Self {
+        let mut buf = Vec::with_capacity(RECORD_OVERHEAD + 4 + body_bytes_hint);
+        buf.resize(RECORD_HEADER_LEN + 4, 0);
+        BatchEncoder { buf, op_count: 0 }
+    }
+
+    /// Adds an upsert of `vector` under `id`.
+    pub fn upsert(&mut self, id: &Id, vector: &[f32]) {
+        self.buf.push(OP_UPSERT);
+        put_id(&mut self.buf, id);
+        put_f32s(&mut self.buf, vector);
+        self.op_count += 1;
+    }
+
+    /// Adds a delete of `id`.
+    pub fn delete(&mut self, id: &Id) {
+        self.buf.push(OP_DELETE);
+        put_id(&mut self.buf, id);
+        self.op_count += 1;
+    }
+
+    /// The body length so far, to check against [`WAL_RECORD_BYTES_MAX`] before finishing.
+    pub fn body_len(&self) -> usize {
+        self.buf.len() - RECORD_HEADER_LEN
+    }
+
+    /// Frames the batch as record `lsn` and returns the record bytes.
+    pub fn finish(mut self, lsn: u64) -> Vec<u8> {
+        let body_len = u32::try_from(self.body_len()).unwrap_or(u32::MAX);
+        let count_at = RECORD_HEADER_LEN;
+        self.buf[count_at..count_at + 4].copy_from_slice(&self.op_count.to_le_bytes());
+        self.buf[0..4].copy_from_slice(&RECORD_SYNC.to_le_bytes());
+        self.buf[4] = RecordKind::Batch as u8;
+        self.buf[8..12].copy_from_slice(&body_len.to_le_bytes());
+        self.buf[12..20].copy_from_slice(&lsn.to_le_bytes());
+        let header_crc = crc32(&self.buf[..RECORD_HEADER_CRC_AT]);
+        self.buf[RECORD_HEADER_CRC_AT..RECORD_HEADER_LEN]
+            .copy_from_slice(&header_crc.to_le_bytes());
+        let body_crc = crc32(&self.buf);
+        self.buf.extend_from_slice(&body_crc.to_le_bytes());
+        self.buf
+    }
+}
+
+/// One operation of a decoded batch. Vectors stay as little-endian bytes borrowed from the
+/// record, so replay copies them once, straight into the vector file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op<'a> {
+    /// Store `vector_le` under `id`.
+    Upsert {
+        /// The record id.
+        id: Id,
+        /// `dimension` little-endian f32.
+        vector_le: &'a [u8],
+    },
+    /// Remove `id`.
+    Delete {
+        /// The record id.
+        id: Id,
+    },
+}
+
+/// Decodes a whole batch body for vectors of `dimension`. The batch is either decoded whole
+/// or refused: replay must never apply half a batch.
+pub fn decode_batch(body: &[u8], dimension: u32) -> Result<Vec<Op<'_>>, DecodeError> {
+    let mut r = ByteReader::new(body);
+    let op_count = r.u32("op count")? as usize;
+    // Each op takes at least an op byte and the shortest id: refuse counts the body cannot
+    // hold before reserving memory for them.
+    if op_count > r.remaining() / (1 + ID_ENCODED_BYTES_MIN) {
+        return Err(DecodeError::new(
+            0,
+            format!(
+                "op count {op_count} does not fit in a {}-byte body",
+                body.len()
+            ),
+        ));
+    }
+    let vector_bytes = dimension as usize * 4;
+    let mut ops = Vec::with_capacity(op_count);
+    for _ in 0..op_count {
+        let at = r.position();
+        let op = match r.u8("op")? {
+            OP_UPSERT => {
+                let id = r.id()?;
+                let vector_le = r.take(vector_bytes, "vector")?;
+                Op::Upsert { id, vector_le }
+            }
+            OP_DELETE => Op::Delete { id: r.id()? },
+            other => return Err(DecodeError::new(at, format!("unknown op {other}"))),
+        };
+        ops.push(op);
+    }
+    r.expect_end("the batch's ops")?;
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_record(lsn: u64) -> Vec<u8> {
+        let mut enc = BatchEncoder::new(64);
+        enc.upsert(&Id::from("a"), &[1.0, -2.5]);
+        enc.delete(&Id::Int(7));
+        enc.finish(lsn)
+    }
+
+    #[test]
+    fn batch_round_trips() {
+        let rec = sample_record(9);
+        let header = decode_record_header(&rec).expect("header");
+        assert_eq!(header.lsn, 9);
+        assert_eq!(header.kind, RecordKind::Batch as u8);
+        assert_eq!(header.frame_len(), rec.len() as u64);
+        assert!(frame_body_crc_ok(&rec));
+        let body = &rec[RECORD_HEADER_LEN..rec.len() - 4];
+        let ops = decode_batch(body, 2).expect("decode");
+        let mut expected = Vec::new();
+        put_f32s(&mut expected, &[1.0, -2.5]);
+        assert_eq!(
+            ops,
+            vec![
+                Op::Upsert {
+                    id: Id::from("a"),
+                    vector_le: &expected
+                },
+                Op::Delete { id: Id::Int(7) }
+            ]
+        );
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_detected() {
+        let rec = sample_record(3);
+        for bit in 0..rec.len() * 8 {
+            let mut bad = rec.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let intact = match decode_record_header(&bad) {
+                Ok(h) => h.frame_len() == bad.len() as u64 && frame_body_crc_ok(&bad),
+                Err(_) => false,
+            };
+            assert!(!intact, "flip of bit {bit} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn header_round_trips_and_rejects_damage() {
+        let h = encode_header(384);
+        assert_eq!(
+            decode_header(&h),
+            Ok(WalHeader {
+                version: WAL_VERSION,
+                dimension: 384
+            })
+        );
+        let mut bad = h;
+        bad[13] ^= 1;
+        assert!(decode_header(&bad).is_err());
+        assert!(decode_header(&h[..31]).is_err());
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocation() {
+        let mut rec = sample_record(1);
+        rec[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        let crc = crc32(&rec[..RECORD_HEADER_CRC_AT]);
+        rec[RECORD_HEADER_CRC_AT..RECORD_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_record_header(&rec),
+            Err(HeaderProblem::Oversized(u32::MAX))
+        );
+    }
+
+    #[test]
+    fn batch_with_impossible_op_count_is_refused() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_batch(&body, 4).is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! The vocabulary shared by every layer: record ids, metrics, durability and recovery modes,
+//! and the limits put on everything a caller or a file can declare.
+
+use crate::error::{Error, Result};
+
+/// Longest string id, in UTF-8 bytes.
+pub const ID_STRING_BYTES_MAX: usize = 512;
+/// Largest integer id: JavaScript's `Number.MAX_SAFE_INTEGER`, so ids survive the trip to JS.
+pub const ID_INTEGER_MAX: u64 = (1 << 53) - 1;
+/// Largest vector dimension a collection may declare.
+pub const DIMENSION_MAX: u32 = 65_536;
+/// Longest collection name, in bytes (names are `[A-Za-z0-9_-]`).
+pub const COLLECTION_NAME_BYTES_MAX: usize = 64;
+/// Most records one atomic batch may carry.
+pub const BATCH_RECORDS_MAX: usize = 1_000_000;
+/// Most bytes one write-ahead-log record (one atomic batch) may occupy. Checked before the
+/// batch is written and, on replay, before any declared length is trusted.
+pub const WAL_RECORD_BYTES_MAX: u32 = 1 << 30;
+
+/// A record's id: a string or a non-negative safe integer. The two never compare equal,
+/// so `"1"` and `1` are different records, as they are to a JavaScript caller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Id {
+    /// A string of 1 to [`ID_STRING_BYTES_MAX`] UTF-8 bytes.
+    Str(Box<str>),
+    /// An integer from 0 to [`ID_INTEGER_MAX`].
+    Int(u64),
+}
+
+impl Id {
+    /// Checks the id's limits.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Id::Str(s) if s.is_empty() => Err(Error::invalid("id must not be an empty string")),
+            Id::Str(s) if s.len() > ID_STRING_BYTES_MAX => Err(Error::invalid(format!(
+                "string id is {} UTF-8 bytes, the limit is {ID_STRING_BYTES_MAX}",
+                s.len()
+            ))),
+            Id::Int(n) if *n > ID_INTEGER_MAX => Err(Error::invalid(format!(
+                "integer id {n} is larger than {ID_INTEGER_MAX} (Number.MAX_SAFE_INTEGER)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Converts a JavaScript number to an integer id, refusing what is not a non-negative
+    /// safe integer.
+    pub fn from_f64(value: f64) -> Result<Id> {
+        let is_safe_integer = value.is_finite()
+            && value.fract() == 0.0
+            && value >= 0.0
+            && value <= ID_INTEGER_MAX as f64;
+        if !is_safe_integer {
+            return Err(Error::invalid(format!(
+                "integer id must be a non-negative safe integer, got {value}"
+            )));
+        }
+        // The checks above make the cast exact.
+        Ok(Id::Int(value as u64))
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Id::Str(s) => write!(f, "{s:?}"),
+            Id::Int(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl From<&str> for Id {
+    fn from(s: &str) -> Self {
+        Id::Str(s.into())
+    }
+}
+
+impl From<u64> for Id {
+    fn from(n: u64) -> Self {
+        Id::Int(n)
+    }
+}
+
+/// How distances between vectors are measured. Fixed when a collection is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// 1 - cosine similarity.
+    Cosine,
+    /// The negated dot product.
+    Dot,
+    /// The L2 distance.
+    Euclidean,
+}
+
+impl std::str::FromStr for Metric {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cosine" => Ok(Metric::Cosine),
+            "dot" => Ok(Metric::Dot),
+            "euclidean" => Ok(Metric::Euclidean),
+            other => Err(Error::invalid(format!(
+                "metric must be 'cosine', 'dot' or 'euclidean', got '{other}'"
+            ))),
+        }
+    }
+}
+
+/// When a write is acknowledged, relative to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The write returns after its log bytes are fsynced (fdatasync): it survives a process
+    /// crash and a power loss.
+    #[default]
+    Fsync,
+    /// The write returns after its log bytes are handed to the OS (write(2)): it survives a
+    /// process crash, not a power loss or kernel crash.
+    Flush,
+    /// The log bytes may stay in keeldb's own buffer until the next `flush`, checkpoint or
+    /// close: a crash may lose them. For bulk loads that can be redone.
+    None,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fsync" => Ok(Durability::Fsync),
+            "flush" => Ok(Durability::Flush),
+            "none" => Ok(Durability::None),
+            other => Err(Error::invalid(format!(
+                "durability must be 'fsync', 'flush' or 'none', got '{other}'"
+            ))),
+        }
+    }
+}
+
+/// What replay does with a log record that is fully framed (its header checks out) but whose
+/// checksum fails, or with damaged bytes that are followed by valid records. A torn tail is
+/// not corruption: under every policy it is cut off, keeping every record before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryPolicy {
+    /// Skip the damaged record, count it in `corrupt_records_skipped` and go on. Records after
+    /// it are kept. The default: one flipped bit does not make a whole collection unreadable.
+    #[default]
+    Salvage,
+    /// Refuse to open: the error names the file and the offset of the damage.
+    Strict,
+}
+
+impl std::str::FromStr for RecoveryPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "salvage" => Ok(RecoveryPolicy::Salvage),
+            "strict" => Ok(RecoveryPolicy::Strict),
+            other => Err(Error::invalid(format!(
+                "recovery must be 'salvage' or 'strict', got '{other}'"
+            ))),
+        }
+    }
+}
+
+/// Checks a collection name: `[A-Za-z0-9_-]{1,64}`. Names can never contain '.', which keeps
+/// them apart from keeldb's own temporary and lock files in the database directory.
+pub fn validate_collection_name(name: &str) -> Result<()> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if name.is_empty() || name.len() > COLLECTION_NAME_BYTES_MAX || !valid_chars {
+        return Err(Error::invalid(format!(
+            "collection name must match [A-Za-z0-9_-]{{1,{COLLECTION_NAME_BYTES_MAX}}}, got {name:?}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_ids_must_be_safe_non_negative_integers() {
+        assert_eq!(Id::from_f64(0.0).ok(), Some(Id::Int(0)));
+        assert_eq!(
+            Id::from_f64(ID_INTEGER_MAX as f64).ok(),
+            Some(Id::Int(ID_INTEGER_MAX))
+        );
+        for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, 2f64.powi(53)] {
+            assert!(Id::from_f64(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn string_ids_are_bounded() {
+        assert!(Id::from("").validate().is_err());
+        assert!(Id::from("a".repeat(512).as_str()).validate().is_ok());
+        assert!(Id::from("a".repeat(513).as_str()).validate().is_err());
+    }
+
+    #[test]
+    fn collection_names_are_checked() {
+        for ok in ["a", "docs_2", "A-b", &"x".repeat(64)] {
+            assert!(validate_collection_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".tmp", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert!(validate_collection_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Replays a log image: finds where its valid records end, hands each record after the last
+//! checkpoint to the caller, and classifies every damaged byte range.
+//!
+//! The rules, in the order they are checked at each position:
+//! 1. Bytes that are not a record header (bad sync marker or header CRC, or too short):
+//!    if a valid record follows somewhere later, the range up to it is mid-log damage
+//!    (`Salvage`: skip and count it; `Strict`: refuse); otherwise it is a torn tail.
+//! 2. A header that checks out but declares more than `WAL_RECORD_BYTES_MAX`: keeldb never
+//!    writes that, so the file is refused under every policy (no allocation is attempted).
+//! 3. A body that runs past the end of the file: a torn tail.
+//! 4. A body whose CRC fails: mid-log damage if a valid record follows, else a torn tail.
+//! 5. A record kind this build does not know: refused (`UnsupportedVersion`), because
+//!    appending after bytes that were not understood could destroy a newer writer's data.
+//! 6. A sequence number not above the previous record's: refused as corruption.
+//! 7. A record at or below the checkpoint's sequence number is already in the vector file:
+//!    skipped. Any other record is decoded whole (refused as corruption if it does not
+//!    decode: its CRC held, so keeldb wrote it wrong or someone forged it) and applied.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::wal::{
+    decode_batch, decode_record_header, frame_body_crc_ok, HeaderProblem, Op, RecordHeader,
+    RECORD_HEADER_LEN, RECORD_KIND_MAX, RECORD_SYNC, WAL_HEADER_LEN,
+};
+use crate::types::RecoveryPolicy;
+
+/// What replay found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayOutcome {
+    /// Where the valid records end: the log is cut here before anything is appended.
+    pub end_offset: u64,
+    /// Bytes after `end_offset` (a torn tail), to be truncated.
+    pub torn_bytes: u64,
+    /// Damaged records or byte ranges skipped under `Salvage`.
+    pub corrupt_records_skipped: u64,
+    /// Records applied (those after the checkpoint).
+    pub records_replayed: u64,
+    /// Highest sequence number seen in the log, or 0.
+    pub last_lsn: u64,
+    /// One line per skipped range, naming its offset.
+    pub warnings: Vec<String>,
+}
+
+/// Replays `image` (the whole log file, header included, already checked by the caller).
+/// `apply` gets each record after `checkpoint_lsn`, decoded whole, in log order.
+pub fn replay(
+    path: &Path,
+    image: &[u8],
+    dimension: u32,
+    checkpoint_lsn: u64,
+    policy: RecoveryPolicy,
+    mut apply: impl FnMut(u64, Vec<Op<'_>>) -> Result<()>,
+) -> Result<ReplayOutcome> {
+    let mut out = ReplayOutcome::default();
+    let mut pos = WAL_HEADER_LEN;
+    let skip_damage = |from: usize, to: usize, out: &mut ReplayOutcome| -> Result<()> {
+        let reason = format!("{} damaged bytes before the record at byte {to}", to - from);
+        match policy {
+            RecoveryPolicy::Strict => Err(Error::corrupted(path, from as u64, reason)),
+            RecoveryPolicy::Salvage => {
+                out.corrupt_records_skipped += 1;
+                out.warnings.push(format!(
+                    "{}: skipped {reason} (from byte {from})",
+                    path.display()
+                ));
+                Ok(())
+            }
+        }
+    };
+    while pos < image.len() {
+        let header = match decode_record_header(&image[pos..]) {
+            Ok(header) => header,
+            Err(HeaderProblem::Oversized(len)) => {
+                return Err(Error::corrupted(
+                    path,
+                    pos as u64 + 8,
+                    format!("record declares a {len}-byte body, above the limit"),
+                ));
+            }
+            Err(HeaderProblem::Short | HeaderProblem::NotAHeader) => {
+                match find_next_record(image, pos + 1) {
+                    Some(next) => {
+                        skip_damage(pos, next, &mut out)?;
+                        pos = next;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+        };
+        let frame_end = pos as u64 + header.frame_len();
+        if frame_end > image.len() as u64 {
+            break;
+        }
+        let frame_end = frame_end as usize;
+        if !frame_body_crc_ok(&image[pos..frame_end]) {
+            match find_next_record(image, frame_end) {
+                Some(next) => {
+                    skip_damage(pos, next, &mut out)?;
+                    pos = next;
+                    continue;
+                }
+                None => break,
+            }
+        }
+        check_record(path, pos, &header, out.last_lsn)?;
+        out.last_lsn = header.lsn;
+        if header.lsn > checkpoint_lsn {
+            let body = &image[pos + RECORD_HEADER_LEN..frame_end - 4];
+            let ops = decode_batch(body, dimension).map_err(|e| {
+                Error::corrupted(
+                    path,
+                    (pos + RECORD_HEADER_LEN) as u64 + e.offset,
+                    format!("record {} passed its checksum but {}", header.lsn, e.reason),
+                )
+            })?;
+            apply(header.lsn, ops)?;
+            out.records_replayed += 1;
+        }
+        pos = frame_end;
+    }
+    out.end_offset = pos as u64;
+    out.torn_bytes = (image.len() - pos) as u64;
+    Ok(out)
+}
+
+/// Rules 5 and 6: the record's kind is known and its sequence number increases.
+fn check_record(path: &Path, pos: usize, header: &RecordHeader, last_lsn: u64) -> Result<()> {
+    if header.kind == 0 || header.kind > RECORD_KIND_MAX {
+        return Err(Error::UnsupportedVersion {
+            file: path.into(),
+            what: "record kind",
+            found: u32::from(header.kind),
+            supported: u32::from(RECORD_KIND_MAX),
+        });
+    }
+    if header.lsn <= last_lsn {
+        return Err(Error::corrupted(
+            path,
+            pos as u64 + 12,
+            format!(
+                "record sequence number {} does not follow {last_lsn}",
+                header.lsn
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The offset of the first whole, checksum-valid record starting at or after `from`.
+fn find_next_record(image: &[u8], from: usize) -> Option<usize> {
+    let sync = RECORD_SYNC.to_le_bytes();
+    let mut at = from;
+    while at + RECORD_HEADER_LEN <= image.len() {
+        let offset = image[at..].windows(4).position(|w| w == sync)?;
+        at += offset;
+        if let Ok(header) = decode_record_header(&image[at..]) {
+            let end = at as u64 + header.frame_len();
+            if end <= image.len() as u64 && frame_body_crc_ok(&image[at..end as usize]) {
+                return Some(at);
+            }
+        }
+        at += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::wal::{encode_header, BatchEncoder};
+    use crate::types::Id;
+
+    fn log(records: &[u64]) -> (Vec<u8>, Vec<usize>) {
+        let mut image = encode_header(2).to_vec();
+        let mut starts = Vec::new();
+        for &lsn in records {
+            starts.push(image.len());
+            let mut enc = BatchEncoder::new(16);
+            enc.upsert(&Id::Int(lsn), &[lsn as f32, 0.5]);
+            image.extend(enc.finish(lsn));
+        }
+        (image, starts)
+    }
+
+    fn run(image: &[u8], policy: RecoveryPolicy) -> Result<(ReplayOutcome, Vec<u64>)> {
+        let mut seen = Vec::new();
+        let out = replay(Path::new("t.wal"), image, 2, 0, policy, |lsn, ops| {
+            assert_eq!(ops.len(), 1);
+            seen.push(lsn);
+            Ok(())
+        })?;
+        Ok((out, seen))
+    }
+
+    #[test]
+    fn a_cut_at_every_byte_keeps_every_whole_record() {
+        let (image, starts) = log(&[1, 2, 3]);
+        for cut in WAL_HEADER_LEN..=image.len() {
+            let (out, seen) = run(&image[..cut], RecoveryPolicy::Strict).expect("replay");
+            let whole = starts
+                .iter()
+                .skip(1)
+                .chain([&image.len()])
+                .filter(|&&end| end <= cut)
+                .count();
+            assert_eq!(seen.len(), whole, "cut at {cut}");
+            assert_eq!(out.end_offset as usize + out.torn_bytes as usize, cut);
+        }
+    }
+
+    #[test]
+    fn a_flip_mid_log_is_skipped_or_refused_per_policy() {
+        let (mut image, starts) = log(&[1, 2, 3]);
+        image[starts[1] + RECORD_HEADER_LEN + 3] ^= 0x10;
+        let (out, seen) = run(&image, RecoveryPolicy::Salvage).expect("salvage");
+        assert_eq!(seen, vec![1, 3]);
+        assert_eq!(out.corrupt_records_skipped, 1);
+        let err = run(&image, RecoveryPolicy::Strict).expect_err("strict");
+        assert!(matches!(err, Error::Corrupted { offset, .. } if offset == starts[1] as u64));
+    }
+
+    #[test]
+    fn a_flip_in_the_last_record_is_a_torn_tail() {
+        let (mut image, starts) = log(&[1, 2]);
+        image[starts[1] + RECORD_HEADER_LEN + 1] ^= 1;
+        let (out, seen) = run(&image, RecoveryPolicy::Strict).expect("strict");
+        assert_eq!(seen, vec![1]);
+        assert_eq!(out.end_offset as usize, starts[1]);
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_a_torn_tail() {
+        let (mut image, _) = log(&[1]);
+        let end = image.len();
+        image.extend(std::iter::repeat_n(0u8, 4096));
+        let (out, seen) = run(&image, RecoveryPolicy::Strict).expect("strict");
+        assert_eq!(
+            (seen, out.end_offset as usize, out.torn_bytes),
+            (vec![1], end, 4096)
+        );
+    }
+
+    #[test]
+    fn records_at_or_below_the_checkpoint_are_not_applied() {
+        let (image, _) = log(&[4, 5, 6]);
+        let mut seen = Vec::new();
+        replay(
+            Path::new("t"),
+            &image,
+            2,
+            5,
+            RecoveryPolicy::Strict,
+            |lsn, _| {
+                seen.push(lsn);
+                Ok(())
+            },
+        )
+        .expect("replay");
+        assert_eq!(seen, vec![6]);
+    }
+}

@@ -1,0 +1,119 @@
+//! Appends framed records to the log, buffering, writing and syncing per [`Durability`].
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::wal::{encode_header, WAL_HEADER_LEN};
+use crate::types::Durability;
+
+/// Under [`Durability::None`], buffered log bytes are written out once they pass this size.
+pub const BUFFER_BYTES_MAX: usize = 1 << 20;
+
+/// The log of one collection, open for appending.
+#[derive(Debug)]
+pub struct WalWriter {
+    path: PathBuf,
+    file: File,
+    /// Bytes in the file (header included); the next write goes here.
+    written_len: u64,
+    /// Bytes appended but not yet handed to the OS.
+    buffer: Vec<u8>,
+    /// Whether everything written so far has been fdatasynced.
+    synced: bool,
+    next_lsn: u64,
+}
+
+impl WalWriter {
+    /// Creates an empty log (just its header), durable on return; the caller syncs the
+    /// directory.
+    pub fn create(path: &Path, dimension: u32) -> Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io("create", path, e))?;
+        file.write_all_at(&encode_header(dimension), 0)
+            .map_err(|e| Error::io("write", path, e))?;
+        file.sync_all().map_err(|e| Error::io("fsync", path, e))
+    }
+
+    /// Wraps a log file that replay has checked: its valid bytes end at `end_offset`, and
+    /// nothing after that offset remains (replay truncated any torn tail).
+    pub fn new(path: PathBuf, file: File, end_offset: u64, next_lsn: u64) -> Self {
+        WalWriter {
+            path,
+            file,
+            written_len: end_offset,
+            buffer: Vec::new(),
+            synced: true,
+            next_lsn,
+        }
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Size of the log including bytes still buffered.
+    pub fn len_bytes(&self) -> u64 {
+        self.written_len + self.buffer.len() as u64
+    }
+
+    /// Appends a record framed with `lsn == self.next_lsn()`, and returns once it is as
+    /// durable as `durability` asks. On error the caller must poison its handle: the bytes
+    /// may or may not be in the file.
+    pub fn append(&mut self, record: &[u8], durability: Durability) -> Result<()> {
+        self.buffer.extend_from_slice(record);
+        self.next_lsn += 1;
+        match durability {
+            Durability::None if self.buffer.len() < BUFFER_BYTES_MAX => Ok(()),
+            Durability::None | Durability::Flush => self.write_out(),
+            Durability::Fsync => self.sync(),
+        }
+    }
+
+    /// Hands buffered bytes to the OS.
+    pub fn write_out(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(&self.buffer, self.written_len)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.written_len += self.buffer.len() as u64;
+        self.buffer.clear();
+        self.synced = false;
+        Ok(())
+    }
+
+    /// Makes every appended record durable (write, then fdatasync, which also persists the
+    /// file's new length).
+    pub fn sync(&mut self) -> Result<()> {
+        self.write_out()?;
+        if !self.synced {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+            self.synced = true;
+        }
+        Ok(())
+    }
+
+    /// Empties the log after a checkpoint made every record in it redundant: drops the
+    /// buffer, cuts the file back to its header and fsyncs the cut.
+    pub fn reset(&mut self) -> Result<()> {
+        self.buffer.clear();
+        self.file
+            .set_len(WAL_HEADER_LEN as u64)
+            .map_err(|e| Error::io("truncate", &self.path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        self.written_len = WAL_HEADER_LEN as u64;
+        self.synced = true;
+        Ok(())
+    }
+}
