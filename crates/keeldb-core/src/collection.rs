@@ -27,7 +27,7 @@ use crate::format::{id_encoded_len, peek_version};
 use crate::storage::fsio;
 use crate::storage::vectors::VectorFile;
 use crate::types::{
-    Durability, Id, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, WAL_RECORD_BYTES_MAX,
+    Durability, Id, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX, WAL_RECORD_BYTES_MAX,
 };
 use crate::wal::replay::replay;
 use crate::wal::writer::WalWriter;
@@ -56,14 +56,14 @@ pub struct CollectionOptions {
 }
 
 /// Counters and sizes, for `stats()`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionStats {
     /// Live records.
     pub count: u64,
     /// Vector dimension.
     pub dimension: u32,
     /// Distance metric.
-    pub metric: Option<Metric>,
+    pub metric: Metric,
     /// Size of the vector file.
     pub vector_file_bytes: u64,
     /// Slots the vector file can hold now.
@@ -121,12 +121,14 @@ impl State {
 
     /// Applies one decoded record. Slots were reserved before the record was logged, so
     /// the only failures are bounds errors that would mean a bug.
-    fn apply(&mut self, lsn: u64, ops: &[Op<'_>]) -> Result<()> {
+    /// Returns how many deletes removed a live record.
+    fn apply(&mut self, lsn: u64, ops: &[Op<'_>]) -> Result<u64> {
         let upserts = ops
             .iter()
             .filter(|op| matches!(op, Op::Upsert { .. }))
             .count();
         self.vectors.reserve(self.slots_needed(upserts))?;
+        let mut removed = 0;
         for op in ops {
             match op {
                 Op::Upsert { id, vector_le } => {
@@ -139,12 +141,13 @@ impl State {
                 Op::Delete { id } => {
                     if let Some(old) = self.ids.remove(id) {
                         self.pending_free.push(old);
+                        removed += 1;
                     }
                 }
             }
         }
         self.last_lsn = lsn;
-        Ok(())
+        Ok(removed)
     }
 
     fn snapshot(&self, dimension: u32) -> IndexSnapshot {
@@ -169,8 +172,17 @@ impl State {
 #[derive(Debug)]
 struct Writer {
     wal: WalWriter,
-    poisoned: bool,
+    /// Why writes are refused, once a write, sync or checkpoint failed.
+    poisoned: Option<String>,
     checkpoints: u64,
+}
+
+impl Writer {
+    /// Marks the collection poisoned by `error` and hands the error back.
+    fn poison(&mut self, error: Error) -> Error {
+        self.poisoned.get_or_insert_with(|| error.to_string());
+        error
+    }
 }
 
 /// What open learned, kept for stats.
@@ -219,7 +231,7 @@ impl Collection {
         let config = read_config(dir)?;
         fsio::remove_stale_temps(dir)?;
         let snapshot = read_index(dir, config.dimension)?;
-        let mut vectors = VectorFile::open(&dir.join(VECTORS_FILE), config.dimension)?;
+        let vectors = VectorFile::open(&dir.join(VECTORS_FILE), config.dimension)?;
         if u64::from(snapshot.slot_high_water) > vectors.capacity_slots() {
             return Err(Error::corrupted(
                 dir.join(VECTORS_FILE),
@@ -231,7 +243,6 @@ impl Collection {
                 ),
             ));
         }
-        vectors.reserve(u64::from(snapshot.slot_high_water))?;
         let mut state = State {
             vectors,
             ids: snapshot.entries.into_iter().collect(),
@@ -251,7 +262,7 @@ impl Collection {
             report,
             writer: Mutex::new(Some(Writer {
                 wal,
-                poisoned: false,
+                poisoned: None,
                 checkpoints: 0,
             })),
             state: RwLock::new(Some(state)),
@@ -288,6 +299,11 @@ impl Collection {
     ) -> Result<()> {
         let dim = self.config.dimension as usize;
         check_batch_len(ids.len())?;
+        if ids.is_empty() && vectors.is_empty() {
+            // Nothing to log; still refuse a closed or poisoned collection.
+            let mut guard = self.lock_writer()?;
+            return self.usable_writer(&mut guard).map(|_| ());
+        }
         if vectors.len() != ids.len() * dim {
             return Err(Error::DimensionMismatch(format!(
                 "{} ids need {} floats at dimension {dim}, got {}",
@@ -310,12 +326,17 @@ impl Collection {
             }
             enc.upsert(id, vector);
         }
-        self.commit(enc, ids.len(), durability)
+        self.commit(enc, ids.len(), durability).map(|_| ())
     }
 
-    /// Removes `ids` as one atomic batch. Returns how many of them existed.
+    /// Removes `ids` as one atomic batch. Returns how many records it removed (an id given
+    /// twice counts once).
     pub fn delete(&self, ids: &[Id], durability: Option<Durability>) -> Result<u64> {
         check_batch_len(ids.len())?;
+        if ids.is_empty() {
+            let mut guard = self.lock_writer()?;
+            return self.usable_writer(&mut guard).map(|_| 0);
+        }
         let body_bytes: usize = ids.iter().map(|id| 1 + id_encoded_len(id)).sum();
         check_body_len(body_bytes)?;
         let mut enc = BatchEncoder::new(body_bytes);
@@ -323,24 +344,17 @@ impl Collection {
             validate_id(i, id)?;
             enc.delete(id);
         }
-        let existing = {
-            let guard = self.read_state()?;
-            let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
-            ids.iter().filter(|id| state.ids.contains_key(id)).count() as u64
-        };
-        // `existing` may be stale if another delete races this one; it is a convenience
-        // count, the delete itself is exact.
-        self.commit(enc, 0, durability)?;
-        Ok(existing)
+        self.commit(enc, 0, durability)
     }
 
-    /// Logs and applies an encoded batch with `upserts` upserts.
+    /// Logs and applies an encoded batch with `upserts` upserts; returns how many of its
+    /// deletes removed a live record.
     fn commit(
         &self,
         enc: BatchEncoder,
         upserts: usize,
         durability: Option<Durability>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let durability = durability.unwrap_or(self.options.durability);
         let mut writer_guard = self.lock_writer()?;
         let writer = self.usable_writer(&mut writer_guard)?;
@@ -350,15 +364,13 @@ impl Collection {
             let state = open_state(&mut state_guard)?;
             let needed = state.slots_needed(upserts);
             if let Err(e) = state.vectors.reserve(needed) {
-                writer.poisoned = true;
-                return Err(e);
+                return Err(writer.poison(e));
             }
         }
         let lsn = writer.wal.next_lsn();
         let record = enc.finish(lsn);
         if let Err(e) = writer.wal.append(&record, durability) {
-            writer.poisoned = true;
-            return Err(e);
+            return Err(writer.poison(e));
         }
         let applied = {
             let mut state_guard = self.write_state()?;
@@ -368,18 +380,29 @@ impl Collection {
                 .map_err(|e| Error::corrupted(&self.dir, e.offset, e.reason))
                 .and_then(|ops| state.apply(lsn, &ops))
         };
-        if let Err(e) = applied {
-            writer.poisoned = true;
-            return Err(e);
-        }
+        let removed = applied.map_err(|e| writer.poison(e))?;
         if writer.wal.len_bytes() > self.options.checkpoint_threshold_bytes {
-            self.checkpoint_locked(writer)?;
+            // The write itself is logged as asked, so it is acknowledged even if this
+            // checkpoint fails; the failure poisons the collection and the next call says why.
+            let _ = self.checkpoint_locked(writer);
         }
-        Ok(())
+        Ok(removed)
+    }
+
+    /// Grows the vector file so that `additional` more records fit without a remap, ahead of
+    /// a bulk load.
+    pub fn reserve(&self, additional: u64) -> Result<()> {
+        let mut writer_guard = self.lock_writer()?;
+        let writer = self.usable_writer(&mut writer_guard)?;
+        let mut state_guard = self.write_state()?;
+        let state = open_state(&mut state_guard)?;
+        let needed = u64::from(state.slot_high_water).saturating_add(additional);
+        state.vectors.reserve(needed).map_err(|e| writer.poison(e))
     }
 
     /// Copies the vector stored under `id`, if any.
     pub fn get(&self, id: &Id) -> Result<Option<Vec<f32>>> {
+        id.validate()?;
         let guard = self.read_state()?;
         let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
         match state.ids.get(id) {
@@ -392,11 +415,7 @@ impl Collection {
     pub fn flush(&self) -> Result<()> {
         let mut guard = self.lock_writer()?;
         let writer = self.usable_writer(&mut guard)?;
-        if let Err(e) = writer.wal.sync() {
-            writer.poisoned = true;
-            return Err(e);
-        }
-        Ok(())
+        writer.wal.sync().map_err(|e| writer.poison(e))
     }
 
     /// Makes the vector file and the index durable, then empties the log.
@@ -407,11 +426,7 @@ impl Collection {
     }
 
     fn checkpoint_locked(&self, writer: &mut Writer) -> Result<()> {
-        let result = self.checkpoint_steps(writer);
-        if result.is_err() {
-            writer.poisoned = true;
-        }
-        result
+        self.checkpoint_steps(writer).map_err(|e| writer.poison(e))
     }
 
     fn checkpoint_steps(&self, writer: &mut Writer) -> Result<()> {
@@ -448,7 +463,7 @@ impl Collection {
         Ok(CollectionStats {
             count: state.ids.len() as u64,
             dimension: self.config.dimension,
-            metric: Some(self.config.metric),
+            metric: self.config.metric,
             vector_file_bytes: state.vectors.len_bytes(),
             capacity_slots: state.vectors.capacity_slots(),
             slot_high_water: u64::from(state.slot_high_water),
@@ -461,7 +476,7 @@ impl Collection {
             corrupt_records_skipped: self.report.corrupt_records_skipped,
             torn_bytes_truncated: self.report.torn_bytes_truncated,
             warnings: self.report.warnings.clone(),
-            poisoned: writer.poisoned,
+            poisoned: writer.poisoned.is_some(),
         })
     }
 
@@ -470,7 +485,7 @@ impl Collection {
     pub fn close(&self) -> Result<()> {
         let mut guard = self.lock_writer()?;
         let result = match guard.as_mut() {
-            Some(writer) if !writer.poisoned => self.checkpoint_locked(writer),
+            Some(writer) if writer.poisoned.is_none() => self.checkpoint_locked(writer),
             _ => Ok(()),
         };
         *guard = None;
@@ -485,28 +500,35 @@ impl Collection {
         Ok(())
     }
 
+    fn lock_poisoned(&self) -> Error {
+        Error::Poisoned {
+            what: format!("collection '{}'", self.name),
+            cause: "a thread panicked while holding its lock".to_owned(),
+        }
+    }
+
     fn lock_writer(&self) -> Result<MutexGuard<'_, Option<Writer>>> {
-        self.writer
-            .lock()
-            .map_err(|_| Error::Poisoned(self.name.clone()))
+        self.writer.lock().map_err(|_| self.lock_poisoned())
     }
 
     fn read_state(&self) -> Result<RwLockReadGuard<'_, Option<State>>> {
-        self.state
-            .read()
-            .map_err(|_| Error::Poisoned(self.name.clone()))
+        self.state.read().map_err(|_| self.lock_poisoned())
     }
 
     fn write_state(&self) -> Result<RwLockWriteGuard<'_, Option<State>>> {
-        self.state
-            .write()
-            .map_err(|_| Error::Poisoned(self.name.clone()))
+        self.state.write().map_err(|_| self.lock_poisoned())
     }
 
     fn usable_writer<'g>(&self, guard: &'g mut Option<Writer>) -> Result<&'g mut Writer> {
         match guard.as_mut() {
             None => Err(Error::Closed("collection")),
-            Some(w) if w.poisoned => Err(Error::Poisoned(self.name.clone())),
+            Some(Writer {
+                poisoned: Some(cause),
+                ..
+            }) => Err(Error::Poisoned {
+                what: format!("collection '{}'", self.name),
+                cause: cause.clone(),
+            }),
             Some(w) => Ok(w),
         }
     }
@@ -542,16 +564,17 @@ fn check_body_len(bytes: usize) -> Result<()> {
 fn read_config(dir: &Path) -> Result<CollectionConfig> {
     let path = dir.join(CONFIG_FILE);
     let bytes = fsio::read_small(&path, CONFIG_BYTES_MAX as u64)?;
-    let config = config::decode(&bytes).map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
-    if config.format_version > COLLECTION_FORMAT_VERSION || config.format_version == 0 {
+    // The version first: a newer config may have fields this build would call corrupt.
+    let version = config::peek_format_version(&bytes);
+    if let Some(found) = version.filter(|v| *v > COLLECTION_FORMAT_VERSION || *v == 0) {
         return Err(Error::UnsupportedVersion {
             file: path,
             what: "format version",
-            found: config.format_version,
+            found,
             supported: COLLECTION_FORMAT_VERSION,
         });
     }
-    Ok(config)
+    config::decode(&bytes).map_err(|e| Error::corrupted(&path, e.offset, e.reason))
 }
 
 fn read_index(dir: &Path, dimension: u32) -> Result<IndexSnapshot> {
@@ -567,6 +590,16 @@ fn read_index(dir: &Path, dimension: u32) -> Result<IndexSnapshot> {
     }
     let snapshot =
         index::decode(&bytes).map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
+    if snapshot.checkpoint_lsn > LSN_MAX {
+        return Err(Error::corrupted(
+            &path,
+            16,
+            format!(
+                "checkpoint sequence number {} is above the limit {LSN_MAX}",
+                snapshot.checkpoint_lsn
+            ),
+        ));
+    }
     if snapshot.dimension != dimension {
         return Err(Error::corrupted(
             &path,
@@ -618,7 +651,7 @@ fn recover_log(
         config.dimension,
         checkpoint_lsn,
         policy,
-        |lsn, ops| state.apply(lsn, &ops),
+        |lsn, ops| state.apply(lsn, &ops).map(|_| ()),
     )?;
     drop(image);
     if outcome.torn_bytes > 0 {

@@ -215,8 +215,28 @@ impl Db {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Option<Open>>> {
-        self.open
-            .lock()
-            .map_err(|_| Error::Poisoned("database".to_owned()))
+        self.open.lock().map_err(|_| Error::Poisoned {
+            what: "database".to_owned(),
+            cause: "a thread panicked while holding its lock".to_owned(),
+        })
+    }
+}
+
+impl Drop for Db {
+    /// Dropping an unclosed database is a crash as far as its files go: nothing is
+    /// checkpointed, replay at the next open restores every acknowledged write. But its
+    /// collections are closed before the lock is released, so a collection handle kept from
+    /// it gets `Closed` instead of appending to a log the next opener owns.
+    fn drop(&mut self) {
+        let open = match self.open.get_mut() {
+            Ok(open) => open.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(open) = open {
+            for c in open.collections.values() {
+                // Only a poisoned lock can fail here; its holders already get errors.
+                let _ = c.close_without_checkpoint();
+            }
+        }
     }
 }

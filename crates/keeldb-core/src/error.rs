@@ -68,8 +68,13 @@ pub enum Error {
 
     /// An earlier write or sync failed, so the state on disk is unknown. The collection
     /// refuses writes until the database is reopened, which recovers from the log.
-    #[error("collection '{0}' is poisoned by an earlier failed write or sync; close and reopen the database")]
-    Poisoned(String),
+    #[error("{what} is poisoned by an earlier failure ({cause}); close and reopen the database")]
+    Poisoned {
+        /// The collection (or "database").
+        what: String,
+        /// The failure that poisoned it.
+        cause: String,
+    },
 
     /// A file was written by a newer keeldb (format version or record kind unknown here).
     #[error("{}: {what} {found} is not supported by this keeldb (supports up to {supported})", file.display())]
@@ -97,7 +102,7 @@ impl Error {
             Error::Closed(_) => "KEEL_CLOSED",
             Error::Corrupted { .. } => "KEEL_CORRUPT",
             Error::Io { .. } => "KEEL_IO",
-            Error::Poisoned(_) => "KEEL_POISONED",
+            Error::Poisoned { .. } => "KEEL_POISONED",
             Error::UnsupportedVersion { .. } => "KEEL_UNSUPPORTED_VERSION",
         }
     }

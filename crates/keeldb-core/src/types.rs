@@ -13,6 +13,10 @@ pub const DIMENSION_MAX: u32 = 65_536;
 pub const COLLECTION_NAME_BYTES_MAX: usize = 64;
 /// Most records one atomic batch may carry.
 pub const BATCH_RECORDS_MAX: usize = 1_000_000;
+/// Largest log sequence number accepted from disk (in a log record or an index). Far above
+/// any real log (one write a nanosecond would take 146 years to reach it), and low enough
+/// that the next sequence number can never overflow: a larger one is refused as corruption.
+pub const LSN_MAX: u64 = 1 << 62;
 /// Most bytes one write-ahead-log record (one atomic batch) may occupy. Checked before the
 /// batch is written and, on replay, before any declared length is trusted.
 pub const WAL_RECORD_BYTES_MAX: u32 = 1 << 30;
@@ -91,6 +95,17 @@ pub enum Metric {
     Dot,
     /// The L2 distance.
     Euclidean,
+}
+
+impl Metric {
+    /// The metric's name as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::Dot => "dot",
+            Metric::Euclidean => "euclidean",
+        }
+    }
 }
 
 impl std::str::FromStr for Metric {

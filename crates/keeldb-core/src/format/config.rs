@@ -33,6 +33,23 @@ pub fn encode(config: &CollectionConfig) -> Vec<u8> {
     out
 }
 
+/// The `formatVersion` of a config, read while ignoring every other field, or `None` when
+/// the bytes are not a JSON object with a u32 `formatVersion`. Lets the caller refuse a newer
+/// config as such even when its other fields are ones this build cannot parse.
+pub fn peek_format_version(bytes: &[u8]) -> Option<u32> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Versioned {
+        format_version: u32,
+    }
+    if bytes.len() > CONFIG_BYTES_MAX {
+        return None;
+    }
+    serde_json::from_slice::<Versioned>(bytes)
+        .ok()
+        .map(|v| v.format_version)
+}
+
 /// Decodes config JSON. The version is returned as found, for the caller to refuse one it
 /// does not support; every other field is checked here.
 pub fn decode(bytes: &[u8]) -> Result<CollectionConfig, DecodeError> {

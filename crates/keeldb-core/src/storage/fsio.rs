@@ -75,22 +75,29 @@ pub fn read_small(path: &Path, limit_bytes: u64) -> Result<Vec<u8>> {
 /// Opens a file for reading, refusing anything that is not a regular file (a symlink
 /// planted in a collection directory is refused, not followed).
 pub fn open_regular(path: &Path) -> Result<File> {
-    let meta = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
-    if !meta.file_type().is_file() {
-        return Err(Error::corrupted(path, 0, "expected a regular file"));
-    }
+    check_regular(path)?;
     File::open(path).map_err(|e| Error::io("open", path, e))
 }
 
 /// Opens a file for reading and writing, refusing anything that is not a regular file.
 pub fn open_regular_rw(path: &Path) -> Result<File> {
-    let meta = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
-    if !meta.file_type().is_file() {
-        return Err(Error::corrupted(path, 0, "expected a regular file"));
-    }
+    check_regular(path)?;
     OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .map_err(|e| Error::io("open", path, e))
+}
+
+/// A file keeldb wrote must exist and be a regular file: a missing one means the collection
+/// was damaged, a symlink or directory means someone else put it there.
+fn check_regular(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => Ok(()),
+        Ok(_) => Err(Error::corrupted(path, 0, "expected a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::corrupted(path, 0, "file is missing"))
+        }
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
 }

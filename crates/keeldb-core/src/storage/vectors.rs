@@ -18,8 +18,10 @@ use memmap2::MmapMut;
 
 use super::fsio;
 use crate::error::{Error, Result};
-use crate::format::vectors::{decode_header, encode_header, VECTORS_HEADER_LEN, VECTORS_VERSION};
-use crate::format::{f32s_from_le, put_f32s};
+use crate::format::vectors::{
+    decode_header, encode_header, VECTORS_HEADER_LEN, VECTORS_MAGIC, VECTORS_VERSION,
+};
+use crate::format::{f32s_from_le, peek_version, put_f32s};
 
 /// Size of a new vector file.
 pub const INITIAL_BYTES: u64 = 16 << 20;
@@ -68,9 +70,9 @@ impl VectorFile {
             ));
         }
         let map = map_file(&file, path)?;
-        let (version, found_dimension) =
-            decode_header(&map).map_err(|e| Error::corrupted(path, e.offset, e.reason))?;
-        if version > VECTORS_VERSION {
+        // A newer version is refused as such before its header is checked with this
+        // build's layout.
+        if let Some(version) = peek_version(&map, &VECTORS_MAGIC).filter(|v| *v > VECTORS_VERSION) {
             return Err(Error::UnsupportedVersion {
                 file: path.into(),
                 what: "format version",
@@ -78,6 +80,8 @@ impl VectorFile {
                 supported: VECTORS_VERSION,
             });
         }
+        let (_version, found_dimension) =
+            decode_header(&map).map_err(|e| Error::corrupted(path, e.offset, e.reason))?;
         if found_dimension != dimension {
             return Err(Error::corrupted(
                 path,

@@ -11,7 +11,8 @@
 //! 4. A body whose CRC fails: mid-log damage if a valid record follows, else a torn tail.
 //! 5. A record kind this build does not know: refused (`UnsupportedVersion`), because
 //!    appending after bytes that were not understood could destroy a newer writer's data.
-//! 6. A sequence number not above the previous record's: refused as corruption.
+//! 6. A sequence number not above the previous record's, or above `LSN_MAX`: refused as
+//!    corruption.
 //! 7. A record at or below the checkpoint's sequence number is already in the vector file:
 //!    skipped. Any other record is decoded whole (refused as corruption if it does not
 //!    decode: its CRC held, so keeldb wrote it wrong or someone forged it) and applied.
@@ -23,7 +24,7 @@ use crate::format::wal::{
     decode_batch, decode_record_header, frame_body_crc_ok, HeaderProblem, Op, RecordHeader,
     RECORD_HEADER_LEN, RECORD_KIND_MAX, RECORD_SYNC, WAL_HEADER_LEN,
 };
-use crate::types::RecoveryPolicy;
+use crate::types::{RecoveryPolicy, LSN_MAX};
 
 /// What replay found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,7 +126,8 @@ pub fn replay(
     Ok(out)
 }
 
-/// Rules 5 and 6: the record's kind is known and its sequence number increases.
+/// Rules 5 and 6: the record's kind is known and its sequence number increases, within
+/// `LSN_MAX`.
 fn check_record(path: &Path, pos: usize, header: &RecordHeader, last_lsn: u64) -> Result<()> {
     if header.kind == 0 || header.kind > RECORD_KIND_MAX {
         return Err(Error::UnsupportedVersion {
@@ -134,6 +136,16 @@ fn check_record(path: &Path, pos: usize, header: &RecordHeader, last_lsn: u64) -
             found: u32::from(header.kind),
             supported: u32::from(RECORD_KIND_MAX),
         });
+    }
+    if header.lsn > LSN_MAX {
+        return Err(Error::corrupted(
+            path,
+            pos as u64 + 12,
+            format!(
+                "record sequence number {} is above the limit {LSN_MAX}",
+                header.lsn
+            ),
+        ));
     }
     if header.lsn <= last_lsn {
         return Err(Error::corrupted(

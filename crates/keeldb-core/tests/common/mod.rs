@@ -1,0 +1,215 @@
+//! Helpers shared by the integration tests: opening databases, writing logs with known
+//! records, walking and forging log frames, and checking what a collection holds.
+//!
+//! A "crash" here is dropping a `Db` without `close()`: nothing is checkpointed, so the log
+//! keeps every acknowledged record, as after a process kill.
+
+#![allow(
+    dead_code,
+    reason = "every test binary compiles this module but uses a different subset of it"
+)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use keeldb_core::format::crc32;
+use keeldb_core::format::index::{self, IndexSnapshot};
+use keeldb_core::format::wal::{RECORD_HEADER_LEN, WAL_HEADER_LEN};
+use keeldb_core::{Collection, Db, DbOptions, Durability, Id, Metric, RecoveryPolicy, Result};
+
+/// The collection every fixture uses.
+pub const NAME: &str = "c";
+/// Offset of the header CRC inside a record header.
+pub const RECORD_HEADER_CRC_AT: usize = RECORD_HEADER_LEN - 4;
+/// Offset of `body_len` inside a record header.
+pub const RECORD_BODY_LEN_AT: usize = 8;
+/// Offset of `lsn` inside a record header.
+pub const RECORD_LSN_AT: usize = 12;
+
+/// Database options with the given recovery policy and defaults otherwise.
+pub fn options(recovery: RecoveryPolicy) -> DbOptions {
+    DbOptions {
+        recovery,
+        ..DbOptions::default()
+    }
+}
+
+/// Opens `dir` under `recovery`.
+pub fn open(dir: &Path, recovery: RecoveryPolicy) -> Result<Db> {
+    Db::open(dir, options(recovery))
+}
+
+/// Opens `dir` with default options, panicking with the error if it fails.
+pub fn open_ok(dir: &Path) -> Db {
+    Db::open(dir, DbOptions::default()).expect("open the database")
+}
+
+/// Opens `dir` and creates collection [`NAME`] of `dimension` in it.
+pub fn create(dir: &Path, dimension: u32) -> (Db, Arc<Collection>) {
+    let db = open_ok(dir);
+    let c = db
+        .create_collection(NAME, dimension, Metric::Euclidean)
+        .expect("create the collection");
+    (db, c)
+}
+
+/// The directory of collection [`NAME`].
+pub fn coll_dir(dir: &Path) -> PathBuf {
+    dir.join(NAME)
+}
+
+/// The log of collection [`NAME`].
+pub fn wal_path(dir: &Path) -> PathBuf {
+    coll_dir(dir).join("vectors.wal")
+}
+
+/// The id index of collection [`NAME`].
+pub fn index_path(dir: &Path) -> PathBuf {
+    coll_dir(dir).join("ids.idx")
+}
+
+/// The vector file of collection [`NAME`].
+pub fn vectors_path(dir: &Path) -> PathBuf {
+    coll_dir(dir).join("vectors.dat")
+}
+
+/// The config file of collection [`NAME`].
+pub fn config_path(dir: &Path) -> PathBuf {
+    coll_dir(dir).join("collection.json")
+}
+
+/// Reads a whole file.
+pub fn read(path: &Path) -> Vec<u8> {
+    fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Replaces a whole file.
+pub fn write(path: &Path, bytes: &[u8]) {
+    fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// The vector every fixture stores under integer id `n`: distinct per id and component.
+pub fn vector(n: u64, dimension: u32) -> Vec<f32> {
+    (0..dimension).map(|j| n as f32 * 10.0 + j as f32).collect()
+}
+
+/// Integer ids.
+pub fn ids(ns: &[u64]) -> Vec<Id> {
+    ns.iter().map(|&n| Id::Int(n)).collect()
+}
+
+/// The flat vectors of `ns`, for `upsert`.
+pub fn flat(ns: &[u64], dimension: u32) -> Vec<f32> {
+    ns.iter().flat_map(|&n| vector(n, dimension)).collect()
+}
+
+/// Upserts integer ids `ns` as one batch (one log record) with default durability.
+pub fn put(c: &Collection, ns: &[u64]) {
+    c.upsert(&ids(ns), &flat(ns, c.dimension()), None)
+        .expect("upsert");
+}
+
+/// Creates collection [`NAME`] in `dir`, writes one fsynced record per batch, and crashes.
+/// Returns the log and the offset at which each record starts.
+pub fn write_log(dir: &Path, dimension: u32, batches: &[&[u64]]) -> (Vec<u8>, Vec<usize>) {
+    let (db, c) = create(dir, dimension);
+    for batch in batches {
+        put(&c, batch);
+    }
+    drop(c);
+    drop(db);
+    let log = read(&wal_path(dir));
+    let starts = record_starts(&log);
+    assert_eq!(starts.len(), batches.len(), "one record per batch");
+    (log, starts)
+}
+
+/// The offset of every record in a well-formed log, found by walking the declared lengths.
+pub fn record_starts(log: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = WAL_HEADER_LEN;
+    while at < log.len() {
+        starts.push(at);
+        at += frame_len(&log[at..]);
+    }
+    assert_eq!(at, log.len(), "the log ends with a whole record");
+    starts
+}
+
+/// The length of the frame starting at `record[0]`, as its header declares.
+pub fn frame_len(record: &[u8]) -> usize {
+    let len = u32::from_le_bytes(
+        record[RECORD_BODY_LEN_AT..RECORD_BODY_LEN_AT + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    RECORD_HEADER_LEN + len as usize + 4
+}
+
+/// Recomputes the header CRC of the record starting at `record[0]`.
+pub fn fix_header_crc(record: &mut [u8]) {
+    let crc = crc32(&record[..RECORD_HEADER_CRC_AT]);
+    record[RECORD_HEADER_CRC_AT..RECORD_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Recomputes both CRCs of the whole frame `record` (header first, then body), so that
+/// only the fields a test changed are hostile.
+pub fn fix_crcs(record: &mut [u8]) {
+    fix_header_crc(record);
+    let crc_at = record.len() - 4;
+    let crc = crc32(&record[..crc_at]);
+    record[crc_at..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Asserts that `c` holds exactly the fixture vector of each id in `present` and nothing
+/// under any id in `absent`.
+pub fn assert_holds(c: &Collection, present: &[u64], absent: &[u64]) {
+    for &n in present {
+        let got = c.get(&Id::Int(n)).expect("get");
+        assert_eq!(
+            got,
+            Some(vector(n, c.dimension())),
+            "id {n} should be present"
+        );
+    }
+    for &n in absent {
+        assert_eq!(
+            c.get(&Id::Int(n)).expect("get"),
+            None,
+            "id {n} should be absent"
+        );
+    }
+}
+
+/// The error code of `result`, or a panic naming the unexpected success.
+pub fn code<T>(result: Result<T>) -> &'static str {
+    match result {
+        Ok(_) => panic!("expected an error, got success"),
+        Err(e) => e.code(),
+    }
+}
+
+/// The id index of collection [`NAME`] as written by the last checkpoint, entries sorted so
+/// that two snapshots of the same state compare equal.
+pub fn index_snapshot(dir: &Path) -> IndexSnapshot {
+    let mut snapshot = index::decode(&read(&index_path(dir))).expect("decode the index");
+    snapshot.entries.sort();
+    snapshot
+}
+
+/// Options with a tiny checkpoint threshold: every write checkpoints.
+pub fn checkpoint_every_write() -> DbOptions {
+    DbOptions {
+        checkpoint_threshold_bytes: 1,
+        ..DbOptions::default()
+    }
+}
+
+/// Options whose writes use `durability` unless they name one.
+pub fn with_durability(durability: Durability) -> DbOptions {
+    DbOptions {
+        durability,
+        ..DbOptions::default()
+    }
+}

@@ -1,0 +1,326 @@
+//! Files that keeldb did not write, or that a newer keeldb wrote, are refused at open with a
+//! typed error naming them, never a panic and never a guess.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use common::{
+    code, coll_dir, config_path, create, index_path, open_ok, put, read, vectors_path, wal_path,
+    write, NAME,
+};
+use keeldb_core::format::crc32;
+use keeldb_core::format::index::{self, IndexSnapshot, INDEX_VERSION};
+use keeldb_core::{Db, DbOptions, Error};
+
+const DIM: u32 = 4;
+
+/// A database with collection [`NAME`] holding ids 1..=3, closed cleanly (so the index
+/// references three slots and the log is empty).
+fn closed_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    put(&c, &[1, 2, 3]);
+    db.close().expect("close");
+    dir
+}
+
+fn open_err(dir: &Path) -> Error {
+    match Db::open(dir, DbOptions::default()) {
+        Ok(_) => panic!("open of a hostile database succeeded"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts the error is `expected_code` and names `file`.
+fn assert_refused(err: &Error, expected_code: &str, file: &Path) {
+    assert_eq!(err.code(), expected_code, "{err}");
+    let name = file.file_name().expect("file name").to_string_lossy();
+    assert!(
+        err.to_string().contains(&*name),
+        "{err} does not name {name}"
+    );
+}
+
+/// Rewrites the u32 version at bytes 8..12 of a file; with `fix_crc_at`, also the header
+/// CRC stored there over the bytes before it (a newer keeldb might lay the rest out
+/// differently, so both must be refused as "newer", not as "corrupt").
+fn set_version(path: &Path, version: u32, fix_crc_at: Option<usize>) {
+    let mut bytes = read(path);
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
+    if let Some(at) = fix_crc_at {
+        let crc = crc32(&bytes[..at]);
+        bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+    write(path, &bytes);
+}
+
+#[test]
+fn a_newer_config_format_version_is_unsupported() {
+    // formatVersion 2 is refused as newer, even with fields or values this build cannot parse.
+    for config in [
+        r#"{"formatVersion":2,"dimension":4,"metric":"euclidean"}"#,
+        r#"{"formatVersion":2,"dimension":4,"metric":"euclidean","payloads":true}"#,
+        r#"{"formatVersion":2,"dimension":4,"metric":"hamming"}"#,
+        r#"{"formatVersion":2}"#,
+    ] {
+        let dir = closed_fixture();
+        write(&config_path(dir.path()), config.as_bytes());
+        let err = open_err(dir.path());
+        assert_refused(&err, "KEEL_UNSUPPORTED_VERSION", &config_path(dir.path()));
+    }
+}
+
+#[test]
+fn garbage_empty_or_inconsistent_configs_are_corrupt() {
+    // A config that is not valid version-1 JSON for these data files is corrupt.
+    for config in [
+        "",
+        "not json",
+        "\u{0}\u{1}\u{2}",
+        "{}",
+        r#"{"formatVersion":1,"dimension":0,"metric":"euclidean"}"#,
+        r#"{"formatVersion":1,"dimension":4,"metric":"euclidean","x":1}"#,
+        r#"{"formatVersion":"1","dimension":4,"metric":"euclidean"}"#,
+        r#"{"formatVersion":1,"dimension":8,"metric":"euclidean"}"#,
+        r#"[1,2,3]"#,
+    ] {
+        let dir = closed_fixture();
+        write(&config_path(dir.path()), config.as_bytes());
+        assert_eq!(
+            code(Db::open(dir.path(), DbOptions::default())),
+            "KEEL_CORRUPT",
+            "{config}"
+        );
+    }
+    let dir = closed_fixture();
+    write(&config_path(dir.path()), &vec![b' '; 5000]);
+    assert_eq!(
+        code(Db::open(dir.path(), DbOptions::default())),
+        "KEEL_CORRUPT"
+    );
+}
+
+#[test]
+fn newer_binary_headers_are_unsupported() {
+    // A newer log, index or vector file is refused as newer, whatever its header CRC says.
+    type PathOf = fn(&Path) -> std::path::PathBuf;
+    let files: [(PathOf, Option<usize>); 3] = [
+        (wal_path, Some(28)),
+        (vectors_path, Some(28)),
+        (index_path, None),
+    ];
+    for (path_of, crc_at) in files {
+        for fix_crc in [false, true] {
+            let dir = closed_fixture();
+            let path = path_of(dir.path());
+            let crc_at = if fix_crc { crc_at } else { None };
+            set_version(&path, 2, crc_at);
+            if fix_crc && crc_at.is_none() {
+                // The index's CRC covers the whole file and sits at its end.
+                let mut bytes = read(&path);
+                let end = bytes.len() - 4;
+                let crc = crc32(&bytes[..end]);
+                bytes[end..].copy_from_slice(&crc.to_le_bytes());
+                write(&path, &bytes);
+            }
+            let err = open_err(dir.path());
+            assert_refused(&err, "KEEL_UNSUPPORTED_VERSION", &path);
+        }
+    }
+}
+
+#[test]
+fn empty_data_files_are_corrupt() {
+    // A zero-length log, index or vector file is not something keeldb ever leaves behind.
+    for path_of in [wal_path, index_path, vectors_path] {
+        let dir = closed_fixture();
+        let path = path_of(dir.path());
+        write(&path, b"");
+        assert_refused(&open_err(dir.path()), "KEEL_CORRUPT", &path);
+    }
+}
+
+#[test]
+fn a_truncated_vector_file_is_corrupt() {
+    // A vector file shorter than its header, or than the slots the index uses, is refused.
+    let dir = closed_fixture();
+    let path = vectors_path(dir.path());
+    let original = read(&path);
+    for len in [1usize, 100, 4095, 4096, 4096 + 16 * 2, 4096 + 16 * 3 - 1] {
+        write(&path, &original[..len]);
+        assert_refused(&open_err(dir.path()), "KEEL_CORRUPT", &path);
+    }
+    // Exactly the three used slots is enough: nothing is lost.
+    write(&path, &original[..4096 + 16 * 3]);
+    let db = open_ok(dir.path());
+    common::assert_holds(&db.collection(NAME).expect("collection"), &[1, 2, 3], &[]);
+    db.close().expect("close");
+}
+
+#[test]
+fn a_truncated_or_bit_flipped_index_is_corrupt() {
+    // The index is written atomically, so any damage to it is refused (under every policy).
+    let dir = closed_fixture();
+    let path = index_path(dir.path());
+    let original = read(&path);
+    for cut in [0, 8, 39, 40, original.len() / 2, original.len() - 1] {
+        write(&path, &original[..cut]);
+        assert_refused(&open_err(dir.path()), "KEEL_CORRUPT", &path);
+    }
+    for at in 0..original.len() {
+        let mut bad = original.clone();
+        bad[at] ^= 1 << (at % 8);
+        write(&path, &bad);
+        let err = open_err(dir.path());
+        // A flip in the version field reads as a newer version, before the CRC is checked.
+        if (8..12).contains(&at) && u32::from_le_bytes(bad[8..12].try_into().expect("4")) > 1 {
+            assert_refused(&err, "KEEL_UNSUPPORTED_VERSION", &path);
+        } else {
+            assert_refused(&err, "KEEL_CORRUPT", &path);
+        }
+    }
+}
+
+#[test]
+fn a_forged_index_is_checked_against_the_vector_file_and_the_lsn_limit() {
+    // An index whose CRC holds but whose contents the other files contradict is refused.
+    let dir = closed_fixture();
+    let path = index_path(dir.path());
+    let good = index::decode(&read(&path)).expect("decode");
+    let vectors_bytes = fs::metadata(vectors_path(dir.path())).expect("stat").len();
+    let capacity = ((vectors_bytes - 4096) / (u64::from(DIM) * 4)) as u32;
+    let forged = [
+        (
+            IndexSnapshot {
+                checkpoint_lsn: u64::MAX,
+                ..good.clone()
+            },
+            path.clone(),
+        ),
+        (
+            IndexSnapshot {
+                dimension: 8,
+                ..good.clone()
+            },
+            path.clone(),
+        ),
+        // More slots than the vector file holds: the vector file is the one found short.
+        (
+            IndexSnapshot {
+                slot_high_water: capacity + 1,
+                free_slots: (3..=capacity).collect(),
+                ..good.clone()
+            },
+            vectors_path(dir.path()),
+        ),
+    ];
+    for (snapshot, named) in forged {
+        assert_eq!(snapshot.version, INDEX_VERSION);
+        write(&path, &index::encode(&snapshot));
+        assert_refused(&open_err(dir.path()), "KEEL_CORRUPT", &named);
+    }
+}
+
+#[test]
+fn a_damaged_log_header_or_a_log_of_another_dimension_is_corrupt() {
+    // A damaged log header, or a log of another dimension, is corrupt and named.
+    let dir = closed_fixture();
+    let path = wal_path(dir.path());
+    let original = read(&path);
+    for at in (0..32).filter(|at| !(8..12).contains(at)) {
+        let mut bad = original.clone();
+        bad[at] ^= 0x01;
+        write(&path, &bad);
+        assert_refused(&open_err(dir.path()), "KEEL_CORRUPT", &path);
+    }
+    // A log copied from a collection of dimension 8.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(other.path(), 8);
+    put(&c, &[1]);
+    drop(c);
+    drop(db);
+    write(&path, &read(&wal_path(other.path())));
+    let err = open_err(dir.path());
+    assert_refused(&err, "KEEL_CORRUPT", &path);
+    assert!(err.to_string().contains("dimension 8"), "{err}");
+}
+
+#[test]
+fn symlinks_are_refused_not_followed() {
+    // A collection directory or data file that is a symlink is refused, even to a good target.
+    let dir = closed_fixture();
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let moved = elsewhere.path().join("moved");
+    fs::rename(coll_dir(dir.path()), &moved).expect("move the collection away");
+    symlink(&moved, coll_dir(dir.path())).expect("symlink");
+    assert_refused(&open_err(dir.path()), "KEEL_CORRUPT", &coll_dir(dir.path()));
+    fs::remove_file(coll_dir(dir.path())).expect("remove symlink");
+    fs::rename(&moved, coll_dir(dir.path())).expect("move back");
+
+    type PathOf = fn(&Path) -> std::path::PathBuf;
+    let files: [PathOf; 4] = [config_path, index_path, vectors_path, wal_path];
+    for path_of in files {
+        let path = path_of(dir.path());
+        let target = elsewhere.path().join("target");
+        fs::rename(&path, &target).expect("move the file away");
+        symlink(&target, &path).expect("symlink");
+        assert_refused(&open_err(dir.path()), "KEEL_CORRUPT", &path);
+        fs::remove_file(&path).expect("remove symlink");
+        fs::rename(&target, &path).expect("move back");
+    }
+    // Everything put back: it opens.
+    let db = open_ok(dir.path());
+    common::assert_holds(&db.collection(NAME).expect("collection"), &[1, 2, 3], &[]);
+    db.close().expect("close");
+}
+
+#[test]
+fn a_leftover_that_is_a_symlink_is_unlinked_without_touching_its_target() {
+    // Clearing `.dropping-*` at open removes a symlink itself, never what it points to.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let precious = outside.path().join("precious");
+    write(&precious, b"keep me");
+    symlink(outside.path(), dir.path().join(".dropping-x")).expect("symlink");
+    let db = open_ok(dir.path());
+    assert!(!dir.path().join(".dropping-x").exists());
+    assert_eq!(read(&precious), b"keep me");
+    db.close().expect("close");
+}
+
+#[test]
+fn a_regular_file_with_a_collection_name_is_refused() {
+    // Every entry named like a collection must be a collection directory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(&dir.path().join("README"), b"not a collection");
+    assert_refused(
+        &open_err(dir.path()),
+        "KEEL_CORRUPT",
+        &dir.path().join("README"),
+    );
+    // Names with a dot are never collections and are left alone.
+    fs::remove_file(dir.path().join("README")).expect("remove");
+    write(&dir.path().join("notes.txt"), b"mine");
+    let db = open_ok(dir.path());
+    assert!(db.list_collections().expect("list").is_empty());
+    db.close().expect("close");
+    assert_eq!(read(&dir.path().join("notes.txt")), b"mine");
+}
+
+#[test]
+fn a_collection_missing_a_file_is_an_error_naming_it() {
+    // A collection directory without one of its four files does not open.
+    type PathOf = fn(&Path) -> std::path::PathBuf;
+    let files: [PathOf; 4] = [config_path, index_path, vectors_path, wal_path];
+    for path_of in files {
+        let dir = closed_fixture();
+        let path = path_of(dir.path());
+        fs::remove_file(&path).expect("remove");
+        let err = open_err(dir.path());
+        assert_eq!(err.code(), "KEEL_CORRUPT", "{err}");
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    }
+}
