@@ -1,0 +1,100 @@
+//! `NativeDb`: a database handle. Closing is the core's business: after `Db::close` every
+//! core call returns `Error::Closed`, which crosses as `KEEL_CLOSED`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keeldb_core::db::CHECKPOINT_THRESHOLD_BYTES_DEFAULT;
+use keeldb_core::{Db, DbOptions};
+use napi::bindgen_prelude::AsyncTask;
+use napi_derive::napi;
+
+use crate::collection::NativeCollection;
+use crate::convert::{napi_result, to_integer, to_u32, SAFE_INTEGER_MAX};
+use crate::job::Job;
+
+/// An open database (native side of `Db` in `lib/index.ts`).
+#[napi]
+pub struct NativeDb {
+    db: Arc<Db>,
+}
+
+/// Opens (creating if needed) the database in `path` and recovers every collection. The
+/// option strings are `lib/index.ts`'s validated values; `checkpointThresholdBytes` is
+/// `undefined` for the default.
+#[napi(ts_return_type = "Promise<NativeDb>")]
+pub fn open_db(
+    path: String,
+    durability: String,
+    recovery: String,
+    checkpoint_threshold_bytes: Option<f64>,
+) -> napi::Result<AsyncTask<Job<NativeDb>>> {
+    let options = napi_result(db_options(durability, recovery, checkpoint_threshold_bytes))?;
+    Ok(Job::spawn(move || {
+        let db = Db::open(&PathBuf::from(path), options)?;
+        Ok(NativeDb { db: Arc::new(db) })
+    }))
+}
+
+fn db_options(
+    durability: String,
+    recovery: String,
+    checkpoint_threshold_bytes: Option<f64>,
+) -> keeldb_core::Result<DbOptions> {
+    let checkpoint_threshold_bytes = match checkpoint_threshold_bytes {
+        None => CHECKPOINT_THRESHOLD_BYTES_DEFAULT,
+        Some(n) => to_integer("checkpointThresholdBytes", n, 1, SAFE_INTEGER_MAX)?,
+    };
+    Ok(DbOptions {
+        durability: durability.parse()?,
+        recovery: recovery.parse()?,
+        checkpoint_threshold_bytes,
+    })
+}
+
+#[napi]
+impl NativeDb {
+    /// Creates a collection (async: it writes and fsyncs its files).
+    #[napi(ts_return_type = "Promise<NativeCollection>")]
+    pub fn create_collection(
+        &self,
+        name: String,
+        dimension: f64,
+        metric: String,
+    ) -> napi::Result<AsyncTask<Job<NativeCollection>>> {
+        let dimension = napi_result(to_u32("dimension", dimension))?;
+        let metric = napi_result(metric.parse())?;
+        let db = Arc::clone(&self.db);
+        Ok(Job::spawn(move || {
+            // The core checks the dimension's real range (1 to DIMENSION_MAX).
+            let collection = db.create_collection(&name, dimension, metric)?;
+            Ok(NativeCollection::new(collection))
+        }))
+    }
+
+    /// The open collection `name`, or `KEEL_NOT_FOUND`.
+    #[napi(catch_unwind)]
+    pub fn collection(&self, name: String) -> napi::Result<NativeCollection> {
+        napi_result(self.db.collection(&name)).map(NativeCollection::new)
+    }
+
+    /// Names of every collection, sorted.
+    #[napi(catch_unwind)]
+    pub fn list_collections(&self) -> napi::Result<Vec<String>> {
+        napi_result(self.db.list_collections())
+    }
+
+    /// Closes and deletes a collection and its files.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn drop_collection(&self, name: String) -> AsyncTask<Job<()>> {
+        let db = Arc::clone(&self.db);
+        Job::spawn(move || db.drop_collection(&name))
+    }
+
+    /// Checkpoints and closes every collection, then releases the directory lock.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn close(&self) -> AsyncTask<Job<()>> {
+        let db = Arc::clone(&self.db);
+        Job::spawn(move || db.close())
+    }
+}
