@@ -395,6 +395,15 @@ export interface CollectionStats {
   warnings: string[]
   /** Whether a failed write or sync has poisoned the collection (reopen to recover). */
   poisoned: boolean
+  /** Write batches logged since open (one log record per `upsert`/`delete` call). */
+  walRecords: number
+  /**
+   * Group commits since open. Writes issued without awaiting each other share one group:
+   * one log write and at most one fsync. `walRecords / groupCommits` is the mean group size.
+   */
+  groupCommits: number
+  /** fdatasyncs of the log since open; `walSyncs / walRecords` is fsyncs per write. */
+  walSyncs: number
 }
 
 /** Builds a public class around a native handle without exposing a public constructor. */

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use keeldb_core::{Collection, CollectionStats, Id};
-use napi::bindgen_prelude::{AsyncTask, Float32Array, Float32ArraySlice};
-use napi::Either;
+use napi::bindgen_prelude::{AsyncTask, Float32Array, Float32ArraySlice, Object, ToNapiValue};
+use napi::{Either, Env};
 use napi_derive::napi;
 
-use crate::convert::{napi_result, to_durability, to_id, to_ids};
+use crate::convert::{napi_result, to_durability, to_id, to_ids, to_napi_error};
 use crate::job::Job;
 
 /// An open collection (native side of `Collection` in `lib/index.ts`).
@@ -39,6 +39,9 @@ pub struct NativeCollectionStats {
     pub torn_bytes_truncated: f64,
     pub warnings: Vec<String>,
     pub poisoned: bool,
+    pub wal_records: f64,
+    pub group_commits: f64,
+    pub wal_syncs: f64,
 }
 
 impl NativeCollection {
@@ -68,35 +71,35 @@ impl NativeCollection {
     }
 
     /// Stores `vectors` (`ids.length * dimension` floats) under `ids` as one atomic batch.
+    /// Validated and encoded on the calling thread (a bad batch throws before anything is
+    /// queued), then queued for the collection's committer, which shares log writes and
+    /// syncs between writes issued together; the promise settles when it is durable.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn upsert(
+    pub fn upsert<'env>(
         &self,
+        env: &'env Env,
         ids: Vec<Either<String, f64>>,
         vectors: Float32ArraySlice,
         durability: Option<String>,
-    ) -> napi::Result<AsyncTask<Job<()>>> {
+    ) -> napi::Result<Object<'env>> {
         let ids = napi_result(to_ids(ids))?;
         let durability = napi_result(to_durability(durability))?;
-        let vectors = vectors.to_vec();
-        let collection = Arc::clone(&self.collection);
-        Ok(Job::spawn(move || {
-            collection.upsert(&ids, &vectors, durability)
-        }))
+        let batch = napi_result(self.collection.prepare_upsert(&ids, &vectors))?;
+        submit(env, &self.collection, batch, durability, |_| ())
     }
 
-    /// Removes `ids` as one atomic batch; resolves to how many existed.
+    /// Removes `ids` as one atomic batch; resolves to how many records it removed.
     #[napi(ts_return_type = "Promise<number>")]
-    pub fn delete(
+    pub fn delete<'env>(
         &self,
+        env: &'env Env,
         ids: Vec<Either<String, f64>>,
         durability: Option<String>,
-    ) -> napi::Result<AsyncTask<Job<f64>>> {
+    ) -> napi::Result<Object<'env>> {
         let ids = napi_result(to_ids(ids))?;
         let durability = napi_result(to_durability(durability))?;
-        let collection = Arc::clone(&self.collection);
-        Ok(Job::spawn(move || {
-            collection.delete(&ids, durability).map(|n| n as f64)
-        }))
+        let batch = napi_result(self.collection.prepare_delete(&ids))?;
+        submit(env, &self.collection, batch, durability, |removed| removed as f64)
     }
 
     /// A copy of the vector stored under `id`, or `null`.
@@ -151,6 +154,31 @@ impl NativeCollection {
     }
 }
 
+/// Queues `batch` and returns a promise that the committer thread settles (through a
+/// threadsafe function) once the batch is durable; `map` turns the core's outcome into the
+/// resolved value.
+fn submit<'env, T>(
+    env: &'env Env,
+    collection: &Collection,
+    batch: Option<keeldb_core::PreparedBatch>,
+    durability: Option<keeldb_core::Durability>,
+    map: fn(u64) -> T,
+) -> napi::Result<Object<'env>>
+where
+    T: ToNapiValue + Send + 'static,
+{
+    let (deferred, promise) = env.create_deferred::<T, _>()?;
+    collection.submit(
+        batch,
+        durability,
+        Box::new(move |result| match result {
+            Ok(value) => deferred.resolve(move |_| Ok(map(value))),
+            Err(e) => deferred.reject(to_napi_error(&e)),
+        }),
+    );
+    Ok(promise)
+}
+
 /// The one read path behind `get` and `getSync`.
 fn read(collection: &Collection, id: &Id) -> keeldb_core::Result<Option<Float32Array>> {
     id.validate()?;
@@ -175,5 +203,8 @@ fn to_js_stats(s: CollectionStats) -> NativeCollectionStats {
         torn_bytes_truncated: s.torn_bytes_truncated as f64,
         warnings: s.warnings,
         poisoned: s.poisoned,
+        wal_records: s.wal_records as f64,
+        group_commits: s.group_commits as f64,
+        wal_syncs: s.wal_syncs as f64,
     }
 }

@@ -17,8 +17,12 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
+use std::thread::JoinHandle;
 
+use crate::commit::{self, strongest, CommitQueue, Completion, PreparedBatch, Request};
 use crate::error::{Error, Result};
 use crate::format::config::{self, CollectionConfig, COLLECTION_FORMAT_VERSION, CONFIG_BYTES_MAX};
 use crate::format::index::{self, IndexSnapshot, INDEX_MAGIC, INDEX_VERSION};
@@ -90,6 +94,13 @@ pub struct CollectionStats {
     pub warnings: Vec<String>,
     /// Whether an earlier failure has poisoned the collection.
     pub poisoned: bool,
+    /// Write batches logged since open (one log record each).
+    pub wal_records: u64,
+    /// Group commits since open: each wrote its records at once, with at most one sync.
+    pub group_commits: u64,
+    /// fdatasyncs of the log since open (including those of `flush`, checkpoints and
+    /// recovery).
+    pub wal_syncs: u64,
 }
 
 /// The in-memory state readers see.
@@ -175,6 +186,16 @@ struct Writer {
     /// Why writes are refused, once a write, sync or checkpoint failed.
     poisoned: Option<String>,
     checkpoints: u64,
+    stats: WriteStats,
+}
+
+/// How writes were committed, for stats: records per group and syncs per record.
+#[derive(Debug, Clone, Copy, Default)]
+struct WriteStats {
+    /// Log records (write batches) committed.
+    records: u64,
+    /// Groups committed: each is one log write and at most one sync.
+    groups: u64,
 }
 
 impl Writer {
@@ -194,8 +215,8 @@ struct OpenReport {
     warnings: Vec<String>,
 }
 
-/// An open collection. Shared between threads; every method takes `&self`.
-#[derive(Debug)]
+/// An open collection. Shared between threads (always behind an `Arc`); every method takes
+/// `&self`.
 pub struct Collection {
     name: String,
     dir: PathBuf,
@@ -204,6 +225,19 @@ pub struct Collection {
     report: OpenReport,
     writer: Mutex<Option<Writer>>,
     state: RwLock<Option<State>>,
+    /// Writes waiting for the committer thread.
+    queue: Arc<CommitQueue>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Creates a collection's files in `dir` (which must exist and be empty), each durable.
@@ -227,7 +261,7 @@ pub fn create_files(dir: &Path, dimension: u32, metric: Metric) -> Result<()> {
 
 impl Collection {
     /// Opens the collection in `dir`, replaying its log and checkpointing what was replayed.
-    pub fn open(name: &str, dir: &Path, options: CollectionOptions) -> Result<Collection> {
+    pub fn open(name: &str, dir: &Path, options: CollectionOptions) -> Result<Arc<Collection>> {
         let config = read_config(dir)?;
         fsio::remove_stale_temps(dir)?;
         let snapshot = read_index(dir, config.dimension)?;
@@ -254,7 +288,8 @@ impl Collection {
         };
         let (wal, report) = recover_log(dir, &config, options.recovery, &mut state)?;
         let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64;
-        let collection = Collection {
+        let queue = Arc::new(CommitQueue::default());
+        let collection = Arc::new_cyclic(|weak: &Weak<Collection>| Collection {
             name: name.to_owned(),
             dir: dir.to_owned(),
             config,
@@ -264,9 +299,12 @@ impl Collection {
                 wal,
                 poisoned: None,
                 checkpoints: 0,
+                stats: WriteStats::default(),
             })),
             state: RwLock::new(Some(state)),
-        };
+            committer: Mutex::new(spawn_committer(name, Arc::clone(&queue), weak.clone())),
+            queue,
+        });
         if needs_checkpoint {
             // The log is cut only inside checkpoint, after the replayed state is durable.
             collection.checkpoint()?;
@@ -290,20 +328,29 @@ impl Collection {
     }
 
     /// Stores `vectors` (a flat array of `ids.len() * dimension` floats) under `ids`, as one
-    /// atomic batch: after a crash either every record of it is present or none is.
+    /// atomic batch: after a crash either every record of it is present or none is. Returns
+    /// once the batch is as durable as `durability` (or the database default) asks.
     pub fn upsert(
         &self,
         ids: &[Id],
         vectors: &[f32],
         durability: Option<Durability>,
     ) -> Result<()> {
+        let batch = self.prepare_upsert(ids, vectors)?;
+        self.submit_and_wait(batch, durability).map(|_| ())
+    }
+
+    /// Removes `ids` as one atomic batch. Returns how many records it removed (an id given
+    /// twice counts once).
+    pub fn delete(&self, ids: &[Id], durability: Option<Durability>) -> Result<u64> {
+        let batch = self.prepare_delete(ids)?;
+        self.submit_and_wait(batch, durability)
+    }
+
+    /// Validates and encodes an upsert batch; nothing is written. `None` for an empty batch.
+    pub fn prepare_upsert(&self, ids: &[Id], vectors: &[f32]) -> Result<Option<PreparedBatch>> {
         let dim = self.config.dimension as usize;
         check_batch_len(ids.len())?;
-        if ids.is_empty() && vectors.is_empty() {
-            // Nothing to log; still refuse a closed or poisoned collection.
-            let mut guard = self.lock_writer()?;
-            return self.usable_writer(&mut guard).map(|_| ());
-        }
         if vectors.len() != ids.len() * dim {
             return Err(Error::DimensionMismatch(format!(
                 "{} ids need {} floats at dimension {dim}, got {}",
@@ -312,10 +359,13 @@ impl Collection {
                 vectors.len()
             )));
         }
+        if ids.is_empty() {
+            return Ok(None);
+        }
         let body_bytes: usize =
             ids.iter().map(|id| 1 + id_encoded_len(id)).sum::<usize>() + vectors.len() * 4;
         check_body_len(body_bytes)?;
-        let mut enc = BatchEncoder::new(body_bytes);
+        let mut encoder = BatchEncoder::new(body_bytes);
         for (i, (id, vector)) in ids.iter().zip(vectors.chunks_exact(dim.max(1))).enumerate() {
             validate_id(i, id)?;
             if let Some(j) = vector.iter().position(|v| !v.is_finite()) {
@@ -324,69 +374,174 @@ impl Collection {
                     vector[j]
                 )));
             }
-            enc.upsert(id, vector);
+            encoder.upsert(id, vector);
         }
-        self.commit(enc, ids.len(), durability).map(|_| ())
+        Ok(Some(PreparedBatch {
+            encoder,
+            upserts: ids.len(),
+        }))
     }
 
-    /// Removes `ids` as one atomic batch. Returns how many records it removed (an id given
-    /// twice counts once).
-    pub fn delete(&self, ids: &[Id], durability: Option<Durability>) -> Result<u64> {
+    /// Validates and encodes a delete batch; nothing is written. `None` for an empty batch.
+    pub fn prepare_delete(&self, ids: &[Id]) -> Result<Option<PreparedBatch>> {
         check_batch_len(ids.len())?;
         if ids.is_empty() {
-            let mut guard = self.lock_writer()?;
-            return self.usable_writer(&mut guard).map(|_| 0);
+            return Ok(None);
         }
         let body_bytes: usize = ids.iter().map(|id| 1 + id_encoded_len(id)).sum();
         check_body_len(body_bytes)?;
-        let mut enc = BatchEncoder::new(body_bytes);
+        let mut encoder = BatchEncoder::new(body_bytes);
         for (i, id) in ids.iter().enumerate() {
             validate_id(i, id)?;
-            enc.delete(id);
+            encoder.delete(id);
         }
-        self.commit(enc, 0, durability)
+        Ok(Some(PreparedBatch {
+            encoder,
+            upserts: 0,
+        }))
     }
 
-    /// Logs and applies an encoded batch with `upserts` upserts; returns how many of its
-    /// deletes removed a live record.
-    fn commit(
+    /// Queues a prepared batch (or, for `None`, an empty write that only checks the
+    /// collection is usable) for the committer; `done` gets the outcome, on the committer
+    /// thread, once the batch is as durable as asked. This is the door for callers that must
+    /// not block, such as the JavaScript binding; writes queued together share log writes
+    /// and syncs.
+    pub fn submit(
         &self,
-        enc: BatchEncoder,
-        upserts: usize,
+        batch: Option<PreparedBatch>,
+        durability: Option<Durability>,
+        done: Completion,
+    ) {
+        let durability = durability.unwrap_or(self.options.durability);
+        if batch.is_none() {
+            // Nothing to log: answer at once, refusing a closed or poisoned collection.
+            let result = self
+                .lock_writer()
+                .and_then(|mut guard| self.usable_writer(&mut guard).map(|_| 0));
+            return done(result);
+        }
+        if let Err(request) = self.queue.push(Request::new(batch, durability, done)) {
+            request.complete(Err(Error::Closed("collection")));
+        }
+    }
+
+    fn submit_and_wait(
+        &self,
+        batch: Option<PreparedBatch>,
         durability: Option<Durability>,
     ) -> Result<u64> {
-        let durability = durability.unwrap_or(self.options.durability);
-        let mut writer_guard = self.lock_writer()?;
-        let writer = self.usable_writer(&mut writer_guard)?;
-        // Reserve vector slots first: once the record is logged, applying it must not fail.
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(
+            batch,
+            durability,
+            Box::new(move |result| {
+                // The receiver only goes away if the waiting thread did, so nobody needs it.
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv().unwrap_or(Err(Error::Closed("collection")))
+    }
+
+    /// Commits one group: logs every record, syncs once at the strongest durability asked
+    /// for, applies the records in order, completes every request. Runs on the committer
+    /// thread.
+    fn commit_group(&self, group: Vec<Request>) {
+        let mut writer_guard = match self.lock_writer() {
+            Ok(guard) => guard,
+            Err(e) => return fail_group(group, e, &self.name),
+        };
+        let writer = match self.usable_writer(&mut writer_guard) {
+            Ok(writer) => writer,
+            Err(e) => return fail_group(group, e, &self.name),
+        };
+        let durability = strongest(&group);
+        let mut group = group;
+        let first_lsn = match self.log_group(writer, &mut group, durability) {
+            Ok(first_lsn) => first_lsn,
+            Err(e) => return fail_group(group, writer.poison(e), &self.name),
+        };
+        let logged_records = group.iter().filter(|r| r.batch.is_some()).count();
+        writer.stats.records += logged_records as u64;
+        writer.stats.groups += 1;
+        let mut results = Vec::with_capacity(group.len());
+        {
+            let mut state_guard = match self.write_state() {
+                Ok(guard) => guard,
+                Err(e) => return fail_group(group, writer.poison(e), &self.name),
+            };
+            let mut lsns = first_lsn..;
+            for request in &group {
+                let (Some(batch), Some(lsn)) = (&request.batch, lsns.clone().next()) else {
+                    results.push(Ok(0)); // a barrier: the group's sync was all it asked for
+                    continue;
+                };
+                lsns.next();
+                let record = batch.encoder.record();
+                let applied = open_state(&mut state_guard).and_then(|state| {
+                    let body = &record[walfmt::RECORD_HEADER_LEN..record.len() - 4];
+                    walfmt::decode_batch(body, self.config.dimension)
+                        .map_err(|e| Error::corrupted(&self.dir, e.offset, e.reason))
+                        .and_then(|ops| state.apply(lsn, &ops))
+                });
+                // After a failed apply the records that follow are logged but not applied:
+                // refuse them too (reopening replays them, as for any unacknowledged write).
+                let failed = applied.is_err() || writer.poisoned.is_some();
+                results.push(applied.map_err(|e| writer.poison(e)));
+                if failed {
+                    break;
+                }
+            }
+        }
+        if writer.wal.len_bytes() > self.options.checkpoint_threshold_bytes {
+            // The writes themselves are logged as asked, so they are acknowledged even if this
+            // checkpoint fails; the failure poisons the collection and the next call says why.
+            let _ = self.checkpoint_locked(writer);
+        }
+        let poisoned = writer.poisoned.clone();
+        drop(writer_guard);
+        let mut results = results.into_iter();
+        for request in group {
+            let result = results.next().unwrap_or_else(|| {
+                Err(Error::Poisoned {
+                    what: format!("collection '{}'", self.name),
+                    cause: poisoned.clone().unwrap_or_default(),
+                })
+            });
+            request.complete(result);
+        }
+    }
+
+    /// Reserves slots for every upsert of the group, then frames and logs its records with
+    /// consecutive sequence numbers and one sync. Returns the first record's lsn.
+    fn log_group(
+        &self,
+        writer: &mut Writer,
+        group: &mut [Request],
+        durability: Durability,
+    ) -> Result<u64> {
+        let upserts: usize = group
+            .iter()
+            .filter_map(|r| r.batch.as_ref())
+            .map(|b| b.upserts)
+            .sum();
         {
             let mut state_guard = self.write_state()?;
             let state = open_state(&mut state_guard)?;
             let needed = state.slots_needed(upserts);
-            if let Err(e) = state.vectors.reserve(needed) {
-                return Err(writer.poison(e));
+            // Once a record is logged, applying it must not fail: grow the file first.
+            state.vectors.reserve(needed)?;
+        }
+        let first_lsn = writer.wal.next_lsn();
+        for request in group.iter_mut() {
+            if let Some(batch) = &mut request.batch {
+                let lsn = writer.wal.next_lsn();
+                writer
+                    .wal
+                    .append(batch.encoder.seal(lsn), Durability::None)?;
             }
         }
-        let lsn = writer.wal.next_lsn();
-        let record = enc.finish(lsn);
-        if let Err(e) = writer.wal.append(&record, durability) {
-            return Err(writer.poison(e));
-        }
-        let applied = {
-            let mut state_guard = self.write_state()?;
-            let state = open_state(&mut state_guard)?;
-            let body = &record[walfmt::RECORD_HEADER_LEN..record.len() - 4];
-            walfmt::decode_batch(body, self.config.dimension)
-                .map_err(|e| Error::corrupted(&self.dir, e.offset, e.reason))
-                .and_then(|ops| state.apply(lsn, &ops))
-        };
-        let removed = applied.map_err(|e| writer.poison(e))?;
-        if writer.wal.len_bytes() > self.options.checkpoint_threshold_bytes {
-            // The write itself is logged as asked, so it is acknowledged even if this
-            // checkpoint fails; the failure poisons the collection and the next call says why.
-            let _ = self.checkpoint_locked(writer);
-        }
-        Ok(removed)
+        writer.wal.settle(durability)?;
+        Ok(first_lsn)
     }
 
     /// Grows the vector file so that `additional` more records fit without a remap, ahead of
@@ -411,11 +566,19 @@ impl Collection {
         }
     }
 
-    /// A durability barrier: every write made before this call is fsynced on return.
+    /// A durability barrier: every write issued before this call (queued or acknowledged)
+    /// is fsynced when it returns, whatever durability it asked for.
     pub fn flush(&self) -> Result<()> {
-        let mut guard = self.lock_writer()?;
-        let writer = self.usable_writer(&mut guard)?;
-        writer.wal.sync().map_err(|e| writer.poison(e))
+        let (tx, rx) = mpsc::sync_channel(1);
+        let done: Completion = Box::new(move |result| {
+            let _ = tx.send(result);
+        });
+        if let Err(request) = self.queue.push(Request::new(None, Durability::Fsync, done)) {
+            request.complete(Err(Error::Closed("collection")));
+        }
+        rx.recv()
+            .unwrap_or(Err(Error::Closed("collection")))
+            .map(|_| ())
     }
 
     /// Makes the vector file and the index durable, then empties the log.
@@ -477,12 +640,16 @@ impl Collection {
             torn_bytes_truncated: self.report.torn_bytes_truncated,
             warnings: self.report.warnings.clone(),
             poisoned: writer.poisoned.is_some(),
+            wal_records: writer.stats.records,
+            group_commits: writer.stats.groups,
+            wal_syncs: writer.wal.syncs(),
         })
     }
 
     /// Checkpoints (unless poisoned) and releases the files. Later calls get `Closed`;
     /// closing twice is a no-op.
     pub fn close(&self) -> Result<()> {
+        self.stop_committer();
         let mut guard = self.lock_writer()?;
         let result = match guard.as_mut() {
             Some(writer) if writer.poisoned.is_none() => self.checkpoint_locked(writer),
@@ -495,9 +662,28 @@ impl Collection {
 
     /// Releases the files without a checkpoint (the collection is being dropped).
     pub fn close_without_checkpoint(&self) -> Result<()> {
+        self.stop_committer();
         *self.lock_writer()? = None;
         *self.write_state()? = None;
         Ok(())
+    }
+
+    /// Closes the queue and waits for the committer to drain it, unless called from the
+    /// committer itself (whose last `Arc` may be the one being dropped).
+    fn stop_committer(&self) {
+        self.queue.close();
+        let handle = self
+            .committer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            if handle.thread().id() != std::thread::current().id() {
+                // A panic on the committer already failed its requests (they complete on
+                // drop); there is nothing more to report here.
+                let _ = handle.join();
+            }
+        }
     }
 
     fn lock_poisoned(&self) -> Error {
@@ -671,4 +857,44 @@ fn recover_log(
         WalWriter::new(path, file, outcome.end_offset, next_lsn),
         report,
     ))
+}
+
+impl Drop for Collection {
+    fn drop(&mut self) {
+        self.stop_committer();
+    }
+}
+
+/// Starts the committer thread of a collection. It holds only a weak reference, so the
+/// collection can be dropped while it waits; it stops when the queue is closed and drained.
+fn spawn_committer(
+    name: &str,
+    queue: Arc<CommitQueue>,
+    collection: Weak<Collection>,
+) -> Option<JoinHandle<()>> {
+    let run = move || {
+        while let Some(group) = queue.next_group() {
+            match collection.upgrade() {
+                Some(c) => c.commit_group(group),
+                None => fail_group(group, Error::Closed("collection"), ""),
+            }
+        }
+    };
+    // If no thread can be started, writes complete with `Closed` (the queue is refused below).
+    std::thread::Builder::new()
+        .name(format!("keeldb-commit-{name}"))
+        .spawn(run)
+        .ok()
+}
+
+/// Completes every request of a group with `first` (the first request) or its echo.
+fn fail_group(group: Vec<Request>, first: Error, collection: &str) {
+    let echo = commit::echo(&first, collection);
+    let mut first = Some(first);
+    for request in group {
+        let error = first
+            .take()
+            .unwrap_or_else(|| commit::echo(&echo, collection));
+        request.complete(Err(error));
+    }
 }

@@ -104,7 +104,7 @@ impl Db {
         };
         for name in names {
             let c = Collection::open(&name, &path.join(&name), collection_options)?;
-            collections.insert(name, Arc::new(c));
+            collections.insert(name, c);
         }
         Ok(Db {
             path: path.to_owned(),
@@ -148,7 +148,7 @@ impl Db {
         let target = self.path.join(name);
         fs::rename(&staging, &target).map_err(|e| Error::io("rename", &target, e))?;
         fsio::sync_dir(&self.path)?;
-        let c = Arc::new(Collection::open(name, &target, self.collection_options())?);
+        let c = Collection::open(name, &target, self.collection_options())?;
         open.collections.insert(name.to_owned(), Arc::clone(&c));
         Ok(c)
     }

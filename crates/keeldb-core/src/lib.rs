@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod collection;
+pub mod commit;
 pub mod db;
 pub mod error;
 pub mod format;
@@ -18,6 +19,7 @@ pub mod types;
 pub mod wal;
 
 pub use collection::{Collection, CollectionOptions, CollectionStats};
+pub use commit::{Completion, PreparedBatch};
 pub use db::{Db, DbOptions};
 pub use error::{Error, Result};
 pub use types::{Durability, Id, Metric, RecoveryPolicy};

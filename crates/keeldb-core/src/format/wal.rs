@@ -183,6 +183,7 @@ pub fn frame_body_crc_ok(frame: &[u8]) -> bool {
 pub struct BatchEncoder {
     buf: Vec<u8>,
     op_count: u32,
+    sealed: bool,
 }
 
 impl BatchEncoder {
@@ -190,7 +191,11 @@ impl BatchEncoder {
     pub fn new(body_bytes_hint: usize) -> Self {
         let mut buf = Vec::with_capacity(RECORD_OVERHEAD + 4 + body_bytes_hint);
         buf.resize(RECORD_HEADER_LEN + 4, 0);
-        BatchEncoder { buf, op_count: 0 }
+        BatchEncoder {
+            buf,
+            op_count: 0,
+            sealed: false,
+        }
     }
 
     /// Adds an upsert of `vector` under `id`.
@@ -210,12 +215,21 @@ impl BatchEncoder {
 
     /// The body length so far, to check against [`WAL_RECORD_BYTES_MAX`] before finishing.
     pub fn body_len(&self) -> usize {
-        self.buf.len() - RECORD_HEADER_LEN
+        self.body_len_unsealed()
     }
 
     /// Frames the batch as record `lsn` and returns the record bytes.
     pub fn finish(mut self, lsn: u64) -> Vec<u8> {
-        let body_len = u32::try_from(self.body_len()).unwrap_or(u32::MAX);
+        self.seal(lsn);
+        self.buf
+    }
+
+    /// Frames the batch in place as record `lsn` (header fields, both CRCs) and returns the
+    /// record bytes. Sealing again, with another lsn, reframes it.
+    pub fn seal(&mut self, lsn: u64) -> &[u8] {
+        let body_end = RECORD_HEADER_LEN + self.body_len_unsealed();
+        self.buf.truncate(body_end);
+        let body_len = u32::try_from(body_end - RECORD_HEADER_LEN).unwrap_or(u32::MAX);
         let count_at = RECORD_HEADER_LEN;
         self.buf[count_at..count_at + 4].copy_from_slice(&self.op_count.to_le_bytes());
         self.buf[0..4].copy_from_slice(&RECORD_SYNC.to_le_bytes());
@@ -227,7 +241,22 @@ impl BatchEncoder {
             .copy_from_slice(&header_crc.to_le_bytes());
         let body_crc = crc32(&self.buf);
         self.buf.extend_from_slice(&body_crc.to_le_bytes());
-        self.buf
+        self.sealed = true;
+        &self.buf
+    }
+
+    /// The record bytes of a sealed batch (empty before [`BatchEncoder::seal`]).
+    pub fn record(&self) -> &[u8] {
+        if self.sealed {
+            &self.buf
+        } else {
+            &[]
+        }
+    }
+
+    fn body_len_unsealed(&self) -> usize {
+        let trailer = if self.sealed { 4 } else { 0 };
+        self.buf.len() - RECORD_HEADER_LEN - trailer
     }
 }
 

@@ -23,6 +23,7 @@ pub struct WalWriter {
     /// Whether everything written so far has been fdatasynced.
     synced: bool,
     next_lsn: u64,
+    syncs: u64,
 }
 
 impl WalWriter {
@@ -49,6 +50,7 @@ impl WalWriter {
             buffer: Vec::new(),
             synced: true,
             next_lsn,
+            syncs: 0,
         }
     }
 
@@ -68,11 +70,23 @@ impl WalWriter {
     pub fn append(&mut self, record: &[u8], durability: Durability) -> Result<()> {
         self.buffer.extend_from_slice(record);
         self.next_lsn += 1;
+        self.settle(durability)
+    }
+
+    /// Makes everything appended so far as durable as `durability` asks: nothing more for
+    /// `None` (until the buffer passes [`BUFFER_BYTES_MAX`]), written out for `Flush`,
+    /// written out and fdatasynced for `Fsync`.
+    pub fn settle(&mut self, durability: Durability) -> Result<()> {
         match durability {
             Durability::None if self.buffer.len() < BUFFER_BYTES_MAX => Ok(()),
             Durability::None | Durability::Flush => self.write_out(),
             Durability::Fsync => self.sync(),
         }
+    }
+
+    /// How many fdatasyncs this log has done since open.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     /// Hands buffered bytes to the OS.
@@ -98,6 +112,7 @@ impl WalWriter {
                 .sync_data()
                 .map_err(|e| Error::io("fdatasync", &self.path, e))?;
             self.synced = true;
+            self.syncs += 1;
         }
         Ok(())
     }

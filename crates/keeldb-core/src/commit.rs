@@ -1,0 +1,209 @@
+//! Group commit: writes issued without waiting for each other share log writes and syncs.
+//!
+//! Every write is validated and encoded by its caller, then queued here as a [`Request`]
+//! with a completion callback. One committer thread per collection takes everything queued
+//! so far as a group: it logs every record of the group, syncs once at the strongest
+//! durability any of them asked for, applies them in order and completes each request. While
+//! it syncs, new requests queue up and form the next group. There is no timer: a lone writer
+//! is committed as soon as the committer sees it, and a burst of writers pays one fsync per
+//! group instead of one each.
+//!
+//! Invariant: every request is completed exactly once. A request dropped without being
+//! completed (the committer panicked, or the collection went away) completes with an error,
+//! so no caller ever waits forever.
+
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use crate::error::{Error, Result};
+use crate::format::wal::BatchEncoder;
+use crate::types::Durability;
+
+/// Most log bytes one group carries; the rest of the queue waits for the next group.
+pub const GROUP_BYTES_MAX: usize = 64 << 20;
+
+/// What a completed request reports: for a delete batch, how many records it removed.
+pub type Completion = Box<dyn FnOnce(Result<u64>) + Send>;
+
+/// A validated, encoded batch waiting for its log sequence number.
+pub struct PreparedBatch {
+    pub(crate) encoder: BatchEncoder,
+    pub(crate) upserts: usize,
+}
+
+impl PreparedBatch {
+    /// Bytes this batch adds to the log.
+    pub fn body_len(&self) -> usize {
+        self.encoder.body_len()
+    }
+}
+
+/// One queued write (or, with no batch, a durability barrier).
+pub struct Request {
+    pub(crate) batch: Option<PreparedBatch>,
+    pub(crate) durability: Durability,
+    done: Option<Completion>,
+}
+
+impl Request {
+    pub(crate) fn new(
+        batch: Option<PreparedBatch>,
+        durability: Durability,
+        done: Completion,
+    ) -> Self {
+        Request {
+            batch,
+            durability,
+            done: Some(done),
+        }
+    }
+
+    /// Reports the outcome to the caller.
+    pub(crate) fn complete(mut self, result: Result<u64>) {
+        if let Some(done) = self.done.take() {
+            done(result);
+        }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(Err(Error::Closed("collection")));
+        }
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: Vec<Request>,
+    closed: bool,
+}
+
+/// The queue between writers and the committer thread.
+#[derive(Default)]
+pub struct CommitQueue {
+    state: Mutex<QueueState>,
+    wake: Condvar,
+}
+
+impl CommitQueue {
+    /// Queues a request; a closed queue hands it back.
+    pub(crate) fn push(&self, request: Request) -> Result<(), Request> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.closed {
+            return Err(request);
+        }
+        state.pending.push(request);
+        drop(state);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Waits for work and takes the next group: every queued request, up to
+    /// [`GROUP_BYTES_MAX`] of log bytes (always at least one request). Returns `None` once
+    /// the queue is closed and empty.
+    pub(crate) fn next_group(&self) -> Option<Vec<Request>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while state.pending.is_empty() && !state.closed {
+            state = self
+                .wake
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.pending.is_empty() {
+            return None;
+        }
+        let mut bytes = 0usize;
+        let take = state
+            .pending
+            .iter()
+            .take_while(|r| {
+                bytes += r.batch.as_ref().map_or(0, PreparedBatch::body_len);
+                bytes <= GROUP_BYTES_MAX
+            })
+            .count()
+            .max(1);
+        Some(state.pending.drain(..take).collect())
+    }
+
+    /// Refuses new requests; the committer drains what is queued, then stops.
+    pub(crate) fn close(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.wake.notify_all();
+    }
+}
+
+/// The strongest durability any request of a group asked for.
+pub(crate) fn strongest(group: &[Request]) -> Durability {
+    let rank = |d: Durability| match d {
+        Durability::None => 0,
+        Durability::Flush => 1,
+        Durability::Fsync => 2,
+    };
+    group
+        .iter()
+        .map(|r| r.durability)
+        .max_by_key(|d| rank(*d))
+        .unwrap_or(Durability::None)
+}
+
+/// The error the other requests of a failed group get: the same code where it says
+/// something about the collection's state, else "poisoned" with the first error as cause.
+pub(crate) fn echo(first: &Error, collection: &str) -> Error {
+    match first {
+        Error::Closed(what) => Error::Closed(what),
+        Error::Poisoned { what, cause } => Error::Poisoned {
+            what: what.clone(),
+            cause: cause.clone(),
+        },
+        other => Error::Poisoned {
+            what: format!("collection '{collection}'"),
+            cause: other.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn request(d: Durability, tx: &mpsc::Sender<Result<u64>>) -> Request {
+        let tx = tx.clone();
+        Request::new(None, d, Box::new(move |r| tx.send(r).unwrap_or(())))
+    }
+
+    #[test]
+    fn a_dropped_request_completes_with_an_error() {
+        let (tx, rx) = mpsc::channel();
+        drop(request(Durability::Fsync, &tx));
+        assert_eq!(
+            rx.recv().ok().map(|r| r.err().map(|e| e.code())),
+            Some(Some("KEEL_CLOSED"))
+        );
+    }
+
+    #[test]
+    fn a_group_takes_everything_queued_and_a_closed_queue_drains_then_stops() {
+        let (tx, rx) = mpsc::channel();
+        let q = CommitQueue::default();
+        for d in [Durability::None, Durability::Fsync, Durability::Flush] {
+            assert!(q.push(request(d, &tx)).is_ok());
+        }
+        let group = q.next_group().expect("group");
+        assert_eq!(group.len(), 3);
+        assert_eq!(strongest(&group), Durability::Fsync);
+        for r in group {
+            r.complete(Ok(1));
+        }
+        assert_eq!(rx.try_iter().count(), 3);
+        assert!(q.push(request(Durability::None, &tx)).is_ok());
+        q.close();
+        assert!(q.push(request(Durability::None, &tx)).is_err());
+        assert_eq!(q.next_group().map(|g| g.len()), Some(1));
+        assert!(q.next_group().is_none());
+    }
+}
