@@ -99,7 +99,9 @@ impl NativeCollection {
         let ids = napi_result(to_ids(ids))?;
         let durability = napi_result(to_durability(durability))?;
         let batch = napi_result(self.collection.prepare_delete(&ids))?;
-        submit(env, &self.collection, batch, durability, |removed| removed as f64)
+        submit(env, &self.collection, batch, durability, |removed| {
+            removed as f64
+        })
     }
 
     /// A copy of the vector stored under `id`, or `null`.

@@ -9,23 +9,37 @@ use std::sync::Arc;
 use common::{create, open_ok, NAME};
 use keeldb_core::{Collection, Durability, Id, Result};
 
-/// Queues `n` single-record upserts through the non-blocking door without waiting, then
-/// waits for all of them; returns their outcomes in completion order with their index.
-fn submit_burst(c: &Arc<Collection>, n: u64, durability: Durability) -> Vec<(u64, Result<u64>)> {
+/// Queues one single-record upsert per `(id, vector)` through the non-blocking door without
+/// waiting, then returns a receiver of their outcomes (closed once all have completed).
+fn submit_all(
+    c: &Arc<Collection>,
+    records: impl IntoIterator<Item = (Id, Vec<f32>)>,
+    durability: Durability,
+) -> mpsc::Receiver<Result<u64>> {
     let (tx, rx) = mpsc::channel();
-    for i in 0..n {
-        let batch = c
-            .prepare_upsert(&[Id::Int(i)], &[i as f32, -(i as f32)])
-            .expect("valid batch");
+    for (id, vector) in records {
+        let batch = c.prepare_upsert(&[id], &vector).expect("valid batch");
         let tx = tx.clone();
         c.submit(
             batch,
             Some(durability),
-            Box::new(move |r| tx.send((i, r)).unwrap_or(())),
+            Box::new(move |r| tx.send(r).unwrap_or(())),
         );
     }
-    drop(tx);
-    rx.iter().collect()
+    rx
+}
+
+/// Reopens `dir` and returns how many records collection [`NAME`] holds.
+fn count_after_reopen(dir: &std::path::Path) -> u64 {
+    let db = open_ok(dir);
+    let count = db
+        .collection(NAME)
+        .expect("c")
+        .stats()
+        .expect("stats")
+        .count;
+    db.close().expect("close");
+    count
 }
 
 #[test]
@@ -35,9 +49,10 @@ fn a_burst_of_fsync_writes_shares_syncs_and_every_one_lands() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, c) = create(dir.path(), 2);
     let before = c.stats().expect("stats");
-    let outcomes = submit_burst(&c, 64, Durability::Fsync);
+    let records = (0..64u64).map(|i| (Id::Int(i), vec![i as f32, -(i as f32)]));
+    let outcomes: Vec<_> = submit_all(&c, records, Durability::Fsync).iter().collect();
     assert_eq!(outcomes.len(), 64);
-    assert!(outcomes.iter().all(|(_, r)| r.is_ok()), "{outcomes:?}");
+    assert!(outcomes.iter().all(|r| r.is_ok()), "{outcomes:?}");
     let after = c.stats().expect("stats");
     let records = after.wal_records - before.wal_records;
     let syncs = after.wal_syncs - before.wal_syncs;
@@ -65,20 +80,10 @@ fn writes_of_one_caller_apply_in_the_order_issued() {
     // Overwrites of one id queued back to back leave the last one, before and after replay.
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, c) = create(dir.path(), 2);
-    let (tx, rx) = mpsc::channel();
-    for v in 0..50u32 {
-        let batch = c
-            .prepare_upsert(&[Id::from("x")], &[v as f32, 0.0])
-            .expect("valid");
-        let tx = tx.clone();
-        c.submit(
-            batch,
-            Some(Durability::Flush),
-            Box::new(move |r| tx.send(r).unwrap_or(())),
-        );
-    }
-    drop(tx);
-    assert!(rx.iter().all(|r| r.is_ok()));
+    let versions = (0..50u32).map(|v| (Id::from("x"), vec![v as f32, 0.0]));
+    assert!(submit_all(&c, versions, Durability::Flush)
+        .iter()
+        .all(|r| r.is_ok()));
     assert_eq!(c.get(&Id::from("x")).expect("get"), Some(vec![49.0, 0.0]));
     drop(c);
     drop(db);
@@ -94,31 +99,16 @@ fn flush_is_a_barrier_for_writes_still_queued() {
     // of them are there.
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, c) = create(dir.path(), 2);
-    let (tx, rx) = mpsc::channel();
-    for i in 0..20u64 {
-        let batch = c.prepare_upsert(&[Id::Int(i)], &[1.0, 2.0]).expect("valid");
-        let tx = tx.clone();
-        c.submit(
-            batch,
-            Some(Durability::None),
-            Box::new(move |r| tx.send(r).unwrap_or(())),
-        );
-    }
+    let rx = submit_all(
+        &c,
+        (0..20u64).map(|i| (Id::Int(i), vec![1.0, 2.0])),
+        Durability::None,
+    );
     c.flush().expect("flush");
-    drop(tx);
     assert_eq!(rx.iter().filter(|r| r.is_ok()).count(), 20);
     drop(c);
     drop(db);
-    let db = open_ok(dir.path());
-    assert_eq!(
-        db.collection(NAME)
-            .expect("c")
-            .stats()
-            .expect("stats")
-            .count,
-        20
-    );
-    db.close().expect("close");
+    assert_eq!(count_after_reopen(dir.path()), 20);
 }
 
 #[test]
@@ -126,31 +116,16 @@ fn close_commits_what_is_queued_and_later_writes_are_refused() {
     // Closing waits for queued writes (they succeed and survive), then refuses new ones.
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, c) = create(dir.path(), 2);
-    let (tx, rx) = mpsc::channel();
-    for i in 0..30u64 {
-        let batch = c.prepare_upsert(&[Id::Int(i)], &[0.5, 0.5]).expect("valid");
-        let tx = tx.clone();
-        c.submit(
-            batch,
-            Some(Durability::Fsync),
-            Box::new(move |r| tx.send(r).unwrap_or(())),
-        );
-    }
+    let rx = submit_all(
+        &c,
+        (0..30u64).map(|i| (Id::Int(i), vec![0.5, 0.5])),
+        Durability::Fsync,
+    );
     db.close().expect("close");
-    drop(tx);
     assert_eq!(rx.iter().filter(|r| r.is_ok()).count(), 30);
     let late = c.upsert(&[Id::Int(99)], &[0.0, 0.0], None);
     assert_eq!(late.err().map(|e| e.code()), Some("KEEL_CLOSED"));
-    let db = open_ok(dir.path());
-    assert_eq!(
-        db.collection(NAME)
-            .expect("c")
-            .stats()
-            .expect("stats")
-            .count,
-        30
-    );
-    db.close().expect("close");
+    assert_eq!(count_after_reopen(dir.path()), 30);
 }
 
 #[test]
