@@ -11,8 +11,13 @@
 //! the next one. So the checkpointed slots are never written between checkpoints, and replay
 //! from the checkpoint, which is deterministic, rebuilds exactly the same state.
 //!
-//! Checkpoint: msync the vector file, write the index atomically (it records the last
-//! applied lsn), and only then empty the log.
+//! Checkpoint: msync the vector file, fsync the payload log, write the index atomically
+//! (it records the last applied lsn), then the payload snapshot, and only then empty the log.
+//!
+//! Payloads travel in the same log record as their vectors (ops 3 and 4), so the log stays
+//! the one commit point; the payload log is derived from it on apply (see `payloads`).
+//! Compaction rewrites the payload log's live frames to a new generation without holding
+//! either lock for the copy (see [`Collection::compact`]).
 
 use std::collections::HashMap;
 use std::fs;
@@ -22,9 +27,16 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::error::{Error, Result};
 use crate::format::config::{self, CollectionConfig, COLLECTION_FORMAT_VERSION, CONFIG_BYTES_MAX};
 use crate::format::index::{self, IndexSnapshot, INDEX_MAGIC, INDEX_VERSION};
-use crate::format::wal::{self as walfmt, BatchEncoder, Op, WAL_HEADER_LEN, WAL_VERSION};
+use crate::format::json;
+use crate::format::payload_index::{self, PayloadSnapshot, PAYLOAD_INDEX_VERSION};
+use crate::format::payload_log::PAYLOAD_LOG_HEADER_LEN;
+use crate::format::wal::{
+    self as walfmt, payload_encoded_len, BatchEncoder, Op, WAL_HEADER_LEN, WAL_VERSION,
+};
 use crate::format::{id_encoded_len, peek_version};
+use crate::payloads::{self, PayloadOpenReport, PayloadStore, PAYLOAD_INDEX_FILE};
 use crate::storage::fsio;
+use crate::storage::payload_log;
 use crate::storage::vectors::VectorFile;
 use crate::types::{
     Durability, Id, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX, WAL_RECORD_BYTES_MAX,
@@ -53,6 +65,11 @@ pub struct CollectionOptions {
     pub recovery: RecoveryPolicy,
     /// The log size past which a write triggers a checkpoint.
     pub checkpoint_threshold_bytes: u64,
+    /// Share of the payload log (0 to 1) that superseded and delete frames must reach
+    /// before a write triggers compaction.
+    pub compaction_garbage_ratio: f64,
+    /// Payload log size below which compaction never triggers by itself.
+    pub compaction_min_bytes: u64,
 }
 
 /// Counters and sizes, for `stats()`.
@@ -90,6 +107,50 @@ pub struct CollectionStats {
     pub warnings: Vec<String>,
     /// Whether an earlier failure has poisoned the collection.
     pub poisoned: bool,
+    /// Records that have a payload.
+    pub payload_count: u64,
+    /// Size of the current payload log, header included.
+    pub payload_log_bytes: u64,
+    /// Bytes of the payload frames records point at.
+    pub payload_live_bytes: u64,
+    /// Bytes of superseded and delete frames: what compaction reclaims.
+    pub payload_garbage_bytes: u64,
+    /// Generation of the current payload log (each compaction adds one).
+    pub payload_log_generation: u64,
+    /// Payload log frames read at open (0 after a clean close: the snapshot covered all).
+    pub payload_records_replayed: u64,
+    /// Whether open read the payload snapshot instead of the whole payload log.
+    pub payload_snapshot_used: bool,
+    /// Bytes cut off the payload log at open (frames the log replay writes again).
+    pub payload_bytes_truncated: u64,
+    /// Compactions run since open.
+    pub compactions: u64,
+    /// Why the last automatic compaction failed, if it did (automatic compaction then
+    /// stops until `compact()` succeeds or the database is reopened).
+    pub compaction_error: Option<String>,
+}
+
+impl CollectionStats {
+    /// The share of the payload log's frame bytes that is garbage, from 0 to 1.
+    pub fn payload_garbage_ratio(&self) -> f64 {
+        garbage_ratio(self.payload_garbage_bytes, self.payload_live_bytes)
+    }
+}
+
+fn garbage_ratio(garbage: u64, live: u64) -> f64 {
+    match garbage + live {
+        0 => 0.0,
+        total => garbage as f64 / total as f64,
+    }
+}
+
+/// A record read back; a part left out of the read, or absent, is `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The vector, if asked for.
+    pub vector: Option<Vec<f32>>,
+    /// The payload's JSON text, if asked for and the record has one.
+    pub payload: Option<Vec<u8>>,
 }
 
 /// The in-memory state readers see.
@@ -104,6 +165,7 @@ struct State {
     slot_high_water: u32,
     last_lsn: u64,
     checkpoint_lsn: u64,
+    payloads: PayloadStore,
 }
 
 impl State {
@@ -128,10 +190,13 @@ impl State {
             .filter(|op| matches!(op, Op::Upsert { .. }))
             .count();
         self.vectors.reserve(self.slots_needed(upserts))?;
+        // Payload frames first: if appending them fails, nothing in memory has changed.
+        let ids = &self.ids;
+        let payload_changes = self.payloads.stage(lsn, ops, |id| ids.contains_key(id))?;
         let mut removed = 0;
         for op in ops {
             match op {
-                Op::Upsert { id, vector_le } => {
+                Op::Upsert { id, vector_le, .. } => {
                     let slot = self.take_slot();
                     self.vectors.write_slot_le(slot, vector_le)?;
                     if let Some(old) = self.ids.insert(id.clone(), slot) {
@@ -144,8 +209,10 @@ impl State {
                         removed += 1;
                     }
                 }
+                Op::SetPayload { .. } => {}
             }
         }
+        self.payloads.apply(payload_changes);
         self.last_lsn = lsn;
         Ok(removed)
     }
@@ -175,6 +242,10 @@ struct Writer {
     /// Why writes are refused, once a write, sync or checkpoint failed.
     poisoned: Option<String>,
     checkpoints: u64,
+    compactions: u64,
+    /// Why the last automatic compaction failed; automatic compaction waits until
+    /// `compact()` succeeds.
+    compaction_error: Option<String>,
 }
 
 impl Writer {
@@ -192,6 +263,7 @@ struct OpenReport {
     corrupt_records_skipped: u64,
     torn_bytes_truncated: u64,
     warnings: Vec<String>,
+    payloads: PayloadOpenReport,
 }
 
 /// An open collection. Shared between threads; every method takes `&self`.
@@ -204,6 +276,9 @@ pub struct Collection {
     report: OpenReport,
     writer: Mutex<Option<Writer>>,
     state: RwLock<Option<State>>,
+    /// Held for the whole of a compaction (one at a time), and by close, which waits for a
+    /// running one. Always taken before `writer`, never while holding it.
+    compaction: Mutex<()>,
 }
 
 /// Creates a collection's files in `dir` (which must exist and be empty), each durable.
@@ -217,12 +292,25 @@ pub fn create_files(dir: &Path, dimension: u32, metric: Metric) -> Result<()> {
     fsio::write_atomic(dir, CONFIG_FILE, &config::encode(&config))?;
     VectorFile::create(&dir.join(VECTORS_FILE), dimension)?;
     WalWriter::create(&dir.join(WAL_FILE), dimension)?;
+    payloads::create_files(dir)?;
     let empty = IndexSnapshot {
         version: INDEX_VERSION,
         dimension,
         ..IndexSnapshot::default()
     };
-    fsio::write_atomic(dir, INDEX_FILE, &index::encode(&empty))
+    fsio::write_atomic(dir, INDEX_FILE, &index::encode(&empty))?;
+    let no_payloads = PayloadSnapshot {
+        version: PAYLOAD_INDEX_VERSION,
+        generation: 1,
+        checkpoint_lsn: 0,
+        log_end: PAYLOAD_LOG_HEADER_LEN as u64,
+        entries: Vec::new(),
+    };
+    fsio::write_atomic(
+        dir,
+        PAYLOAD_INDEX_FILE,
+        &payload_index::encode(&no_payloads),
+    )
 }
 
 impl Collection {
@@ -243,6 +331,10 @@ impl Collection {
                 ),
             ));
         }
+        let upgrading = config.format_version < COLLECTION_FORMAT_VERSION;
+        let (payloads, payload_report) =
+            PayloadStore::open(dir, snapshot.checkpoint_lsn, options.recovery, upgrading)?;
+        let config = upgrade_config(dir, config)?;
         let mut state = State {
             vectors,
             ids: snapshot.entries.into_iter().collect(),
@@ -251,9 +343,18 @@ impl Collection {
             slot_high_water: snapshot.slot_high_water,
             last_lsn: snapshot.checkpoint_lsn,
             checkpoint_lsn: snapshot.checkpoint_lsn,
+            payloads,
         };
-        let (wal, report) = recover_log(dir, &config, options.recovery, &mut state)?;
-        let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64;
+        let (wal, mut report) = recover_log(dir, &config, options.recovery, &mut state)?;
+        // A payload log replayed without a snapshot gets one now, so the next open is fast.
+        let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64
+            || (!payload_report.snapshot_used
+                && state.payloads.log_bytes() > PAYLOAD_LOG_HEADER_LEN as u64);
+        report.corrupt_records_skipped += payload_report.corrupt_records_skipped;
+        report
+            .warnings
+            .extend(payload_report.warnings.iter().cloned());
+        report.payloads = payload_report;
         let collection = Collection {
             name: name.to_owned(),
             dir: dir.to_owned(),
@@ -264,8 +365,11 @@ impl Collection {
                 wal,
                 poisoned: None,
                 checkpoints: 0,
+                compactions: 0,
+                compaction_error: None,
             })),
             state: RwLock::new(Some(state)),
+            compaction: Mutex::new(()),
         };
         if needs_checkpoint {
             // The log is cut only inside checkpoint, after the replayed state is durable.
@@ -290,14 +394,36 @@ impl Collection {
     }
 
     /// Stores `vectors` (a flat array of `ids.len() * dimension` floats) under `ids`, as one
-    /// atomic batch: after a crash either every record of it is present or none is.
+    /// atomic batch: after a crash either every record of it is present or none is. The
+    /// records have no payload (an earlier one is dropped).
     pub fn upsert(
         &self,
         ids: &[Id],
         vectors: &[f32],
         durability: Option<Durability>,
     ) -> Result<()> {
+        self.upsert_with_payloads(ids, vectors, &[], durability)
+    }
+
+    /// [`Collection::upsert`] with a payload per record: `payloads` is empty (no payloads)
+    /// or has one entry per id, each JSON text or `None` (no payload). A record's vector
+    /// and payload are one write: after a crash both are there or neither is.
+    pub fn upsert_with_payloads(
+        &self,
+        ids: &[Id],
+        vectors: &[f32],
+        payloads: &[Option<&[u8]>],
+        durability: Option<Durability>,
+    ) -> Result<()> {
         let dim = self.config.dimension as usize;
+        if !payloads.is_empty() && payloads.len() != ids.len() {
+            return Err(Error::invalid(format!(
+                "{} ids need {} payloads (or none), got {}",
+                ids.len(),
+                ids.len(),
+                payloads.len()
+            )));
+        }
         check_batch_len(ids.len())?;
         if ids.is_empty() && vectors.is_empty() {
             // Nothing to log; still refuse a closed or poisoned collection.
@@ -312,8 +438,12 @@ impl Collection {
                 vectors.len()
             )));
         }
-        let body_bytes: usize =
-            ids.iter().map(|id| 1 + id_encoded_len(id)).sum::<usize>() + vectors.len() * 4;
+        let body_bytes: usize = ids.iter().map(|id| 1 + id_encoded_len(id)).sum::<usize>()
+            + vectors.len() * 4
+            + payloads
+                .iter()
+                .map(|p| payload_encoded_len(*p))
+                .sum::<usize>();
         check_body_len(body_bytes)?;
         let mut enc = BatchEncoder::new(body_bytes);
         for (i, (id, vector)) in ids.iter().zip(vectors.chunks_exact(dim.max(1))).enumerate() {
@@ -324,9 +454,72 @@ impl Collection {
                     vector[j]
                 )));
             }
-            enc.upsert(id, vector);
+            let payload = payloads.get(i).copied().flatten();
+            if let Some(p) = payload {
+                json::validate_payload(p)
+                    .map_err(|e| Error::invalid(format!("record {i} (id {id}): {e}")))?;
+            }
+            enc.upsert_with_payload(id, vector, payload);
         }
         self.commit(enc, ids.len(), durability).map(|_| ())
+    }
+
+    /// Replaces the payload of `id` (`None` removes it), keeping its vector; with `merge`,
+    /// `payload` must be a JSON object whose keys replace or add those of the stored one
+    /// (a shallow merge, resolved here under the writer lock, so concurrent merges never
+    /// lose each other's keys and replay stays deterministic). Returns whether `id` exists;
+    /// nothing is written when it does not.
+    pub fn update_payload(
+        &self,
+        id: &Id,
+        payload: Option<&[u8]>,
+        merge: bool,
+        durability: Option<Durability>,
+    ) -> Result<bool> {
+        id.validate()?;
+        if let Some(p) = payload {
+            json::validate_payload(p).map_err(|e| Error::invalid(format!("id {id}: {e}")))?;
+        }
+        let patch = match (merge, payload) {
+            (false, _) => None,
+            (true, Some(p)) if json::is_object(p) => Some(p),
+            (true, _) => {
+                return Err(Error::invalid(format!(
+                    "id {id}: a merge patch must be a JSON object"
+                )))
+            }
+        };
+        let updated = {
+            let mut writer_guard = self.lock_writer()?;
+            let writer = self.usable_writer(&mut writer_guard)?;
+            // Only this writer changes the state, so what is read here holds until the commit.
+            let current = {
+                let guard = self.read_state()?;
+                let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+                match (state.ids.contains_key(id), patch) {
+                    (false, _) => None,
+                    (true, None) => Some(None),
+                    (true, Some(_)) => Some(state.payloads.get(id)?),
+                }
+            };
+            let Some(current) = current else {
+                return Ok(false);
+            };
+            let merged = match patch {
+                Some(patch) => Some(
+                    json::merge_objects(current.as_deref(), patch)
+                        .map_err(|e| Error::invalid(format!("id {id}: {e}")))?,
+                ),
+                None => None,
+            };
+            let payload = merged.as_deref().or(payload);
+            let mut enc = BatchEncoder::new(1 + id_encoded_len(id) + payload_encoded_len(payload));
+            enc.set_payload(id, payload);
+            self.commit_locked(writer, enc, 0, durability)?;
+            true
+        };
+        self.maybe_compact();
+        Ok(updated)
     }
 
     /// Removes `ids` as one atomic batch. Returns how many records it removed (an id given
@@ -348,16 +541,30 @@ impl Collection {
     }
 
     /// Logs and applies an encoded batch with `upserts` upserts; returns how many of its
-    /// deletes removed a live record.
+    /// deletes removed a live record. Then compacts the payload log if it is due.
     fn commit(
         &self,
         enc: BatchEncoder,
         upserts: usize,
         durability: Option<Durability>,
     ) -> Result<u64> {
+        let removed = {
+            let mut writer_guard = self.lock_writer()?;
+            let writer = self.usable_writer(&mut writer_guard)?;
+            self.commit_locked(writer, enc, upserts, durability)?
+        };
+        self.maybe_compact();
+        Ok(removed)
+    }
+
+    fn commit_locked(
+        &self,
+        writer: &mut Writer,
+        enc: BatchEncoder,
+        upserts: usize,
+        durability: Option<Durability>,
+    ) -> Result<u64> {
         let durability = durability.unwrap_or(self.options.durability);
-        let mut writer_guard = self.lock_writer()?;
-        let writer = self.usable_writer(&mut writer_guard)?;
         // Reserve vector slots first: once the record is logged, applying it must not fail.
         {
             let mut state_guard = self.write_state()?;
@@ -411,6 +618,133 @@ impl Collection {
         }
     }
 
+    /// The record stored under `id`, with its vector and payload if asked for, read under
+    /// one lock so both come from the same write.
+    pub fn get_record(&self, id: &Id, vector: bool, payload: bool) -> Result<Option<Record>> {
+        id.validate()?;
+        let guard = self.read_state()?;
+        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        read_record(state, id, vector, payload)
+    }
+
+    /// [`Collection::get_record`] for many ids at once (at most `BATCH_RECORDS_MAX`), in
+    /// their order, all from the same moment.
+    pub fn get_many(&self, ids: &[Id], vector: bool, payload: bool) -> Result<Vec<Option<Record>>> {
+        check_batch_len(ids.len())?;
+        for (i, id) in ids.iter().enumerate() {
+            validate_id(i, id)?;
+        }
+        let guard = self.read_state()?;
+        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        ids.iter()
+            .map(|id| read_record(state, id, vector, payload))
+            .collect()
+    }
+
+    /// Rewrites the payload log's live frames to a new generation and deletes the old one,
+    /// reclaiming the space of superseded and delete frames. Reads go on throughout, and so
+    /// do writes, except during the last step. Crash-safe at every step (docs/FORMAT.md).
+    ///
+    /// 1. Under the writer lock: checkpoint, and take the live frames' locations.
+    /// 2. No lock: copy those frames to `payloads-<g+1>.log.tmp` and fsync it.
+    /// 3. Under the writer lock: copy the frames appended since step 1, fsync, rename to
+    ///    `payloads-<g+1>.log`; under the state lock, point the index at the new file;
+    ///    fsync the directory, delete `payloads-<g>.log`, checkpoint (a new snapshot).
+    pub fn compact(&self) -> Result<()> {
+        let token = self.compaction.lock().map_err(|_| self.lock_poisoned())?;
+        let result = self.compact_locked(&token);
+        if result.is_ok() {
+            if let Some(writer) = self.lock_writer()?.as_mut() {
+                writer.compaction_error = None;
+            }
+        }
+        result
+    }
+
+    /// Compacts if the payload log is big enough and its garbage ratio at the threshold,
+    /// unless a compaction is running or the last automatic one failed. The write that
+    /// calls this is already acknowledged, so a failure is only recorded for stats.
+    fn maybe_compact(&self) {
+        if !self.compaction_due() {
+            return;
+        }
+        let Ok(token) = self.compaction.try_lock() else {
+            return;
+        };
+        let failed_before = self
+            .lock_writer()
+            .map(|g| g.as_ref().is_none_or(|w| w.compaction_error.is_some()))
+            .unwrap_or(true);
+        if failed_before || !self.compaction_due() {
+            return;
+        }
+        if let Err(e) = self.compact_locked(&token) {
+            if let Ok(mut guard) = self.lock_writer() {
+                if let Some(writer) = guard.as_mut() {
+                    writer.compaction_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn compaction_due(&self) -> bool {
+        let Ok(guard) = self.read_state() else {
+            return false;
+        };
+        let Some(p) = guard.as_ref().map(|s| &s.payloads) else {
+            return false;
+        };
+        p.log_bytes() >= self.options.compaction_min_bytes
+            && garbage_ratio(p.garbage_bytes(), p.live_bytes())
+                >= self.options.compaction_garbage_ratio
+    }
+
+    fn compact_locked(&self, _token: &MutexGuard<'_, ()>) -> Result<()> {
+        // Step 1: the live frames as of a durable checkpoint, so that every frame the new
+        // generation starts with has a sequence number the index on disk covers.
+        let source = {
+            let mut guard = self.lock_writer()?;
+            let writer = self.usable_writer(&mut guard)?;
+            self.checkpoint_locked(writer)?;
+            let state_guard = self.read_state()?;
+            let state = state_guard.as_ref().ok_or(Error::Closed("collection"))?;
+            state.payloads.compaction_source()
+        };
+        // Step 2: the bulk of the copy, holding no lock.
+        let copy = source.copy(&self.dir)?;
+        // Step 3.
+        let mut guard = self.lock_writer()?;
+        let writer = match self.usable_writer(&mut guard) {
+            Ok(writer) => writer,
+            Err(e) => {
+                copy.abandon();
+                return Err(e);
+            }
+        };
+        let installed = {
+            let state_guard = self.read_state()?;
+            let state = state_guard.as_ref().ok_or(Error::Closed("collection"))?;
+            if let Err(e) = state.payloads.check_compaction(&copy) {
+                copy.abandon();
+                return Err(e);
+            }
+            state.payloads.install_compaction(copy)?
+        };
+        let superseded = {
+            let mut state_guard = self.write_state()?;
+            let state = open_state(&mut state_guard)?;
+            state.payloads.swap(installed)
+        };
+        // From the rename on, the new generation is current after a crash: a failure
+        // now leaves memory and disk possibly apart, so it poisons.
+        let finished = fsio::sync_dir(&self.dir)
+            .and_then(|()| payload_log::remove(&self.dir, superseded))
+            .and_then(|()| self.checkpoint_steps(writer));
+        finished.map_err(|e| writer.poison(e))?;
+        writer.compactions += 1;
+        Ok(())
+    }
+
     /// A durability barrier: every write made before this call is fsynced on return.
     pub fn flush(&self) -> Result<()> {
         let mut guard = self.lock_writer()?;
@@ -432,13 +766,24 @@ impl Collection {
     fn checkpoint_steps(&self, writer: &mut Writer) -> Result<()> {
         // Writers are held off by the caller's lock, so the state cannot change between the
         // snapshot and the free-list update below; readers go on meanwhile.
-        let snapshot = {
+        let (snapshot, payload_snapshot) = {
             let guard = self.read_state()?;
             let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
             state.vectors.sync()?;
-            state.snapshot(self.config.dimension)
+            state.payloads.sync()?;
+            (
+                state.snapshot(self.config.dimension),
+                state.payloads.snapshot(state.last_lsn),
+            )
         };
+        // The index first: a payload snapshot is never ahead of it, so a crash between the
+        // two renames leaves an older snapshot, which open uses and replays on from.
         fsio::write_atomic(&self.dir, INDEX_FILE, &index::encode(&snapshot))?;
+        fsio::write_atomic(
+            &self.dir,
+            PAYLOAD_INDEX_FILE,
+            &payload_index::encode(&payload_snapshot),
+        )?;
         {
             let mut guard = self.write_state()?;
             let state = open_state(&mut guard)?;
@@ -477,12 +822,24 @@ impl Collection {
             torn_bytes_truncated: self.report.torn_bytes_truncated,
             warnings: self.report.warnings.clone(),
             poisoned: writer.poisoned.is_some(),
+            payload_count: state.payloads.count(),
+            payload_log_bytes: state.payloads.log_bytes(),
+            payload_live_bytes: state.payloads.live_bytes(),
+            payload_garbage_bytes: state.payloads.garbage_bytes(),
+            payload_log_generation: state.payloads.generation(),
+            payload_records_replayed: self.report.payloads.records_replayed,
+            payload_snapshot_used: self.report.payloads.snapshot_used,
+            payload_bytes_truncated: self.report.payloads.bytes_truncated,
+            compactions: writer.compactions,
+            compaction_error: writer.compaction_error.clone(),
         })
     }
 
     /// Checkpoints (unless poisoned) and releases the files. Later calls get `Closed`;
     /// closing twice is a no-op.
     pub fn close(&self) -> Result<()> {
+        // A running compaction finishes first (it would find the collection closed).
+        let _token = self.compaction.lock().map_err(|_| self.lock_poisoned())?;
         let mut guard = self.lock_writer()?;
         let result = match guard.as_mut() {
             Some(writer) if writer.poisoned.is_none() => self.checkpoint_locked(writer),
@@ -536,6 +893,34 @@ impl Collection {
 
 fn open_state(guard: &mut Option<State>) -> Result<&mut State> {
     guard.as_mut().ok_or(Error::Closed("collection"))
+}
+
+fn read_record(state: &State, id: &Id, vector: bool, payload: bool) -> Result<Option<Record>> {
+    let Some(&slot) = state.ids.get(id) else {
+        return Ok(None);
+    };
+    Ok(Some(Record {
+        vector: vector.then(|| state.vectors.read_slot(slot)).transpose()?,
+        payload: if payload {
+            state.payloads.get(id)?
+        } else {
+            None
+        },
+    }))
+}
+
+/// Rewrites a format-1 config as format 2 once the payload log exists: from then on the
+/// log may hold payload ops, which a build that only knows format 1 must refuse.
+fn upgrade_config(dir: &Path, config: CollectionConfig) -> Result<CollectionConfig> {
+    if config.format_version >= COLLECTION_FORMAT_VERSION {
+        return Ok(config);
+    }
+    let upgraded = CollectionConfig {
+        format_version: COLLECTION_FORMAT_VERSION,
+        ..config
+    };
+    fsio::write_atomic(dir, CONFIG_FILE, &config::encode(&upgraded))?;
+    Ok(upgraded)
 }
 
 fn validate_id(index: usize, id: &Id) -> Result<()> {
@@ -666,6 +1051,7 @@ fn recover_log(
         corrupt_records_skipped: outcome.corrupt_records_skipped,
         torn_bytes_truncated: outcome.torn_bytes,
         warnings: outcome.warnings,
+        payloads: PayloadOpenReport::default(),
     };
     Ok((
         WalWriter::new(path, file, outcome.end_offset, next_lsn),
