@@ -255,7 +255,7 @@ impl PayloadStore {
 
     /// Bytes of superseded and delete frames: what compaction would reclaim.
     pub fn garbage_bytes(&self) -> u64 {
-        self.log.len_bytes() - PAYLOAD_LOG_HEADER_LEN as u64 - self.live_bytes
+        (self.log.len_bytes() - PAYLOAD_LOG_HEADER_LEN as u64).saturating_sub(self.live_bytes)
     }
 
     /// The generation of the current log.
