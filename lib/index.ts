@@ -332,7 +332,7 @@ export interface VectorRecord {
   vector: Float32Array | readonly number[]
   /**
    * Any value that survives `JSON.stringify` / `JSON.parse` unchanged: plain objects, arrays,
-   * strings, finite numbers (not -0), booleans, null; at most {@link PAYLOAD_BYTES_MAX} bytes
+   * strings, finite numbers (-0 included), booleans, null; at most {@link PAYLOAD_BYTES_MAX} bytes
    * of JSON and {@link PAYLOAD_DEPTH_MAX} levels deep. Anything else (functions, BigInt,
    * undefined, NaN, Dates, Maps, class instances, cycles, sparse arrays, lone surrogates) is
    * refused with `KEEL_INVALID_ARGUMENT` before anything is written.
@@ -421,6 +421,7 @@ function keyPath(path: string, key: string): string {
  */
 function payloadJson(value: unknown, where: string): string {
   const ancestors: object[] = []
+  let negativeZero = false
   const walk = (v: unknown, path: string, depth: number): void => {
     switch (typeof v) {
       case 'string':
@@ -430,7 +431,7 @@ function payloadJson(value: unknown, where: string): string {
         return
       case 'number':
         if (!Number.isFinite(v)) badPayload(path, `is ${v}, which JSON cannot carry`)
-        if (Object.is(v, -0)) badPayload(path, 'is -0, which JSON gives back as 0')
+        if (Object.is(v, -0)) negativeZero = true
         return
       case 'object':
         break
@@ -460,7 +461,19 @@ function payloadJson(value: unknown, where: string): string {
     ancestors.pop()
   }
   walk(value, where, 0)
-  return JSON.stringify(value)
+  return negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
+}
+
+/**
+ * `JSON.stringify` for a value `payloadJson` checked, except that -0 is written `-0.0`, which
+ * `JSON.parse` gives back as -0 (`JSON.stringify` writes `0`). Only used when there is a -0.
+ */
+function stringifyKeepingNegativeZero(v: unknown): string {
+  if (typeof v === 'number') return Object.is(v, -0) ? '-0.0' : JSON.stringify(v)
+  if (typeof v !== 'object' || v === null) return JSON.stringify(v)
+  if (Array.isArray(v)) return `[${v.map(stringifyKeepingNegativeZero).join(',')}]`
+  const fields = Object.keys(v).map((k) => `${JSON.stringify(k)}:${stringifyKeepingNegativeZero((v as Record<string, unknown>)[k])}`)
+  return `{${fields.join(',')}}`
 }
 
 /** Parses a stored payload; text that is not JSON was changed on disk. */
