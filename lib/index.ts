@@ -512,6 +512,11 @@ function packPayloads(texts: readonly (string | undefined)[]): PackedPayloads {
   return { bytes, lengths }
 }
 
+/** Get options, validated; reads without options (the hot path) skip the schema. */
+function readOptions(options: GetOptions | undefined): GetOptions {
+  return options === undefined ? {} : parseOptions('get options', getOptionsSchema, options)
+}
+
 /** Builds what a read returns from what the native layer gave. */
 function toStored(id: Id, record: NativeRecord, o: { vector?: boolean; payload?: boolean }): Record<string, unknown> {
   const out: Record<string, unknown> = { id }
@@ -862,7 +867,7 @@ export class Collection {
    * ```
    */
   async get<const O extends GetOptions = {}>(id: Id, options?: O): Promise<StoredRecord<O> | null> {
-    const o = parseOptions('get options', getOptionsSchema, options ?? {})
+    const o = readOptions(options)
     checkId(id)
     const record = await callAsync(() => this.#native.get(id, o.vector !== false, o.payload !== false))
     return record === null || record === undefined ? null : (toStored(id, record, o) as StoredRecord<O>)
@@ -877,7 +882,7 @@ export class Collection {
    * ```
    */
   getSync<const O extends GetOptions = {}>(id: Id, options?: O): StoredRecord<O> | null {
-    const o = parseOptions('get options', getOptionsSchema, options ?? {})
+    const o = readOptions(options)
     checkId(id)
     const record = callSync(() => this.#native.getSync(id, o.vector !== false, o.payload !== false))
     return record === null || record === undefined ? null : (toStored(id, record, o) as StoredRecord<O>)
@@ -894,7 +899,7 @@ export class Collection {
    * ```
    */
   async getMany<const O extends GetOptions = {}>(ids: readonly Id[], options?: O): Promise<(StoredRecord<O> | null)[]> {
-    const o = parseOptions('get options', getOptionsSchema, options ?? {})
+    const o = readOptions(options)
     const checked = checkIds(ids)
     const records = await callAsync(() => this.#native.getMany(checked, o.vector !== false, o.payload !== false))
     return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r, o) as StoredRecord<O>)))
@@ -909,7 +914,7 @@ export class Collection {
    * ```
    */
   getManySync<const O extends GetOptions = {}>(ids: readonly Id[], options?: O): (StoredRecord<O> | null)[] {
-    const o = parseOptions('get options', getOptionsSchema, options ?? {})
+    const o = readOptions(options)
     const checked = checkIds(ids)
     const records = callSync(() => this.#native.getManySync(checked, o.vector !== false, o.payload !== false))
     return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r, o) as StoredRecord<O>)))

@@ -850,8 +850,10 @@ impl Collection {
         result
     }
 
-    /// Releases the files without a checkpoint (the collection is being dropped).
+    /// Releases the files without a checkpoint (the collection is being dropped), once a
+    /// running compaction has finished writing in its directory.
     pub fn close_without_checkpoint(&self) -> Result<()> {
+        let _token = self.compaction.lock().map_err(|_| self.lock_poisoned())?;
         *self.lock_writer()? = None;
         *self.write_state()? = None;
         Ok(())
