@@ -67,10 +67,10 @@ test('round trip through close and reopen', async (t) => {
   t.is(docs.stats().count, 3)
   t.is(docs.stats().recordsReplayed, 0) // close checkpointed: nothing to replay
   t.true(sameBytes((await docs.get('a'))?.vector ?? new Float32Array(), EDGE))
-  t.deepEqual(docs.getSync(1), { id: 1, vector: new Float32Array([4, 3, 2, 1]) })
-  t.deepEqual(docs.getSync('1'), { id: '1', vector: new Float32Array([5, 6, 7, 8]) })
+  t.deepEqual(docs.getSync(1), { id: 1, vector: new Float32Array([4, 3, 2, 1]), payload: null })
+  t.deepEqual(docs.getSync('1'), { id: '1', vector: new Float32Array([5, 6, 7, 8]), payload: null })
   t.is(docs.getSync('gone'), null)
-  t.deepEqual(await db.collection('images').get(0), { id: 0, vector: new Float32Array([0.5, 0.25]) })
+  t.deepEqual(await db.collection('images').get(0), { id: 0, vector: new Float32Array([0.5, 0.25]), payload: null })
   await db.close()
 })
 

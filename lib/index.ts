@@ -5,7 +5,7 @@
 // up from both lib/ (tsx, tests) and dist/ (published code), so the same relative path works
 // in both places. Nothing it exports is public unless this file re-exposes it.
 import type * as NativeBinding from '../index.js'
-import type { NativeCollection, NativeCollectionStats, NativeDb } from '../index.js'
+import type { NativeCollection, NativeCollectionStats, NativeDb, NativeRecord } from '../index.js'
 // Why zod for options: `z.strictObject` rejects unknown keys (a misspelt option must not be
 // silently ignored), each issue carries the path of the bad field for the error message, and
 // zod 4 has no transitive dependencies. Records on the hot path are checked by hand below.
@@ -172,6 +172,13 @@ export interface OpenOptions {
   recovery?: RecoveryPolicy
   /** A write that grows a collection's log past this many bytes runs a checkpoint. Default 64 MiB. */
   checkpointThresholdBytes?: number
+  /**
+   * A write that leaves this share (above 0, at most 1) of a collection's payload log as
+   * garbage (superseded or deleted payloads) compacts it. Default 0.5.
+   */
+  compactionGarbageRatio?: number
+  /** Payload logs smaller than this many bytes are never compacted by themselves. Default 1 MiB. */
+  compactionMinBytes?: number
 }
 
 /**
@@ -213,6 +220,8 @@ const openOptionsSchema = z.strictObject({
   recovery: z.enum(['salvage', 'strict']).optional(),
   // z.int() accepts safe integers only.
   checkpointThresholdBytes: z.int().positive().optional(),
+  compactionGarbageRatio: z.number().gt(0).lte(1).optional(),
+  compactionMinBytes: z.int().nonnegative().optional(),
 })
 
 const collectionOptionsSchema = z.strictObject({
@@ -221,6 +230,8 @@ const collectionOptionsSchema = z.strictObject({
 })
 
 const writeOptionsSchema = z.strictObject({ durability: durabilitySchema.optional() })
+
+const getOptionsSchema = z.strictObject({ vector: z.boolean().optional(), payload: z.boolean().optional() })
 
 /** Parses `value` with `schema`, or throws KEEL_INVALID_ARGUMENT naming each bad field. */
 function parseOptions<S extends z.ZodType>(what: string, schema: S, value: unknown): z.output<S> {
@@ -270,12 +281,47 @@ function describe(value: unknown): string {
 export type Id = string | number
 
 /**
- * A record to write. `vector` must have exactly the collection's dimension, every component
- * finite; a `number[]` is converted to float32 once.
+ * A value JSON can carry and give back unchanged: what a payload is made of, and what reads
+ * return.
  *
  * @example
  * ```ts
- * const record: VectorRecord = { id: 'a', vector: new Float32Array([0.1, 0.2, 0.3]) }
+ * const meta: JsonValue = { title: 'Keel', tags: ['db', 'vectors'], year: 2025, draft: false, parent: null }
+ * ```
+ */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
+
+/**
+ * Most bytes one record's payload may take as JSON text (UTF-8): 16 MiB.
+ *
+ * @example
+ * ```ts
+ * import { PAYLOAD_BYTES_MAX } from 'keeldb'
+ * if (Buffer.byteLength(JSON.stringify(meta)) > PAYLOAD_BYTES_MAX) console.warn('too big to store')
+ * ```
+ */
+export const PAYLOAD_BYTES_MAX = 16 * 1024 * 1024
+
+/**
+ * Deepest nesting of arrays and objects a payload may have (`{}` is 1, `{ a: [] }` is 2).
+ *
+ * @example
+ * ```ts
+ * import { PAYLOAD_DEPTH_MAX } from 'keeldb'
+ * console.log(PAYLOAD_DEPTH_MAX) // 64
+ * ```
+ */
+export const PAYLOAD_DEPTH_MAX = 64
+
+/**
+ * A record to write. `vector` must have exactly the collection's dimension, every component
+ * finite; a `number[]` is converted to float32 once. `payload` is any JSON value (typically an
+ * object of metadata), stored with the vector as one atomic write; leaving it out, or `null`,
+ * means the record has none (and drops the one an earlier upsert gave it).
+ *
+ * @example
+ * ```ts
+ * const record: VectorRecord = { id: 'a', vector: new Float32Array([0.1, 0.2, 0.3]), payload: { title: 'A' } }
  * await docs.upsert(record)
  * ```
  */
@@ -284,23 +330,55 @@ export interface VectorRecord {
   id: Id
   /** Exactly `dimension` finite components. */
   vector: Float32Array | readonly number[]
+  /**
+   * Any value that survives `JSON.stringify` / `JSON.parse` unchanged: plain objects, arrays,
+   * strings, finite numbers (-0 included), booleans, null; at most {@link PAYLOAD_BYTES_MAX} bytes
+   * of JSON and {@link PAYLOAD_DEPTH_MAX} levels deep. Anything else (functions, BigInt,
+   * undefined, NaN, Dates, Maps, class instances, cycles, sparse arrays, lone surrogates) is
+   * refused with `KEEL_INVALID_ARGUMENT` before anything is written.
+   */
+  payload?: unknown
 }
 
 /**
- * A record read back: `vector` is a fresh copy the caller owns.
+ * Which parts of a record a read returns; both default to `true`. Unknown keys are errors.
+ *
+ * @example
+ * ```ts
+ * const meta = await docs.get('a', { vector: false }) // { id: 'a', payload: ... } | null
+ * ```
+ */
+export interface GetOptions {
+  /** Include the vector. Default `true`. */
+  vector?: boolean
+  /** Include the payload. Default `true`. */
+  payload?: boolean
+}
+
+type VectorPart<O> = O extends { vector: false }
+  ? unknown
+  : O extends { vector: true } | { vector?: undefined }
+    ? { vector: Float32Array }
+    : { vector?: Float32Array }
+
+type PayloadPart<O> = O extends { payload: false }
+  ? unknown
+  : O extends { payload: true } | { payload?: undefined }
+    ? { payload: JsonValue | null }
+    : { payload?: JsonValue | null }
+
+/**
+ * A record read back: `vector` is a fresh copy the caller owns; `payload` is a fresh value
+ * parsed from the stored JSON, `null` when the record has none. A part the read's
+ * {@link GetOptions} left out is absent.
  *
  * @example
  * ```ts
  * const hit: StoredRecord | null = await docs.get('a')
- * if (hit !== null) console.log(hit.id, hit.vector.length)
+ * if (hit !== null) console.log(hit.id, hit.vector.length, hit.payload)
  * ```
  */
-export interface StoredRecord {
-  /** The id the read was called with. */
-  id: Id
-  /** A copy of the stored vector. */
-  vector: Float32Array
-}
+export type StoredRecord<O extends GetOptions = {}> = { id: Id } & VectorPart<O> & PayloadPart<O>
 
 function checkId(id: unknown, index?: number): Id {
   if (typeof id === 'string' || typeof id === 'number') return id
@@ -311,6 +389,13 @@ function checkId(id: unknown, index?: number): Id {
   )
 }
 
+function checkIds(ids: unknown): Id[] {
+  if (!Array.isArray(ids)) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `ids must be an array, got ${describe(ids)}`)
+  }
+  return ids.map((id: unknown, i) => checkId(id, i))
+}
+
 function checkRecord(record: unknown, index: number): VectorRecord {
   if (typeof record !== 'object' || record === null) {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `record ${index} must be an object { id, vector }, got ${describe(record)}`)
@@ -318,12 +403,138 @@ function checkRecord(record: unknown, index: number): VectorRecord {
   return record as VectorRecord
 }
 
+/** Throws KEEL_INVALID_ARGUMENT for a payload at `path`. */
+function badPayload(path: string, problem: string): never {
+  throw new KeelError('KEEL_INVALID_ARGUMENT', `${path} ${problem}; payloads must survive JSON.stringify and JSON.parse unchanged`)
+}
+
+/** `isWellFormed` is in Node 20 but not in the ES2022 typings. */
+const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed()
+
+function keyPath(path: string, key: string): string {
+  return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`
+}
+
 /**
- * Packs the records of one write into ids and one flat Float32Array (records x dimension),
- * checking the shape of each (finiteness and id limits are checked natively).
+ * Checks that `value` would come back deep-equal from JSON (see {@link VectorRecord.payload}),
+ * naming the path of the first value that would not, and returns its JSON text.
  */
-function pack(records: readonly unknown[], dimension: number): { ids: Id[]; flat: Float32Array } {
+function payloadJson(value: unknown, where: string): string {
+  const ancestors: object[] = []
+  let negativeZero = false
+  const walk = (v: unknown, path: string, depth: number): void => {
+    switch (typeof v) {
+      case 'string':
+        if (!wellFormed(v)) badPayload(path, 'is a string with a lone surrogate, which JSON cannot carry')
+        return
+      case 'boolean':
+        return
+      case 'number':
+        if (!Number.isFinite(v)) badPayload(path, `is ${v}, which JSON cannot carry`)
+        if (Object.is(v, -0)) negativeZero = true
+        return
+      case 'object':
+        break
+      default:
+        badPayload(path, `is ${typeof v === 'undefined' ? 'undefined' : `a ${typeof v}`}, which JSON cannot carry`)
+    }
+    if (v === null) return
+    if (depth >= PAYLOAD_DEPTH_MAX) badPayload(path, `nests deeper than ${PAYLOAD_DEPTH_MAX} levels of arrays and objects`)
+    if (ancestors.includes(v)) badPayload(path, 'refers back to a value that contains it (a cycle)')
+    ancestors.push(v)
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        if (!(i in v)) badPayload(`${path}[${i}]`, 'is a hole in a sparse array, which JSON gives back as null')
+        walk(v[i], `${path}[${i}]`, depth + 1)
+      }
+    } else {
+      const proto: unknown = Object.getPrototypeOf(v)
+      if (proto !== Object.prototype && proto !== null) {
+        badPayload(path, `is ${describe(v)}, not a plain object, which JSON does not give back as such`)
+      }
+      if (Object.getOwnPropertySymbols(v).length > 0) badPayload(path, 'has symbol keys, which JSON drops')
+      for (const key of Object.keys(v)) {
+        if (!wellFormed(key)) badPayload(path, 'has a key with a lone surrogate')
+        walk((v as Record<string, unknown>)[key], keyPath(path, key), depth + 1)
+      }
+    }
+    ancestors.pop()
+  }
+  walk(value, where, 0)
+  return negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
+}
+
+/**
+ * `JSON.stringify` for a value `payloadJson` checked, except that -0 is written `-0.0`, which
+ * `JSON.parse` gives back as -0 (`JSON.stringify` writes `0`). Only used when there is a -0.
+ */
+function stringifyKeepingNegativeZero(v: unknown): string {
+  if (typeof v === 'number') return Object.is(v, -0) ? '-0.0' : JSON.stringify(v)
+  if (typeof v !== 'object' || v === null) return JSON.stringify(v)
+  if (Array.isArray(v)) return `[${v.map(stringifyKeepingNegativeZero).join(',')}]`
+  const fields = Object.keys(v).map((k) => `${JSON.stringify(k)}:${stringifyKeepingNegativeZero((v as Record<string, unknown>)[k])}`)
+  return `{${fields.join(',')}}`
+}
+
+/** Parses a stored payload; text that is not JSON was changed on disk. */
+function parsePayload(text: string | null | undefined): JsonValue | null {
+  if (text === null || text === undefined) return null
+  try {
+    return JSON.parse(text) as JsonValue
+  } catch (err) {
+    throw new KeelError('KEEL_CORRUPT', `a stored payload is not valid JSON: ${String(err)}`, { cause: err })
+  }
+}
+
+/** The payloads of a batch as one buffer of UTF-8 JSON texts and each one's byte length (0: none). */
+interface PackedPayloads {
+  bytes: Buffer
+  lengths: Uint32Array
+}
+
+function packPayloads(texts: readonly (string | undefined)[]): PackedPayloads {
+  const lengths = new Uint32Array(texts.length)
+  let total = 0
+  texts.forEach((text, i) => {
+    if (text === undefined) return
+    const n = Buffer.byteLength(text, 'utf8')
+    if (n > PAYLOAD_BYTES_MAX) {
+      throw new KeelError('KEEL_INVALID_ARGUMENT', `record ${i}: payload is ${n} bytes of JSON, the limit is ${PAYLOAD_BYTES_MAX}`)
+    }
+    lengths[i] = n
+    total += n
+  })
+  const bytes = Buffer.allocUnsafe(total)
+  let at = 0
+  texts.forEach((text, i) => {
+    if (text !== undefined) at += bytes.write(text, at, lengths[i] as number, 'utf8')
+  })
+  return { bytes, lengths }
+}
+
+/** Get options, validated; reads without options (the hot path) skip the schema. */
+function readOptions(options: GetOptions | undefined): GetOptions {
+  return options === undefined ? {} : parseOptions('get options', getOptionsSchema, options)
+}
+
+/** Builds what a read returns from what the native layer gave. */
+function toStored(id: Id, record: NativeRecord, o: { vector?: boolean; payload?: boolean }): Record<string, unknown> {
+  const out: Record<string, unknown> = { id }
+  if (o.vector !== false) out.vector = record.vector
+  if (o.payload !== false) out.payload = parsePayload(record.payload)
+  return out
+}
+
+/**
+ * Packs the records of one write into ids, one flat Float32Array (records x dimension) and
+ * the payloads, checking the shape of each (finiteness and id limits are checked natively).
+ */
+function pack(
+  records: readonly unknown[],
+  dimension: number,
+): { ids: Id[]; flat: Float32Array; payloads: PackedPayloads | undefined } {
   const ids = new Array<Id>(records.length)
+  let texts: (string | undefined)[] | undefined
   const only = records.length === 1 ? checkRecord(records[0], 0).vector : undefined
   // A single Float32Array record needs no copy here: the native side copies it once.
   const reuse = only instanceof Float32Array && only.length === dimension
@@ -345,8 +556,13 @@ function pack(records: readonly unknown[], dimension: number): { ids: Id[]; flat
       )
     }
     if (!reuse) flat.set(vector as ArrayLike<number>, i * dimension)
+    const payload: unknown = record.payload
+    if (payload !== undefined && payload !== null) {
+      texts ??= new Array<string | undefined>(records.length)
+      texts[i] = payloadJson(payload, `record ${i} (id ${JSON.stringify(record.id)}): payload`)
+    }
   }
-  return { ids, flat }
+  return { ids, flat, payloads: texts === undefined ? undefined : packPayloads(texts) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -395,6 +611,28 @@ export interface CollectionStats {
   warnings: string[]
   /** Whether a failed write or sync has poisoned the collection (reopen to recover). */
   poisoned: boolean
+  /** Records that have a payload. */
+  payloadCount: number
+  /** Size of the current payload log (`payloads-<generation>.log`). */
+  payloadLogBytes: number
+  /** Bytes of payload log frames that records point at. */
+  payloadLiveBytes: number
+  /** Bytes of superseded and deleted payloads: what compaction reclaims. */
+  payloadGarbageBytes: number
+  /** `payloadGarbageBytes` as a share of the payload log's frames, from 0 to 1. */
+  payloadGarbageRatio: number
+  /** Generation of the current payload log; each compaction adds one. */
+  payloadLogGeneration: number
+  /** Payload log records read at open: 0 when the snapshot covered the whole log. */
+  payloadRecordsReplayed: number
+  /** Whether open read the payload snapshot (`payloads.idx`) rather than the whole payload log. */
+  payloadSnapshotUsed: boolean
+  /** Bytes cut off the payload log at open (records the log replay writes again). */
+  payloadBytesTruncated: number
+  /** Payload log compactions run since open. */
+  compactions: number
+  /** Why the last automatic compaction failed (it then waits for a successful `compact()`), or null. */
+  compactionError: string | null
   /** Write batches logged since open (one log record per `upsert`/`delete` call). */
   walRecords: number
   /**
@@ -566,8 +804,48 @@ export class Collection {
   async upsert(records: VectorRecord | readonly VectorRecord[], options?: WriteOptions): Promise<void> {
     const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
     const list: readonly unknown[] = Array.isArray(records) ? records : [records]
-    const { ids, flat } = pack(list, this.#dimension)
-    await callAsync(() => this.#native.upsert(ids, flat, durability))
+    const { ids, flat, payloads } = pack(list, this.#dimension)
+    await callAsync(() => this.#native.upsert(ids, flat, durability, payloads?.bytes, payloads?.lengths))
+  }
+
+  /**
+   * Replaces the payload of `id`, keeping its vector (`null` removes the payload). Resolves to
+   * whether `id` exists; nothing is written when it does not. Atomic and durable like
+   * {@link Collection.upsert}.
+   *
+   * @example
+   * ```ts
+   * const existed = await docs.updatePayload('a', { title: 'New title', tags: [] })
+   * ```
+   */
+  async updatePayload(id: Id, payload: unknown, options?: WriteOptions): Promise<boolean> {
+    const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
+    checkId(id)
+    const text = payload === null || payload === undefined ? undefined : payloadJson(payload, 'payload')
+    return callAsync(() => this.#native.updatePayload(id, text, false, durability))
+  }
+
+  /**
+   * Shallow-merges `patch` into the payload of `id`, as `Object.assign(stored, patch)`: each
+   * key of `patch` replaces or adds that key (a `null` value is stored as `null`), others are
+   * kept. The stored payload must be an object (or absent, which merges as `{}`). The merge
+   * is resolved inside the write, so concurrent merges never lose each other's keys.
+   * Resolves to whether `id` exists.
+   *
+   * @example
+   * ```ts
+   * await docs.mergePayload('a', { views: 10 }) // { title: 'New title', tags: [], views: 10 }
+   * ```
+   */
+  async mergePayload(id: Id, patch: Readonly<Record<string, unknown>>, options?: WriteOptions): Promise<boolean> {
+    const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
+    checkId(id)
+    const proto: unknown = typeof patch === 'object' && patch !== null ? Object.getPrototypeOf(patch) : undefined
+    if (Array.isArray(patch) || (proto !== Object.prototype && proto !== null)) {
+      throw new KeelError('KEEL_INVALID_ARGUMENT', `mergePayload: the patch must be a plain object, got ${describe(patch)}`)
+    }
+    const text = payloadJson(patch, 'patch')
+    return callAsync(() => this.#native.updatePayload(id, text, true, durability))
   }
 
   /**
@@ -582,22 +860,26 @@ export class Collection {
   async delete(ids: Id | readonly Id[], options?: WriteOptions): Promise<number> {
     const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
     const list: readonly unknown[] = Array.isArray(ids) ? ids : [ids]
-    const checked = list.map((id, i) => checkId(id, i))
+    const checked = checkIds(list)
     return callAsync(() => this.#native.delete(checked, durability))
   }
 
   /**
-   * The record stored under `id`, or `null`. The vector is a copy; `id` is the one passed.
+   * The record stored under `id`, or `null`: `{ id, vector, payload }`, the vector a copy, the
+   * payload parsed afresh (`null` if the record has none), both from the same write.
+   * `options` leaves out either part (`{ vector: false }` reads only the payload).
    *
    * @example
    * ```ts
-   * const hit = await docs.get('a') // { id: 'a', vector: Float32Array } | null
+   * const hit = await docs.get('a') // { id: 'a', vector: Float32Array, payload: {...} | null } | null
+   * const meta = await docs.get('a', { vector: false }) // { id: 'a', payload: {...} | null } | null
    * ```
    */
-  async get(id: Id): Promise<StoredRecord | null> {
+  async get<const O extends GetOptions = {}>(id: Id, options?: O): Promise<StoredRecord<O> | null> {
+    const o = readOptions(options)
     checkId(id)
-    const vector = await callAsync(() => this.#native.get(id))
-    return vector === null ? null : { id, vector }
+    const record = await callAsync(() => this.#native.get(id, o.vector !== false, o.payload !== false))
+    return record === null || record === undefined ? null : (toStored(id, record, o) as StoredRecord<O>)
   }
 
   /**
@@ -608,10 +890,58 @@ export class Collection {
    * const hit = docs.getSync(42)
    * ```
    */
-  getSync(id: Id): StoredRecord | null {
+  getSync<const O extends GetOptions = {}>(id: Id, options?: O): StoredRecord<O> | null {
+    const o = readOptions(options)
     checkId(id)
-    const vector = callSync(() => this.#native.getSync(id))
-    return vector === null ? null : { id, vector }
+    const record = callSync(() => this.#native.getSync(id, o.vector !== false, o.payload !== false))
+    return record === null || record === undefined ? null : (toStored(id, record, o) as StoredRecord<O>)
+  }
+
+  /**
+   * The records under `ids`, in the same order, `null` for each missing one, all read at one
+   * moment in one native call (at most 1,000,000 ids). Takes the same options as
+   * {@link Collection.get}.
+   *
+   * @example
+   * ```ts
+   * const [a, missing] = await docs.getMany(['a', 'nope'], { vector: false })
+   * ```
+   */
+  async getMany<const O extends GetOptions = {}>(ids: readonly Id[], options?: O): Promise<(StoredRecord<O> | null)[]> {
+    const o = readOptions(options)
+    const checked = checkIds(ids)
+    const records = await callAsync(() => this.#native.getMany(checked, o.vector !== false, o.payload !== false))
+    return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r, o) as StoredRecord<O>)))
+  }
+
+  /**
+   * {@link Collection.getMany} on the calling thread.
+   *
+   * @example
+   * ```ts
+   * const records = docs.getManySync([1, 2, 3])
+   * ```
+   */
+  getManySync<const O extends GetOptions = {}>(ids: readonly Id[], options?: O): (StoredRecord<O> | null)[] {
+    const o = readOptions(options)
+    const checked = checkIds(ids)
+    const records = callSync(() => this.#native.getManySync(checked, o.vector !== false, o.payload !== false))
+    return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r, o) as StoredRecord<O>)))
+  }
+
+  /**
+   * Rewrites the payload log without its garbage (superseded and deleted payloads), then
+   * deletes the old one. Reads and writes go on while it runs (writes wait only for its
+   * last step); a crash at any step leaves the old log or the new one. Runs by itself when a
+   * write leaves `compactionGarbageRatio` of a log of at least `compactionMinBytes` as garbage.
+   *
+   * @example
+   * ```ts
+   * if (docs.stats().payloadGarbageRatio > 0.3) await docs.compact()
+   * ```
+   */
+  async compact(): Promise<void> {
+    await callAsync(() => this.#native.compact())
   }
 
   /**
@@ -668,7 +998,7 @@ export class Collection {
    */
   stats(): CollectionStats {
     const s: NativeCollectionStats = callSync(() => this.#native.stats())
-    return { ...s, metric: s.metric as Metric }
+    return { ...s, metric: s.metric as Metric, compactionError: s.compactionError ?? null }
   }
 }
 
@@ -686,14 +1016,8 @@ export class Collection {
  */
 export async function open(path: string, options?: OpenOptions): Promise<Db> {
   checkString('path', path)
-  const { durability, recovery, checkpointThresholdBytes } = parseOptions(
-    'open options',
-    openOptionsSchema,
-    options ?? {},
-  )
-  const handle = await callAsync(() =>
-    native.openDb(path, durability ?? 'fsync', recovery ?? 'salvage', checkpointThresholdBytes),
-  )
+  const { durability, recovery, ...tuning } = parseOptions('open options', openOptionsSchema, options ?? {})
+  const handle = await callAsync(() => native.openDb(path, durability ?? 'fsync', recovery ?? 'salvage', tuning))
   const db = wrap(Db, handle)
   warnAboutSkippedRecords(db)
   return db

@@ -1,12 +1,15 @@
-//! `NativeCollection`: a collection handle. Writes take the whole batch in one call (ids and
-//! one flat `Float32Array`), copied on the JS thread so the caller may reuse its buffers as
-//! soon as the call returns. Reads copy out of the mapping: JavaScript never sees mapped
-//! memory.
+//! `NativeCollection`: a collection handle. Writes take the whole batch in one call (ids, one
+//! flat `Float32Array`, and the payloads as one buffer of concatenated UTF-8 JSON texts with
+//! their byte lengths), copied on the JS thread so the caller may reuse its buffers as soon
+//! as the call returns. Reads copy out of the mapping and the payload log: JavaScript never
+//! sees mapped memory. Payloads cross as JSON text; `lib/index.ts` stringifies and parses.
 
 use std::sync::Arc;
 
-use keeldb_core::{Collection, CollectionStats, Id};
-use napi::bindgen_prelude::{AsyncTask, Float32Array, Float32ArraySlice, Object, ToNapiValue};
+use keeldb_core::{Collection, CollectionStats, Error, Id, Record};
+use napi::bindgen_prelude::{
+    AsyncTask, Buffer, Float32Array, Float32ArraySlice, Object, ToNapiValue, Uint32Array,
+};
 use napi::{Either, Env};
 use napi_derive::napi;
 
@@ -39,9 +42,82 @@ pub struct NativeCollectionStats {
     pub torn_bytes_truncated: f64,
     pub warnings: Vec<String>,
     pub poisoned: bool,
+    pub payload_count: f64,
+    pub payload_log_bytes: f64,
+    pub payload_live_bytes: f64,
+    pub payload_garbage_bytes: f64,
+    pub payload_garbage_ratio: f64,
+    pub payload_log_generation: f64,
+    pub payload_records_replayed: f64,
+    pub payload_snapshot_used: bool,
+    pub payload_bytes_truncated: f64,
+    pub compactions: f64,
+    pub compaction_error: Option<String>,
     pub wal_records: f64,
     pub group_commits: f64,
     pub wal_syncs: f64,
+}
+
+/// A record read back: `vector` and `payload` (JSON text) are absent when not asked for, and
+/// `payload` also when the record has none.
+#[napi(object)]
+pub struct NativeRecord {
+    pub vector: Option<Float32Array>,
+    pub payload: Option<String>,
+}
+
+/// The payloads of a batch as they cross: the texts back to back, and each one's byte length
+/// (0: that record has no payload).
+struct PackedPayloads {
+    bytes: Vec<u8>,
+    lengths: Vec<u32>,
+}
+
+impl PackedPayloads {
+    /// Copies the buffers (the caller may reuse them once the call returns) and checks that
+    /// they describe one payload per record.
+    fn new(
+        bytes: Option<Buffer>,
+        lengths: Option<Uint32Array>,
+        records: usize,
+    ) -> keeldb_core::Result<PackedPayloads> {
+        let (bytes, lengths) = match (bytes, lengths) {
+            (None, None) => {
+                return Ok(PackedPayloads {
+                    bytes: Vec::new(),
+                    lengths: Vec::new(),
+                })
+            }
+            (Some(bytes), Some(lengths)) => (bytes.to_vec(), lengths.to_vec()),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "payload bytes and lengths go together".into(),
+                ))
+            }
+        };
+        let total: u64 = lengths.iter().map(|&n| u64::from(n)).sum();
+        if lengths.len() != records || total != bytes.len() as u64 {
+            return Err(Error::InvalidArgument(format!(
+                "{} payload lengths summing to {total} for {records} records and {} bytes",
+                lengths.len(),
+                bytes.len()
+            )));
+        }
+        Ok(PackedPayloads { bytes, lengths })
+    }
+
+    /// One entry per record (none at all when the batch has no payloads).
+    fn split(&self) -> Vec<Option<&[u8]>> {
+        let mut at = 0;
+        self.lengths
+            .iter()
+            .map(|&n| {
+                let text = &self.bytes[at..at + n as usize];
+                at += n as usize;
+                (n > 0).then_some(text)
+            })
+            .collect()
+    }
 }
 
 impl NativeCollection {
@@ -70,10 +146,8 @@ impl NativeCollection {
         self.collection.metric().as_str().to_owned()
     }
 
-    /// Stores `vectors` (`ids.length * dimension` floats) under `ids` as one atomic batch.
-    /// Validated and encoded on the calling thread (a bad batch throws before anything is
-    /// queued), then queued for the collection's committer, which shares log writes and
-    /// syncs between writes issued together; the promise settles when it is durable.
+    /// Stores `vectors` (`ids.length * dimension` floats) under `ids` as one atomic batch,
+    /// with payloads when `payloadBytes` and `payloadLengths` are given.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn upsert<'env>(
         &self,
@@ -81,14 +155,58 @@ impl NativeCollection {
         ids: Vec<Either<String, f64>>,
         vectors: Float32ArraySlice,
         durability: Option<String>,
+        payload_bytes: Option<Buffer>,
+        payload_lengths: Option<Uint32Array>,
     ) -> napi::Result<Object<'env>> {
         let ids = napi_result(to_ids(ids))?;
         let durability = napi_result(to_durability(durability))?;
-        let batch = napi_result(self.collection.prepare_upsert(&ids, &vectors))?;
+        let payloads = napi_result(PackedPayloads::new(
+            payload_bytes,
+            payload_lengths,
+            ids.len(),
+        ))?;
+        // Validated and encoded here, on the calling thread (a bad batch throws before
+        // anything is queued); the committer shares log writes and syncs between writes
+        // issued together and settles the promise once this one is durable.
+        let batch = napi_result(self.collection.prepare_upsert_with_payloads(
+            &ids,
+            &vectors,
+            &payloads.split(),
+        ))?;
         submit(env, &self.collection, batch, durability, |_| ())
     }
 
-    /// Removes `ids` as one atomic batch; resolves to how many records it removed.
+    /// Replaces (or with `merge`, shallow-merges into) the payload of `id`; `null` removes
+    /// it. Resolves to whether `id` exists.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn update_payload(
+        &self,
+        id: Either<String, f64>,
+        payload: Option<String>,
+        merge: bool,
+        durability: Option<String>,
+    ) -> napi::Result<AsyncTask<Job<bool>>> {
+        let id = napi_result(to_id(id))?;
+        let durability = napi_result(to_durability(durability))?;
+        let collection = Arc::clone(&self.collection);
+        Ok(Job::spawn(move || {
+            collection.update_payload(
+                &id,
+                payload.as_deref().map(str::as_bytes),
+                merge,
+                durability,
+            )
+        }))
+    }
+
+    /// Rewrites the payload log without its garbage; reads and writes go on meanwhile.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn compact(&self) -> AsyncTask<Job<()>> {
+        let collection = Arc::clone(&self.collection);
+        Job::spawn(move || collection.compact())
+    }
+
+    /// Removes `ids` as one atomic batch; resolves to how many existed.
     #[napi(ts_return_type = "Promise<number>")]
     pub fn delete<'env>(
         &self,
@@ -104,22 +222,56 @@ impl NativeCollection {
         })
     }
 
-    /// A copy of the vector stored under `id`, or `null`.
-    #[napi(ts_return_type = "Promise<Float32Array | null>")]
+    /// The record under `id` with the parts asked for, or `null`.
+    #[napi(ts_return_type = "Promise<NativeRecord | null>")]
     pub fn get(
         &self,
         id: Either<String, f64>,
-    ) -> napi::Result<AsyncTask<Job<Option<Float32Array>>>> {
+        vector: bool,
+        payload: bool,
+    ) -> napi::Result<AsyncTask<Job<Option<NativeRecord>>>> {
         let id = napi_result(to_id(id))?;
         let collection = Arc::clone(&self.collection);
-        Ok(Job::spawn(move || read(&collection, &id)))
+        Ok(Job::spawn(move || read(&collection, &id, vector, payload)))
     }
 
     /// `get` on the JS thread.
     #[napi(catch_unwind)]
-    pub fn get_sync(&self, id: Either<String, f64>) -> napi::Result<Option<Float32Array>> {
+    pub fn get_sync(
+        &self,
+        id: Either<String, f64>,
+        vector: bool,
+        payload: bool,
+    ) -> napi::Result<Option<NativeRecord>> {
         let id = napi_result(to_id(id))?;
-        napi_result(read(&self.collection, &id))
+        napi_result(read(&self.collection, &id, vector, payload))
+    }
+
+    /// The records under `ids`, in order (`null` for a missing one), read at one moment.
+    #[napi(ts_return_type = "Promise<Array<NativeRecord | null>>")]
+    pub fn get_many(
+        &self,
+        ids: Vec<Either<String, f64>>,
+        vector: bool,
+        payload: bool,
+    ) -> napi::Result<AsyncTask<Job<Vec<Option<NativeRecord>>>>> {
+        let ids = napi_result(to_ids(ids))?;
+        let collection = Arc::clone(&self.collection);
+        Ok(Job::spawn(move || {
+            read_many(&collection, &ids, vector, payload)
+        }))
+    }
+
+    /// `getMany` on the JS thread.
+    #[napi(catch_unwind)]
+    pub fn get_many_sync(
+        &self,
+        ids: Vec<Either<String, f64>>,
+        vector: bool,
+        payload: bool,
+    ) -> napi::Result<Vec<Option<NativeRecord>>> {
+        let ids = napi_result(to_ids(ids))?;
+        napi_result(read_many(&self.collection, &ids, vector, payload))
     }
 
     /// A durability barrier for every write made before it.
@@ -156,6 +308,7 @@ impl NativeCollection {
     }
 }
 
+/// The one read path behind `get` and `getSync`.
 /// Queues `batch` and returns a promise that the committer thread settles (through a
 /// threadsafe function) once the batch is durable; `map` turns the core's outcome into the
 /// resolved value.
@@ -181,10 +334,48 @@ where
     Ok(promise)
 }
 
-/// The one read path behind `get` and `getSync`.
-fn read(collection: &Collection, id: &Id) -> keeldb_core::Result<Option<Float32Array>> {
-    id.validate()?;
-    Ok(collection.get(id)?.map(Float32Array::new))
+fn read(
+    collection: &Collection,
+    id: &Id,
+    vector: bool,
+    payload: bool,
+) -> keeldb_core::Result<Option<NativeRecord>> {
+    collection
+        .get_record(id, vector, payload)?
+        .map(to_js_record)
+        .transpose()
+}
+
+/// The one read path behind `getMany` and `getManySync`.
+fn read_many(
+    collection: &Collection,
+    ids: &[Id],
+    vector: bool,
+    payload: bool,
+) -> keeldb_core::Result<Vec<Option<NativeRecord>>> {
+    collection
+        .get_many(ids, vector, payload)?
+        .into_iter()
+        .map(|r| r.map(to_js_record).transpose())
+        .collect()
+}
+
+fn to_js_record(record: Record) -> keeldb_core::Result<NativeRecord> {
+    let payload = record
+        .payload
+        .map(|bytes| {
+            // Checked when it was written; bytes that fail now were changed on disk.
+            String::from_utf8(bytes).map_err(|e| Error::Corrupted {
+                file: "payload log".into(),
+                offset: e.utf8_error().valid_up_to() as u64,
+                reason: "a stored payload is not UTF-8".into(),
+            })
+        })
+        .transpose()?;
+    Ok(NativeRecord {
+        vector: record.vector.map(Float32Array::new),
+        payload,
+    })
 }
 
 fn to_js_stats(s: CollectionStats) -> NativeCollectionStats {
@@ -203,8 +394,19 @@ fn to_js_stats(s: CollectionStats) -> NativeCollectionStats {
         records_replayed: s.records_replayed as f64,
         corrupt_records_skipped: s.corrupt_records_skipped as f64,
         torn_bytes_truncated: s.torn_bytes_truncated as f64,
+        payload_garbage_ratio: s.payload_garbage_ratio(),
         warnings: s.warnings,
         poisoned: s.poisoned,
+        payload_count: s.payload_count as f64,
+        payload_log_bytes: s.payload_log_bytes as f64,
+        payload_live_bytes: s.payload_live_bytes as f64,
+        payload_garbage_bytes: s.payload_garbage_bytes as f64,
+        payload_log_generation: s.payload_log_generation as f64,
+        payload_records_replayed: s.payload_records_replayed as f64,
+        payload_snapshot_used: s.payload_snapshot_used,
+        payload_bytes_truncated: s.payload_bytes_truncated as f64,
+        compactions: s.compactions as f64,
+        compaction_error: s.compaction_error,
         wal_records: s.wal_records as f64,
         group_commits: s.group_commits as f64,
         wal_syncs: s.wal_syncs as f64,

@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use keeldb_core::db::CHECKPOINT_THRESHOLD_BYTES_DEFAULT;
+use keeldb_core::db::{
+    CHECKPOINT_THRESHOLD_BYTES_DEFAULT, COMPACTION_GARBAGE_RATIO_DEFAULT,
+    COMPACTION_MIN_BYTES_DEFAULT,
+};
 use keeldb_core::{Db, DbOptions};
 use napi::bindgen_prelude::AsyncTask;
 use napi_derive::napi;
@@ -19,17 +22,24 @@ pub struct NativeDb {
     db: Arc<Db>,
 }
 
+/// The numeric options of `open`; `undefined` means the default.
+#[napi(object)]
+pub struct NativeTuning {
+    pub checkpoint_threshold_bytes: Option<f64>,
+    pub compaction_garbage_ratio: Option<f64>,
+    pub compaction_min_bytes: Option<f64>,
+}
+
 /// Opens (creating if needed) the database in `path` and recovers every collection. The
-/// option strings are `lib/index.ts`'s validated values; `checkpointThresholdBytes` is
-/// `undefined` for the default.
+/// option strings are `lib/index.ts`'s validated values.
 #[napi(ts_return_type = "Promise<NativeDb>")]
 pub fn open_db(
     path: String,
     durability: String,
     recovery: String,
-    checkpoint_threshold_bytes: Option<f64>,
+    tuning: NativeTuning,
 ) -> napi::Result<AsyncTask<Job<NativeDb>>> {
-    let options = napi_result(db_options(durability, recovery, checkpoint_threshold_bytes))?;
+    let options = napi_result(db_options(durability, recovery, tuning))?;
     Ok(Job::spawn(move || {
         let db = Db::open(&PathBuf::from(path), options)?;
         Ok(NativeDb { db: Arc::new(db) })
@@ -39,16 +49,25 @@ pub fn open_db(
 fn db_options(
     durability: String,
     recovery: String,
-    checkpoint_threshold_bytes: Option<f64>,
+    tuning: NativeTuning,
 ) -> keeldb_core::Result<DbOptions> {
-    let checkpoint_threshold_bytes = match checkpoint_threshold_bytes {
+    let checkpoint_threshold_bytes = match tuning.checkpoint_threshold_bytes {
         None => CHECKPOINT_THRESHOLD_BYTES_DEFAULT,
         Some(n) => to_integer("checkpointThresholdBytes", n, 1, SAFE_INTEGER_MAX)?,
+    };
+    let compaction_min_bytes = match tuning.compaction_min_bytes {
+        None => COMPACTION_MIN_BYTES_DEFAULT,
+        Some(n) => to_integer("compactionMinBytes", n, 0, SAFE_INTEGER_MAX)?,
     };
     Ok(DbOptions {
         durability: durability.parse()?,
         recovery: recovery.parse()?,
         checkpoint_threshold_bytes,
+        // The core checks the range (above 0, at most 1).
+        compaction_garbage_ratio: tuning
+            .compaction_garbage_ratio
+            .unwrap_or(COMPACTION_GARBAGE_RATIO_DEFAULT),
+        compaction_min_bytes,
     })
 }
 

@@ -23,8 +23,8 @@ mod job;
 
 use napi_derive::napi;
 
-pub use collection::{NativeCollection, NativeCollectionStats};
-pub use db::{open_db, NativeDb};
+pub use collection::{NativeCollection, NativeCollectionStats, NativeRecord};
+pub use db::{open_db, NativeDb, NativeTuning};
 
 /// Version of the native addon (the Cargo package version).
 #[napi]

@@ -1,18 +1,25 @@
 //! A collection: one directory holding a config, a vector file, an id index and a log.
 //!
-//! Write path (one writer at a time, under `Collection::writer`):
-//! validate and encode the whole batch, reserve vector slots, append the record to the log
-//! with the requested durability, then apply it to the in-memory index and the mapping
-//! (under a brief write lock on `Collection::state`). A failed append or sync poisons the
-//! collection: nothing is acknowledged after bytes whose fate is unknown.
+//! Write path: the caller validates and encodes the whole batch and queues it; the
+//! collection's committer thread takes everything queued as one group (see `commit`), and,
+//! under `Collection::writer`, reserves vector slots, appends the group's records to the log,
+//! syncs once at the strongest durability asked for, then applies them in order to the
+//! in-memory index and the mapping (under a brief write lock on `Collection::state`). A
+//! failed append or sync poisons the collection: nothing is acknowledged after bytes whose
+//! fate is unknown.
 //!
 //! Slots are handed out copy-on-write: an upsert always writes a slot that the last
 //! checkpoint does not reference, and slots freed since the checkpoint are reused only after
 //! the next one. So the checkpointed slots are never written between checkpoints, and replay
 //! from the checkpoint, which is deterministic, rebuilds exactly the same state.
 //!
-//! Checkpoint: msync the vector file, write the index atomically (it records the last
-//! applied lsn), and only then empty the log.
+//! Checkpoint: msync the vector file, fsync the payload log, write the index atomically
+//! (it records the last applied lsn), then the payload snapshot, and only then empty the log.
+//!
+//! Payloads travel in the same log record as their vectors (ops 3 and 4), so the log stays
+//! the one commit point; the payload log is derived from it on apply (see `payloads`).
+//! Compaction rewrites the payload log's live frames to a new generation without holding
+//! either lock for the copy (see [`Collection::compact`]).
 
 use std::collections::HashMap;
 use std::fs;
@@ -26,9 +33,16 @@ use crate::commit::{self, strongest, CommitQueue, Completion, PreparedBatch, Req
 use crate::error::{Error, Result};
 use crate::format::config::{self, CollectionConfig, COLLECTION_FORMAT_VERSION, CONFIG_BYTES_MAX};
 use crate::format::index::{self, IndexSnapshot, INDEX_MAGIC, INDEX_VERSION};
-use crate::format::wal::{self as walfmt, BatchEncoder, Op, WAL_HEADER_LEN, WAL_VERSION};
+use crate::format::json;
+use crate::format::payload_index::{self, PayloadSnapshot, PAYLOAD_INDEX_VERSION};
+use crate::format::payload_log::PAYLOAD_LOG_HEADER_LEN;
+use crate::format::wal::{
+    self as walfmt, payload_encoded_len, BatchEncoder, Op, WAL_HEADER_LEN, WAL_VERSION,
+};
 use crate::format::{id_encoded_len, peek_version};
+use crate::payloads::{self, PayloadOpenReport, PayloadStore, PAYLOAD_INDEX_FILE};
 use crate::storage::fsio;
+use crate::storage::payload_log;
 use crate::storage::vectors::VectorFile;
 use crate::types::{
     Durability, Id, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX, WAL_RECORD_BYTES_MAX,
@@ -57,6 +71,11 @@ pub struct CollectionOptions {
     pub recovery: RecoveryPolicy,
     /// The log size past which a write triggers a checkpoint.
     pub checkpoint_threshold_bytes: u64,
+    /// Share of the payload log (0 to 1) that superseded and delete frames must reach
+    /// before a write triggers compaction.
+    pub compaction_garbage_ratio: f64,
+    /// Payload log size below which compaction never triggers by itself.
+    pub compaction_min_bytes: u64,
 }
 
 /// Counters and sizes, for `stats()`.
@@ -94,6 +113,27 @@ pub struct CollectionStats {
     pub warnings: Vec<String>,
     /// Whether an earlier failure has poisoned the collection.
     pub poisoned: bool,
+    /// Records that have a payload.
+    pub payload_count: u64,
+    /// Size of the current payload log, header included.
+    pub payload_log_bytes: u64,
+    /// Bytes of the payload frames records point at.
+    pub payload_live_bytes: u64,
+    /// Bytes of superseded and delete frames: what compaction reclaims.
+    pub payload_garbage_bytes: u64,
+    /// Generation of the current payload log (each compaction adds one).
+    pub payload_log_generation: u64,
+    /// Payload log frames read at open (0 after a clean close: the snapshot covered all).
+    pub payload_records_replayed: u64,
+    /// Whether open read the payload snapshot instead of the whole payload log.
+    pub payload_snapshot_used: bool,
+    /// Bytes cut off the payload log at open (frames the log replay writes again).
+    pub payload_bytes_truncated: u64,
+    /// Compactions run since open.
+    pub compactions: u64,
+    /// Why the last automatic compaction failed, if it did (automatic compaction then
+    /// stops until `compact()` succeeds or the database is reopened).
+    pub compaction_error: Option<String>,
     /// Write batches logged since open (one log record each).
     pub wal_records: u64,
     /// Group commits since open: each wrote its records at once, with at most one sync.
@@ -101,6 +141,29 @@ pub struct CollectionStats {
     /// fdatasyncs of the log since open (including those of `flush`, checkpoints and
     /// recovery).
     pub wal_syncs: u64,
+}
+
+impl CollectionStats {
+    /// The share of the payload log's frame bytes that is garbage, from 0 to 1.
+    pub fn payload_garbage_ratio(&self) -> f64 {
+        garbage_ratio(self.payload_garbage_bytes, self.payload_live_bytes)
+    }
+}
+
+fn garbage_ratio(garbage: u64, live: u64) -> f64 {
+    match garbage + live {
+        0 => 0.0,
+        total => garbage as f64 / total as f64,
+    }
+}
+
+/// A record read back; a part left out of the read, or absent, is `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The vector, if asked for.
+    pub vector: Option<Vec<f32>>,
+    /// The payload's JSON text, if asked for and the record has one.
+    pub payload: Option<Vec<u8>>,
 }
 
 /// The in-memory state readers see.
@@ -115,6 +178,7 @@ struct State {
     slot_high_water: u32,
     last_lsn: u64,
     checkpoint_lsn: u64,
+    payloads: PayloadStore,
 }
 
 impl State {
@@ -139,10 +203,13 @@ impl State {
             .filter(|op| matches!(op, Op::Upsert { .. }))
             .count();
         self.vectors.reserve(self.slots_needed(upserts))?;
+        // Payload frames first: if appending them fails, nothing in memory has changed.
+        let ids = &self.ids;
+        let payload_changes = self.payloads.stage(lsn, ops, |id| ids.contains_key(id))?;
         let mut removed = 0;
         for op in ops {
             match op {
-                Op::Upsert { id, vector_le } => {
+                Op::Upsert { id, vector_le, .. } => {
                     let slot = self.take_slot();
                     self.vectors.write_slot_le(slot, vector_le)?;
                     if let Some(old) = self.ids.insert(id.clone(), slot) {
@@ -155,8 +222,10 @@ impl State {
                         removed += 1;
                     }
                 }
+                Op::SetPayload { .. } => {}
             }
         }
+        self.payloads.apply(payload_changes);
         self.last_lsn = lsn;
         Ok(removed)
     }
@@ -186,6 +255,10 @@ struct Writer {
     /// Why writes are refused, once a write, sync or checkpoint failed.
     poisoned: Option<String>,
     checkpoints: u64,
+    compactions: u64,
+    /// Why the last automatic compaction failed; automatic compaction waits until
+    /// `compact()` succeeds.
+    compaction_error: Option<String>,
     stats: WriteStats,
 }
 
@@ -213,6 +286,7 @@ struct OpenReport {
     corrupt_records_skipped: u64,
     torn_bytes_truncated: u64,
     warnings: Vec<String>,
+    payloads: PayloadOpenReport,
 }
 
 /// An open collection. Shared between threads (always behind an `Arc`); every method takes
@@ -225,6 +299,9 @@ pub struct Collection {
     report: OpenReport,
     writer: Mutex<Option<Writer>>,
     state: RwLock<Option<State>>,
+    /// Held for the whole of a compaction (one at a time), and by close, which waits for a
+    /// running one. Always taken before `writer`, never while holding it.
+    compaction: Mutex<()>,
     /// Writes waiting for the committer thread.
     queue: Arc<CommitQueue>,
     committer: Mutex<Option<JoinHandle<()>>>,
@@ -251,12 +328,25 @@ pub fn create_files(dir: &Path, dimension: u32, metric: Metric) -> Result<()> {
     fsio::write_atomic(dir, CONFIG_FILE, &config::encode(&config))?;
     VectorFile::create(&dir.join(VECTORS_FILE), dimension)?;
     WalWriter::create(&dir.join(WAL_FILE), dimension)?;
+    payloads::create_files(dir)?;
     let empty = IndexSnapshot {
         version: INDEX_VERSION,
         dimension,
         ..IndexSnapshot::default()
     };
-    fsio::write_atomic(dir, INDEX_FILE, &index::encode(&empty))
+    fsio::write_atomic(dir, INDEX_FILE, &index::encode(&empty))?;
+    let no_payloads = PayloadSnapshot {
+        version: PAYLOAD_INDEX_VERSION,
+        generation: 1,
+        checkpoint_lsn: 0,
+        log_end: PAYLOAD_LOG_HEADER_LEN as u64,
+        entries: Vec::new(),
+    };
+    fsio::write_atomic(
+        dir,
+        PAYLOAD_INDEX_FILE,
+        &payload_index::encode(&no_payloads),
+    )
 }
 
 impl Collection {
@@ -277,6 +367,10 @@ impl Collection {
                 ),
             ));
         }
+        let upgrading = config.format_version < COLLECTION_FORMAT_VERSION;
+        let (payloads, payload_report) =
+            PayloadStore::open(dir, snapshot.checkpoint_lsn, options.recovery, upgrading)?;
+        let config = upgrade_config(dir, config)?;
         let mut state = State {
             vectors,
             ids: snapshot.entries.into_iter().collect(),
@@ -285,9 +379,18 @@ impl Collection {
             slot_high_water: snapshot.slot_high_water,
             last_lsn: snapshot.checkpoint_lsn,
             checkpoint_lsn: snapshot.checkpoint_lsn,
+            payloads,
         };
-        let (wal, report) = recover_log(dir, &config, options.recovery, &mut state)?;
-        let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64;
+        let (wal, mut report) = recover_log(dir, &config, options.recovery, &mut state)?;
+        // A payload log replayed without a snapshot gets one now, so the next open is fast.
+        let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64
+            || (!payload_report.snapshot_used
+                && state.payloads.log_bytes() > PAYLOAD_LOG_HEADER_LEN as u64);
+        report.corrupt_records_skipped += payload_report.corrupt_records_skipped;
+        report
+            .warnings
+            .extend(payload_report.warnings.iter().cloned());
+        report.payloads = payload_report;
         let queue = Arc::new(CommitQueue::default());
         let collection = Arc::new_cyclic(|weak: &Weak<Collection>| Collection {
             name: name.to_owned(),
@@ -299,9 +402,12 @@ impl Collection {
                 wal,
                 poisoned: None,
                 checkpoints: 0,
+                compactions: 0,
+                compaction_error: None,
                 stats: WriteStats::default(),
             })),
             state: RwLock::new(Some(state)),
+            compaction: Mutex::new(()),
             committer: Mutex::new(spawn_committer(name, Arc::clone(&queue), weak.clone())),
             queue,
         });
@@ -328,28 +434,54 @@ impl Collection {
     }
 
     /// Stores `vectors` (a flat array of `ids.len() * dimension` floats) under `ids`, as one
-    /// atomic batch: after a crash either every record of it is present or none is. Returns
-    /// once the batch is as durable as `durability` (or the database default) asks.
+    /// atomic batch: after a crash either every record of it is present or none is. The
+    /// records have no payload (an earlier one is dropped).
     pub fn upsert(
         &self,
         ids: &[Id],
         vectors: &[f32],
         durability: Option<Durability>,
     ) -> Result<()> {
-        let batch = self.prepare_upsert(ids, vectors)?;
+        self.upsert_with_payloads(ids, vectors, &[], durability)
+    }
+
+    /// [`Collection::upsert`] with a payload per record: `payloads` is empty (no payloads)
+    /// or has one entry per id, each JSON text or `None` (no payload). A record's vector
+    /// and payload are one write: after a crash both are there or neither is.
+    pub fn upsert_with_payloads(
+        &self,
+        ids: &[Id],
+        vectors: &[f32],
+        payloads: &[Option<&[u8]>],
+        durability: Option<Durability>,
+    ) -> Result<()> {
+        let batch = self.prepare_upsert_with_payloads(ids, vectors, payloads)?;
         self.submit_and_wait(batch, durability).map(|_| ())
     }
 
-    /// Removes `ids` as one atomic batch. Returns how many records it removed (an id given
-    /// twice counts once).
-    pub fn delete(&self, ids: &[Id], durability: Option<Durability>) -> Result<u64> {
-        let batch = self.prepare_delete(ids)?;
-        self.submit_and_wait(batch, durability)
+    /// Validates and encodes an upsert batch without payloads; nothing is written. `None`
+    /// for an empty batch.
+    pub fn prepare_upsert(&self, ids: &[Id], vectors: &[f32]) -> Result<Option<PreparedBatch>> {
+        self.prepare_upsert_with_payloads(ids, vectors, &[])
     }
 
-    /// Validates and encodes an upsert batch; nothing is written. `None` for an empty batch.
-    pub fn prepare_upsert(&self, ids: &[Id], vectors: &[f32]) -> Result<Option<PreparedBatch>> {
+    /// Validates and encodes an upsert batch (see [`Collection::upsert_with_payloads`] for
+    /// `payloads`); nothing is written. `None` for an empty batch.
+    pub fn prepare_upsert_with_payloads(
+        &self,
+        ids: &[Id],
+        vectors: &[f32],
+        payloads: &[Option<&[u8]>],
+    ) -> Result<Option<PreparedBatch>> {
         let dim = self.config.dimension as usize;
+        if !payloads.is_empty() && payloads.len() != ids.len() {
+            return Err(Error::invalid(format!(
+                "{} ids need {} payloads (or none), got {}",
+                ids.len(),
+                ids.len(),
+                payloads.len()
+            )));
+        }
         check_batch_len(ids.len())?;
         if vectors.len() != ids.len() * dim {
             return Err(Error::DimensionMismatch(format!(
@@ -362,10 +494,14 @@ impl Collection {
         if ids.is_empty() {
             return Ok(None);
         }
-        let body_bytes: usize =
-            ids.iter().map(|id| 1 + id_encoded_len(id)).sum::<usize>() + vectors.len() * 4;
+        let body_bytes: usize = ids.iter().map(|id| 1 + id_encoded_len(id)).sum::<usize>()
+            + vectors.len() * 4
+            + payloads
+                .iter()
+                .map(|p| payload_encoded_len(*p))
+                .sum::<usize>();
         check_body_len(body_bytes)?;
-        let mut encoder = BatchEncoder::new(body_bytes);
+        let mut enc = BatchEncoder::new(body_bytes);
         for (i, (id, vector)) in ids.iter().zip(vectors.chunks_exact(dim.max(1))).enumerate() {
             validate_id(i, id)?;
             if let Some(j) = vector.iter().position(|v| !v.is_finite()) {
@@ -374,12 +510,84 @@ impl Collection {
                     vector[j]
                 )));
             }
-            encoder.upsert(id, vector);
+            let payload = payloads.get(i).copied().flatten();
+            if let Some(p) = payload {
+                json::validate_payload(p)
+                    .map_err(|e| Error::invalid(format!("record {i} (id {id}): {e}")))?;
+            }
+            enc.upsert_with_payload(id, vector, payload);
         }
         Ok(Some(PreparedBatch {
-            encoder,
+            encoder: enc,
             upserts: ids.len(),
         }))
+    }
+
+    /// Replaces the payload of `id` (`None` removes it), keeping its vector; with `merge`,
+    /// `payload` must be a JSON object whose keys replace or add those of the stored one
+    /// (a shallow merge, resolved here under the writer lock, so concurrent merges never
+    /// lose each other's keys and replay stays deterministic). Returns whether `id` exists;
+    /// nothing is written when it does not.
+    pub fn update_payload(
+        &self,
+        id: &Id,
+        payload: Option<&[u8]>,
+        merge: bool,
+        durability: Option<Durability>,
+    ) -> Result<bool> {
+        id.validate()?;
+        if let Some(p) = payload {
+            json::validate_payload(p).map_err(|e| Error::invalid(format!("id {id}: {e}")))?;
+        }
+        let patch = match (merge, payload) {
+            (false, _) => None,
+            (true, Some(p)) if json::is_object(p) => Some(p),
+            (true, _) => {
+                return Err(Error::invalid(format!(
+                    "id {id}: a merge patch must be a JSON object"
+                )))
+            }
+        };
+        // Writes issued before this call, possibly still queued, are applied first.
+        self.barrier(Durability::None)?;
+        let updated = {
+            let mut writer_guard = self.lock_writer()?;
+            let writer = self.usable_writer(&mut writer_guard)?;
+            // Only this writer changes the state, so what is read here holds until the commit.
+            let current = {
+                let guard = self.read_state()?;
+                let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+                match (state.ids.contains_key(id), patch) {
+                    (false, _) => None,
+                    (true, None) => Some(None),
+                    (true, Some(_)) => Some(state.payloads.get(id)?),
+                }
+            };
+            let Some(current) = current else {
+                return Ok(false);
+            };
+            let merged = match patch {
+                Some(patch) => Some(
+                    json::merge_objects(current.as_deref(), patch)
+                        .map_err(|e| Error::invalid(format!("id {id}: {e}")))?,
+                ),
+                None => None,
+            };
+            let payload = merged.as_deref().or(payload);
+            let mut enc = BatchEncoder::new(1 + id_encoded_len(id) + payload_encoded_len(payload));
+            enc.set_payload(id, payload);
+            self.commit_locked(writer, enc, 0, durability)?;
+            true
+        };
+        self.maybe_compact();
+        Ok(updated)
+    }
+
+    /// Removes `ids` as one atomic batch. Returns how many records it removed (an id given
+    /// twice counts once).
+    pub fn delete(&self, ids: &[Id], durability: Option<Durability>) -> Result<u64> {
+        let batch = self.prepare_delete(ids)?;
+        self.submit_and_wait(batch, durability)
     }
 
     /// Validates and encodes a delete batch; nothing is written. `None` for an empty batch.
@@ -420,9 +628,23 @@ impl Collection {
                 .and_then(|mut guard| self.usable_writer(&mut guard).map(|_| 0));
             return done(result);
         }
-        if let Err(request) = self.queue.push(Request::new(batch, durability, done)) {
+        self.enqueue(Request::new(batch, durability, done));
+    }
+
+    fn enqueue(&self, request: Request) {
+        if let Err(request) = self.queue.push(request) {
             request.complete(Err(Error::Closed("collection")));
         }
+    }
+
+    /// Queues `request`-to-be and waits for its outcome.
+    fn wait_for(&self, queue: impl FnOnce(Completion)) -> Result<u64> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        queue(Box::new(move |result| {
+            // The receiver only goes away if the waiting thread did, so nobody needs it.
+            let _ = tx.send(result);
+        }));
+        rx.recv().unwrap_or(Err(Error::Closed("collection")))
     }
 
     fn submit_and_wait(
@@ -430,21 +652,19 @@ impl Collection {
         batch: Option<PreparedBatch>,
         durability: Option<Durability>,
     ) -> Result<u64> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(
-            batch,
-            durability,
-            Box::new(move |result| {
-                // The receiver only goes away if the waiting thread did, so nobody needs it.
-                let _ = tx.send(result);
-            }),
-        );
-        rx.recv().unwrap_or(Err(Error::Closed("collection")))
+        self.wait_for(|done| self.submit(batch, durability, done))
+    }
+
+    /// Waits until every write queued before it is committed, then makes the log as durable
+    /// as `durability` asks.
+    fn barrier(&self, durability: Durability) -> Result<()> {
+        self.wait_for(|done| self.enqueue(Request::new(None, durability, done)))
+            .map(|_| ())
     }
 
     /// Commits one group: logs every record, syncs once at the strongest durability asked
     /// for, applies the records in order, completes every request. Runs on the committer
-    /// thread.
+    /// thread; a payload compaction that came due runs after the group is answered.
     fn commit_group(&self, group: Vec<Request>) {
         let mut writer_guard = match self.lock_writer() {
             Ok(guard) => guard,
@@ -509,6 +729,7 @@ impl Collection {
             });
             request.complete(result);
         }
+        self.maybe_compact();
     }
 
     /// Reserves slots for every upsert of the group, then frames and logs its records with
@@ -544,6 +765,45 @@ impl Collection {
         Ok(first_lsn)
     }
 
+    fn commit_locked(
+        &self,
+        writer: &mut Writer,
+        enc: BatchEncoder,
+        upserts: usize,
+        durability: Option<Durability>,
+    ) -> Result<u64> {
+        let durability = durability.unwrap_or(self.options.durability);
+        // Reserve vector slots first: once the record is logged, applying it must not fail.
+        {
+            let mut state_guard = self.write_state()?;
+            let state = open_state(&mut state_guard)?;
+            let needed = state.slots_needed(upserts);
+            if let Err(e) = state.vectors.reserve(needed) {
+                return Err(writer.poison(e));
+            }
+        }
+        let lsn = writer.wal.next_lsn();
+        let record = enc.finish(lsn);
+        if let Err(e) = writer.wal.append(&record, durability) {
+            return Err(writer.poison(e));
+        }
+        let applied = {
+            let mut state_guard = self.write_state()?;
+            let state = open_state(&mut state_guard)?;
+            let body = &record[walfmt::RECORD_HEADER_LEN..record.len() - 4];
+            walfmt::decode_batch(body, self.config.dimension)
+                .map_err(|e| Error::corrupted(&self.dir, e.offset, e.reason))
+                .and_then(|ops| state.apply(lsn, &ops))
+        };
+        let removed = applied.map_err(|e| writer.poison(e))?;
+        if writer.wal.len_bytes() > self.options.checkpoint_threshold_bytes {
+            // The write itself is logged as asked, so it is acknowledged even if this
+            // checkpoint fails; the failure poisons the collection and the next call says why.
+            let _ = self.checkpoint_locked(writer);
+        }
+        Ok(removed)
+    }
+
     /// Grows the vector file so that `additional` more records fit without a remap, ahead of
     /// a bulk load.
     pub fn reserve(&self, additional: u64) -> Result<()> {
@@ -566,19 +826,137 @@ impl Collection {
         }
     }
 
+    /// The record stored under `id`, with its vector and payload if asked for, read under
+    /// one lock so both come from the same write.
+    pub fn get_record(&self, id: &Id, vector: bool, payload: bool) -> Result<Option<Record>> {
+        id.validate()?;
+        let guard = self.read_state()?;
+        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        read_record(state, id, vector, payload)
+    }
+
+    /// [`Collection::get_record`] for many ids at once (at most `BATCH_RECORDS_MAX`), in
+    /// their order, all from the same moment.
+    pub fn get_many(&self, ids: &[Id], vector: bool, payload: bool) -> Result<Vec<Option<Record>>> {
+        check_batch_len(ids.len())?;
+        for (i, id) in ids.iter().enumerate() {
+            validate_id(i, id)?;
+        }
+        let guard = self.read_state()?;
+        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        ids.iter()
+            .map(|id| read_record(state, id, vector, payload))
+            .collect()
+    }
+
+    /// Rewrites the payload log's live frames to a new generation and deletes the old one,
+    /// reclaiming the space of superseded and delete frames. Reads go on throughout, and so
+    /// do writes, except during the last step. Crash-safe at every step (docs/FORMAT.md).
+    ///
+    /// 1. Under the writer lock: checkpoint, and take the live frames' locations.
+    /// 2. No lock: copy those frames to `payloads-<g+1>.log.tmp` and fsync it.
+    /// 3. Under the writer lock: copy the frames appended since step 1, fsync, rename to
+    ///    `payloads-<g+1>.log`; under the state lock, point the index at the new file;
+    ///    fsync the directory, delete `payloads-<g>.log`, checkpoint (a new snapshot).
+    pub fn compact(&self) -> Result<()> {
+        let token = self.compaction.lock().map_err(|_| self.lock_poisoned())?;
+        let result = self.compact_locked(&token);
+        if result.is_ok() {
+            if let Some(writer) = self.lock_writer()?.as_mut() {
+                writer.compaction_error = None;
+            }
+        }
+        result
+    }
+
+    /// Compacts if the payload log is big enough and its garbage ratio at the threshold,
+    /// unless a compaction is running or the last automatic one failed. The write that
+    /// calls this is already acknowledged, so a failure is only recorded for stats.
+    fn maybe_compact(&self) {
+        if !self.compaction_due() {
+            return;
+        }
+        let Ok(token) = self.compaction.try_lock() else {
+            return;
+        };
+        let failed_before = self
+            .lock_writer()
+            .map(|g| g.as_ref().is_none_or(|w| w.compaction_error.is_some()))
+            .unwrap_or(true);
+        if failed_before || !self.compaction_due() {
+            return;
+        }
+        if let Err(e) = self.compact_locked(&token) {
+            if let Ok(mut guard) = self.lock_writer() {
+                if let Some(writer) = guard.as_mut() {
+                    writer.compaction_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn compaction_due(&self) -> bool {
+        let Ok(guard) = self.read_state() else {
+            return false;
+        };
+        let Some(p) = guard.as_ref().map(|s| &s.payloads) else {
+            return false;
+        };
+        p.log_bytes() >= self.options.compaction_min_bytes
+            && garbage_ratio(p.garbage_bytes(), p.live_bytes())
+                >= self.options.compaction_garbage_ratio
+    }
+
+    fn compact_locked(&self, _token: &MutexGuard<'_, ()>) -> Result<()> {
+        // Step 1: the live frames as of a durable checkpoint, so that every frame the new
+        // generation starts with has a sequence number the index on disk covers.
+        let source = {
+            let mut guard = self.lock_writer()?;
+            let writer = self.usable_writer(&mut guard)?;
+            self.checkpoint_locked(writer)?;
+            let state_guard = self.read_state()?;
+            let state = state_guard.as_ref().ok_or(Error::Closed("collection"))?;
+            state.payloads.compaction_source()
+        };
+        // Step 2: the bulk of the copy, holding no lock.
+        let copy = source.copy(&self.dir)?;
+        // Step 3.
+        let mut guard = self.lock_writer()?;
+        let writer = match self.usable_writer(&mut guard) {
+            Ok(writer) => writer,
+            Err(e) => {
+                copy.abandon();
+                return Err(e);
+            }
+        };
+        let installed = {
+            let state_guard = self.read_state()?;
+            let state = state_guard.as_ref().ok_or(Error::Closed("collection"))?;
+            if let Err(e) = state.payloads.check_compaction(&copy) {
+                copy.abandon();
+                return Err(e);
+            }
+            state.payloads.install_compaction(copy)?
+        };
+        let superseded = {
+            let mut state_guard = self.write_state()?;
+            let state = open_state(&mut state_guard)?;
+            state.payloads.swap(installed)
+        };
+        // From the rename on, the new generation is current after a crash: a failure
+        // now leaves memory and disk possibly apart, so it poisons.
+        let finished = fsio::sync_dir(&self.dir)
+            .and_then(|()| payload_log::remove(&self.dir, superseded))
+            .and_then(|()| self.checkpoint_steps(writer));
+        finished.map_err(|e| writer.poison(e))?;
+        writer.compactions += 1;
+        Ok(())
+    }
+
     /// A durability barrier: every write issued before this call (queued or acknowledged)
     /// is fsynced when it returns, whatever durability it asked for.
     pub fn flush(&self) -> Result<()> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let done: Completion = Box::new(move |result| {
-            let _ = tx.send(result);
-        });
-        if let Err(request) = self.queue.push(Request::new(None, Durability::Fsync, done)) {
-            request.complete(Err(Error::Closed("collection")));
-        }
-        rx.recv()
-            .unwrap_or(Err(Error::Closed("collection")))
-            .map(|_| ())
+        self.barrier(Durability::Fsync)
     }
 
     /// Makes the vector file and the index durable, then empties the log.
@@ -595,13 +973,24 @@ impl Collection {
     fn checkpoint_steps(&self, writer: &mut Writer) -> Result<()> {
         // Writers are held off by the caller's lock, so the state cannot change between the
         // snapshot and the free-list update below; readers go on meanwhile.
-        let snapshot = {
+        let (snapshot, payload_snapshot) = {
             let guard = self.read_state()?;
             let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
             state.vectors.sync()?;
-            state.snapshot(self.config.dimension)
+            state.payloads.sync()?;
+            (
+                state.snapshot(self.config.dimension),
+                state.payloads.snapshot(state.last_lsn),
+            )
         };
+        // The index first: a payload snapshot is never ahead of it, so a crash between the
+        // two renames leaves an older snapshot, which open uses and replays on from.
         fsio::write_atomic(&self.dir, INDEX_FILE, &index::encode(&snapshot))?;
+        fsio::write_atomic(
+            &self.dir,
+            PAYLOAD_INDEX_FILE,
+            &payload_index::encode(&payload_snapshot),
+        )?;
         {
             let mut guard = self.write_state()?;
             let state = open_state(&mut guard)?;
@@ -640,6 +1029,16 @@ impl Collection {
             torn_bytes_truncated: self.report.torn_bytes_truncated,
             warnings: self.report.warnings.clone(),
             poisoned: writer.poisoned.is_some(),
+            payload_count: state.payloads.count(),
+            payload_log_bytes: state.payloads.log_bytes(),
+            payload_live_bytes: state.payloads.live_bytes(),
+            payload_garbage_bytes: state.payloads.garbage_bytes(),
+            payload_log_generation: state.payloads.generation(),
+            payload_records_replayed: self.report.payloads.records_replayed,
+            payload_snapshot_used: self.report.payloads.snapshot_used,
+            payload_bytes_truncated: self.report.payloads.bytes_truncated,
+            compactions: writer.compactions,
+            compaction_error: writer.compaction_error.clone(),
             wal_records: writer.stats.records,
             group_commits: writer.stats.groups,
             wal_syncs: writer.wal.syncs(),
@@ -649,7 +1048,10 @@ impl Collection {
     /// Checkpoints (unless poisoned) and releases the files. Later calls get `Closed`;
     /// closing twice is a no-op.
     pub fn close(&self) -> Result<()> {
+        // Queued writes are committed first, then a running compaction finishes (it would
+        // find the collection closed).
         self.stop_committer();
+        let _token = self.compaction.lock().map_err(|_| self.lock_poisoned())?;
         let mut guard = self.lock_writer()?;
         let result = match guard.as_mut() {
             Some(writer) if writer.poisoned.is_none() => self.checkpoint_locked(writer),
@@ -660,9 +1062,11 @@ impl Collection {
         result
     }
 
-    /// Releases the files without a checkpoint (the collection is being dropped).
+    /// Releases the files without a checkpoint (the collection is being dropped), once a
+    /// running compaction has finished writing in its directory.
     pub fn close_without_checkpoint(&self) -> Result<()> {
         self.stop_committer();
+        let _token = self.compaction.lock().map_err(|_| self.lock_poisoned())?;
         *self.lock_writer()? = None;
         *self.write_state()? = None;
         Ok(())
@@ -722,6 +1126,34 @@ impl Collection {
 
 fn open_state(guard: &mut Option<State>) -> Result<&mut State> {
     guard.as_mut().ok_or(Error::Closed("collection"))
+}
+
+fn read_record(state: &State, id: &Id, vector: bool, payload: bool) -> Result<Option<Record>> {
+    let Some(&slot) = state.ids.get(id) else {
+        return Ok(None);
+    };
+    Ok(Some(Record {
+        vector: vector.then(|| state.vectors.read_slot(slot)).transpose()?,
+        payload: if payload {
+            state.payloads.get(id)?
+        } else {
+            None
+        },
+    }))
+}
+
+/// Rewrites a format-1 config as format 2 once the payload log exists: from then on the
+/// log may hold payload ops, which a build that only knows format 1 must refuse.
+fn upgrade_config(dir: &Path, config: CollectionConfig) -> Result<CollectionConfig> {
+    if config.format_version >= COLLECTION_FORMAT_VERSION {
+        return Ok(config);
+    }
+    let upgraded = CollectionConfig {
+        format_version: COLLECTION_FORMAT_VERSION,
+        ..config
+    };
+    fsio::write_atomic(dir, CONFIG_FILE, &config::encode(&upgraded))?;
+    Ok(upgraded)
 }
 
 fn validate_id(index: usize, id: &Id) -> Result<()> {
@@ -852,6 +1284,7 @@ fn recover_log(
         corrupt_records_skipped: outcome.corrupt_records_skipped,
         torn_bytes_truncated: outcome.torn_bytes,
         warnings: outcome.warnings,
+        payloads: PayloadOpenReport::default(),
     };
     Ok((
         WalWriter::new(path, file, outcome.end_offset, next_lsn),
@@ -872,19 +1305,24 @@ fn spawn_committer(
     queue: Arc<CommitQueue>,
     collection: Weak<Collection>,
 ) -> Option<JoinHandle<()>> {
+    let drained = Arc::clone(&queue);
     let run = move || {
-        while let Some(group) = queue.next_group() {
+        while let Some(group) = drained.next_group() {
             match collection.upgrade() {
                 Some(c) => c.commit_group(group),
                 None => fail_group(group, Error::Closed("collection"), ""),
             }
         }
     };
-    // If no thread can be started, writes complete with `Closed` (the queue is refused below).
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name(format!("keeldb-commit-{name}"))
-        .spawn(run)
-        .ok()
+        .spawn(run);
+    if spawned.is_err() {
+        // With no thread to drain it, the queue refuses every write with `Closed` rather
+        // than leave callers waiting.
+        queue.close();
+    }
+    spawned.ok()
 }
 
 /// Completes every request of a group with `first` (the first request) or its echo.

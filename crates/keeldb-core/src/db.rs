@@ -22,6 +22,11 @@ const CREATING_PREFIX: &str = ".creating-";
 const DROPPING_PREFIX: &str = ".dropping-";
 /// Default log size that triggers a checkpoint.
 pub const CHECKPOINT_THRESHOLD_BYTES_DEFAULT: u64 = 64 << 20;
+/// Default share of garbage in a payload log that triggers compaction: at one half, the
+/// rewrite copies at most as many bytes as the writes that made the garbage.
+pub const COMPACTION_GARBAGE_RATIO_DEFAULT: f64 = 0.5;
+/// Default payload log size below which compaction never triggers by itself.
+pub const COMPACTION_MIN_BYTES_DEFAULT: u64 = 1 << 20;
 
 /// How a database is opened.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +37,11 @@ pub struct DbOptions {
     pub recovery: RecoveryPolicy,
     /// The log size past which a write triggers a checkpoint.
     pub checkpoint_threshold_bytes: u64,
+    /// Share of garbage (superseded and delete frames) in a payload log, above 0 and at
+    /// most 1, at which a write triggers compaction.
+    pub compaction_garbage_ratio: f64,
+    /// Payload log size below which compaction never triggers by itself.
+    pub compaction_min_bytes: u64,
 }
 
 impl Default for DbOptions {
@@ -40,6 +50,8 @@ impl Default for DbOptions {
             durability: Durability::Fsync,
             recovery: RecoveryPolicy::Salvage,
             checkpoint_threshold_bytes: CHECKPOINT_THRESHOLD_BYTES_DEFAULT,
+            compaction_garbage_ratio: COMPACTION_GARBAGE_RATIO_DEFAULT,
+            compaction_min_bytes: COMPACTION_MIN_BYTES_DEFAULT,
         }
     }
 }
@@ -66,6 +78,12 @@ impl Db {
             return Err(Error::invalid(
                 "checkpoint threshold must be at least 1 byte",
             ));
+        }
+        let ratio = options.compaction_garbage_ratio;
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(Error::invalid(format!(
+                "compaction garbage ratio must be above 0 and at most 1, got {ratio}"
+            )));
         }
         fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
         let lock = DirLock::acquire(path)?;
@@ -97,13 +115,8 @@ impl Db {
             names.push(name);
         }
         fsio::sync_dir(path)?;
-        let collection_options = CollectionOptions {
-            durability: options.durability,
-            recovery: options.recovery,
-            checkpoint_threshold_bytes: options.checkpoint_threshold_bytes,
-        };
         for name in names {
-            let c = Collection::open(&name, &path.join(&name), collection_options)?;
+            let c = Collection::open(&name, &path.join(&name), collection_options(&options))?;
             collections.insert(name, c);
         }
         Ok(Db {
@@ -207,11 +220,7 @@ impl Db {
     }
 
     fn collection_options(&self) -> CollectionOptions {
-        CollectionOptions {
-            durability: self.options.durability,
-            recovery: self.options.recovery,
-            checkpoint_threshold_bytes: self.options.checkpoint_threshold_bytes,
-        }
+        collection_options(&self.options)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Option<Open>>> {
@@ -219,6 +228,16 @@ impl Db {
             what: "database".to_owned(),
             cause: "a thread panicked while holding its lock".to_owned(),
         })
+    }
+}
+
+fn collection_options(options: &DbOptions) -> CollectionOptions {
+    CollectionOptions {
+        durability: options.durability,
+        recovery: options.recovery,
+        checkpoint_threshold_bytes: options.checkpoint_threshold_bytes,
+        compaction_garbage_ratio: options.compaction_garbage_ratio,
+        compaction_min_bytes: options.compaction_min_bytes,
     }
 }
 

@@ -14,11 +14,12 @@ pub mod commit;
 pub mod db;
 pub mod error;
 pub mod format;
+pub mod payloads;
 pub mod storage;
 pub mod types;
 pub mod wal;
 
-pub use collection::{Collection, CollectionOptions, CollectionStats};
+pub use collection::{Collection, CollectionOptions, CollectionStats, Record};
 pub use commit::{Completion, PreparedBatch};
 pub use db::{Db, DbOptions};
 pub use error::{Error, Result};

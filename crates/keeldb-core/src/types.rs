@@ -20,6 +20,10 @@ pub const LSN_MAX: u64 = 1 << 62;
 /// Most bytes one write-ahead-log record (one atomic batch) may occupy. Checked before the
 /// batch is written and, on replay, before any declared length is trusted.
 pub const WAL_RECORD_BYTES_MAX: u32 = 1 << 30;
+/// Most bytes one record's payload (its JSON text) may take: 16 MiB.
+pub const PAYLOAD_BYTES_MAX: usize = 16 << 20;
+/// Deepest nesting of arrays and objects a payload may have (a scalar is depth 0, `{}` is 1).
+pub const PAYLOAD_DEPTH_MAX: usize = 64;
 
 /// A record's id: a string or a non-negative safe integer. The two never compare equal,
 /// so `"1"` and `1` are different records, as they are to a JavaScript caller.

@@ -59,12 +59,12 @@ fn set_version(path: &Path, version: u32, fix_crc_at: Option<usize>) {
 
 #[test]
 fn a_newer_config_format_version_is_unsupported() {
-    // formatVersion 2 is refused as newer, even with fields or values this build cannot parse.
+    // formatVersion 3 is refused as newer, even with fields or values this build cannot parse.
     for config in [
-        r#"{"formatVersion":2,"dimension":4,"metric":"euclidean"}"#,
-        r#"{"formatVersion":2,"dimension":4,"metric":"euclidean","payloads":true}"#,
-        r#"{"formatVersion":2,"dimension":4,"metric":"hamming"}"#,
-        r#"{"formatVersion":2}"#,
+        r#"{"formatVersion":3,"dimension":4,"metric":"euclidean"}"#,
+        r#"{"formatVersion":3,"dimension":4,"metric":"euclidean","payloads":true}"#,
+        r#"{"formatVersion":3,"dimension":4,"metric":"hamming"}"#,
+        r#"{"formatVersion":3}"#,
     ] {
         let dir = closed_fixture();
         write(&config_path(dir.path()), config.as_bytes());

@@ -9,8 +9,10 @@
 use super::DecodeError;
 use crate::types::{Metric, DIMENSION_MAX};
 
-/// The collection layout this build writes and the newest it reads.
-pub const COLLECTION_FORMAT_VERSION: u32 = 1;
+/// The collection layout this build writes and the newest it reads. Format 2 added
+/// payloads (the payload log, its snapshot, and log ops 3 and 4); a format-1 collection is
+/// upgraded when it is opened.
+pub const COLLECTION_FORMAT_VERSION: u32 = 2;
 /// Largest config file keeldb will read.
 pub const CONFIG_BYTES_MAX: usize = 4096;
 

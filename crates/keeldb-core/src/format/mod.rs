@@ -7,6 +7,9 @@
 
 pub mod config;
 pub mod index;
+pub mod json;
+pub mod payload_index;
+pub mod payload_log;
 pub mod vectors;
 pub mod wal;
 

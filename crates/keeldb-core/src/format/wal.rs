@@ -21,15 +21,23 @@
 //!
 //! batch body (kind 1): one atomic group of operations
 //!   0  op_count     u32
-//!   4  ops: op u8 (1 upsert, 2 delete), id, then for an upsert dimension x f32
+//!   4  ops: op u8, then
+//!        1 upsert               id, dimension x f32             (the record has no payload)
+//!        2 delete               id
+//!        3 upsert with payload  id, dimension x f32, payload_len u32 (1..), payload
+//!        4 set payload          id, payload_len u32 (0: none), payload
 //! id: tag u8 (1 string: len u16 + UTF-8 bytes; 2 integer: u64)
+//! payload: JSON text, at most PAYLOAD_BYTES_MAX bytes
 //! ```
 //!
-//! Kinds 2 and up are reserved for payload and transaction records; a reader that meets a
+//! Ops 3 and 4 exist from collection format 2 on. A payload travels in the same record as
+//! its vector, so a record is atomic by construction: the log is keeldb's one commit point.
+//!
+//! Kinds 2 and up are reserved (transactions, ...); a reader that meets a
 //! kind it does not know stops and refuses to append after it.
 
 use super::{crc32, put_f32s, put_id, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
-use crate::types::{Id, WAL_RECORD_BYTES_MAX};
+use crate::types::{Id, PAYLOAD_BYTES_MAX, WAL_RECORD_BYTES_MAX};
 
 /// First bytes of every log file.
 pub const WAL_MAGIC: [u8; 8] = *b"KEELWAL\0";
@@ -63,6 +71,8 @@ pub const RECORD_KIND_MAX: u8 = RecordKind::Batch as u8;
 
 const OP_UPSERT: u8 = 1;
 const OP_DELETE: u8 = 2;
+const OP_UPSERT_WITH_PAYLOAD: u8 = 3;
+const OP_SET_PAYLOAD: u8 = 4;
 
 /// Encodes a log file header for a collection of `dimension`.
 pub fn encode_header(dimension: u32) -> [u8; WAL_HEADER_LEN] {
@@ -206,6 +216,27 @@ impl BatchEncoder {
         self.op_count += 1;
     }
 
+    /// Adds an upsert of `vector` under `id` with `payload` (JSON text the caller checked,
+    /// 1 to [`PAYLOAD_BYTES_MAX`] bytes), or without one when `payload` is `None`.
+    pub fn upsert_with_payload(&mut self, id: &Id, vector: &[f32], payload: Option<&[u8]>) {
+        let Some(payload) = payload else {
+            return self.upsert(id, vector);
+        };
+        self.buf.push(OP_UPSERT_WITH_PAYLOAD);
+        put_id(&mut self.buf, id);
+        put_f32s(&mut self.buf, vector);
+        put_payload(&mut self.buf, payload);
+        self.op_count += 1;
+    }
+
+    /// Adds a replacement of `id`'s payload (`None` removes it), keeping its vector.
+    pub fn set_payload(&mut self, id: &Id, payload: Option<&[u8]>) {
+        self.buf.push(OP_SET_PAYLOAD);
+        put_id(&mut self.buf, id);
+        put_payload(&mut self.buf, payload.unwrap_or_default());
+        self.op_count += 1;
+    }
+
     /// Adds a delete of `id`.
     pub fn delete(&mut self, id: &Id) {
         self.buf.push(OP_DELETE);
@@ -260,22 +291,70 @@ impl BatchEncoder {
     }
 }
 
-/// One operation of a decoded batch. Vectors stay as little-endian bytes borrowed from the
-/// record, so replay copies them once, straight into the vector file.
+/// Appends `payload_len u32` and the payload.
+fn put_payload(out: &mut Vec<u8>, payload: &[u8]) {
+    // Payloads are checked against PAYLOAD_BYTES_MAX (16 MiB) before encoding.
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// The bytes an op adds for `payload` (its length field and its bytes), for sizing a batch.
+pub fn payload_encoded_len(payload: Option<&[u8]>) -> usize {
+    payload.map_or(0, |p| 4 + p.len())
+}
+
+/// One operation of a decoded batch. Vectors and payloads stay as bytes borrowed from the
+/// record, so replay copies them once, straight into the vector file and the payload log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op<'a> {
-    /// Store `vector_le` under `id`.
+    /// Store `vector_le` under `id`, with `payload` or without one (ops 1 and 3).
     Upsert {
         /// The record id.
         id: Id,
         /// `dimension` little-endian f32.
         vector_le: &'a [u8],
+        /// The record's JSON payload; `None`: the record has none (an old one is dropped).
+        payload: Option<&'a [u8]>,
     },
     /// Remove `id`.
     Delete {
         /// The record id.
         id: Id,
     },
+    /// Replace the payload of `id`, if it exists, keeping its vector (op 4).
+    SetPayload {
+        /// The record id.
+        id: Id,
+        /// The new JSON payload; `None` removes it.
+        payload: Option<&'a [u8]>,
+    },
+}
+
+impl Op<'_> {
+    /// The id the op is about.
+    pub fn id(&self) -> &Id {
+        match self {
+            Op::Upsert { id, .. } | Op::Delete { id } | Op::SetPayload { id, .. } => id,
+        }
+    }
+}
+
+/// Reads `payload_len u32` and that many bytes; an empty payload is `None` when `may_be_empty`.
+fn read_payload<'a>(
+    r: &mut ByteReader<'a>,
+    may_be_empty: bool,
+) -> Result<Option<&'a [u8]>, DecodeError> {
+    let at = r.position();
+    let len = r.u32("payload length")? as usize;
+    if len > PAYLOAD_BYTES_MAX || (len == 0 && !may_be_empty) {
+        return Err(DecodeError::new(
+            at,
+            format!("payload length {len} is outside 1..={PAYLOAD_BYTES_MAX}"),
+        ));
+    }
+    let payload = r.take(len, "payload")?;
+    Ok((len > 0).then_some(payload))
 }
 
 /// Decodes a whole batch body for vectors of `dimension`. The batch is either decoded whole
@@ -298,13 +377,27 @@ pub fn decode_batch(body: &[u8], dimension: u32) -> Result<Vec<Op<'_>>, DecodeEr
     let mut ops = Vec::with_capacity(op_count);
     for _ in 0..op_count {
         let at = r.position();
-        let op = match r.u8("op")? {
-            OP_UPSERT => {
+        let op_byte = r.u8("op")?;
+        let op = match op_byte {
+            OP_UPSERT | OP_UPSERT_WITH_PAYLOAD => {
                 let id = r.id()?;
                 let vector_le = r.take(vector_bytes, "vector")?;
-                Op::Upsert { id, vector_le }
+                let payload = match op_byte {
+                    OP_UPSERT => None,
+                    _ => read_payload(&mut r, false)?,
+                };
+                Op::Upsert {
+                    id,
+                    vector_le,
+                    payload,
+                }
             }
             OP_DELETE => Op::Delete { id: r.id()? },
+            OP_SET_PAYLOAD => {
+                let id = r.id()?;
+                let payload = read_payload(&mut r, true)?;
+                Op::SetPayload { id, payload }
+            }
             other => return Err(DecodeError::new(at, format!("unknown op {other}"))),
         };
         ops.push(op);
@@ -321,6 +414,9 @@ mod tests {
         let mut enc = BatchEncoder::new(64);
         enc.upsert(&Id::from("a"), &[1.0, -2.5]);
         enc.delete(&Id::Int(7));
+        enc.upsert_with_payload(&Id::Int(8), &[0.0, 1.0], Some(b"{\"k\":1}"));
+        enc.set_payload(&Id::from("a"), Some(b"[]"));
+        enc.set_payload(&Id::Int(8), None);
         enc.finish(lsn)
     }
 
@@ -336,14 +432,30 @@ mod tests {
         let ops = decode_batch(body, 2).expect("decode");
         let mut expected = Vec::new();
         put_f32s(&mut expected, &[1.0, -2.5]);
+        let mut second = Vec::new();
+        put_f32s(&mut second, &[0.0, 1.0]);
         assert_eq!(
             ops,
             vec![
                 Op::Upsert {
                     id: Id::from("a"),
-                    vector_le: &expected
+                    vector_le: &expected,
+                    payload: None
                 },
-                Op::Delete { id: Id::Int(7) }
+                Op::Delete { id: Id::Int(7) },
+                Op::Upsert {
+                    id: Id::Int(8),
+                    vector_le: &second,
+                    payload: Some(b"{\"k\":1}")
+                },
+                Op::SetPayload {
+                    id: Id::from("a"),
+                    payload: Some(b"[]")
+                },
+                Op::SetPayload {
+                    id: Id::Int(8),
+                    payload: None
+                },
             ]
         );
     }
@@ -388,6 +500,19 @@ mod tests {
             decode_record_header(&rec),
             Err(HeaderProblem::Oversized(u32::MAX))
         );
+    }
+
+    #[test]
+    fn payload_lengths_are_checked() {
+        let mut enc = BatchEncoder::new(64);
+        enc.upsert_with_payload(&Id::Int(1), &[0.0, 0.0], Some(b"1"));
+        let rec = enc.finish(1);
+        let mut body = rec[RECORD_HEADER_LEN..rec.len() - 4].to_vec();
+        let len_at = body.len() - 5;
+        for bad in [0u32, (PAYLOAD_BYTES_MAX + 1) as u32, 2] {
+            body[len_at..len_at + 4].copy_from_slice(&bad.to_le_bytes());
+            assert!(decode_batch(&body, 2).is_err(), "length {bad}");
+        }
     }
 
     #[test]

@@ -213,3 +213,81 @@ pub fn with_durability(durability: Durability) -> DbOptions {
         ..DbOptions::default()
     }
 }
+
+/// The payload log of generation `generation` of collection [`NAME`].
+pub fn payload_log_path(dir: &Path, generation: u64) -> PathBuf {
+    coll_dir(dir).join(format!("payloads-{generation}.log"))
+}
+
+/// The payload snapshot of collection [`NAME`].
+pub fn payload_index_path(dir: &Path) -> PathBuf {
+    coll_dir(dir).join("payloads.idx")
+}
+
+/// The payload every fixture stores under integer id `n` in version `v`: an object with
+/// nested values and a string that grows with `n`, so frames differ in length.
+pub fn payload(n: u64, v: u64) -> Vec<u8> {
+    format!(
+        r#"{{"n":{n},"v":{v},"tags":["t{n}",{{"deep":[{v},null,true]}}],"text":"{}"}}"#,
+        "x".repeat((n % 7) as usize)
+    )
+    .into_bytes()
+}
+
+/// Upserts integer ids `ns` as one batch, each with payload version `v`.
+pub fn put_with_payloads(c: &Collection, ns: &[u64], v: u64) {
+    let payloads: Vec<Vec<u8>> = ns.iter().map(|&n| payload(n, v)).collect();
+    let refs: Vec<Option<&[u8]>> = payloads.iter().map(|p| Some(p.as_slice())).collect();
+    c.upsert_with_payloads(&ids(ns), &flat(ns, c.dimension()), &refs, None)
+        .expect("upsert with payloads");
+}
+
+/// What a test expects of one id: absent, or its vector seed and payload (if any).
+#[derive(Clone, PartialEq)]
+pub enum Want {
+    /// No record.
+    Absent,
+    /// The record holds `vector(seed)` and this payload.
+    Present(u64, Option<Vec<u8>>),
+}
+
+impl std::fmt::Debug for Want {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Want::Absent => write!(f, "absent"),
+            Want::Present(seed, payload) => write!(
+                f,
+                "vector {seed} with payload {:?}",
+                payload.as_deref().map(String::from_utf8_lossy)
+            ),
+        }
+    }
+}
+
+/// The differences between what `c` holds and `want` (id, expected), one line each.
+pub fn differences(c: &Collection, want: &[(u64, Want)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (n, expected) in want {
+        let got = c
+            .get_record(&Id::Int(*n), true, true)
+            .unwrap_or_else(|e| panic!("get {n}: {e}"));
+        let ok = match (expected, &got) {
+            (Want::Absent, None) => true,
+            (Want::Present(seed, payload), Some(record)) => {
+                record.vector.as_deref() == Some(vector(*seed, c.dimension()).as_slice())
+                    && record.payload == *payload
+            }
+            _ => false,
+        };
+        if !ok {
+            let shown = got.map(|r| {
+                (
+                    r.vector.map(|v| v[0]),
+                    r.payload.map(|p| String::from_utf8_lossy(&p).into_owned()),
+                )
+            });
+            problems.push(format!("id {n}: expected {expected:?}, got {shown:?}"));
+        }
+    }
+    problems
+}

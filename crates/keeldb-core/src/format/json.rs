@@ -1,0 +1,172 @@
+//! Payloads are JSON text, stored as given: this module checks them against the limits and
+//! resolves a shallow merge into a whole payload.
+//!
+//! Pure: no I/O. Every check runs before a payload is logged, so a payload keeldb stored is
+//! always valid JSON of at most [`PAYLOAD_BYTES_MAX`] bytes and [`PAYLOAD_DEPTH_MAX`] levels.
+
+use crate::types::{PAYLOAD_BYTES_MAX, PAYLOAD_DEPTH_MAX};
+
+/// Checks that `bytes` is one JSON value (UTF-8, surrounding whitespace allowed) within the
+/// size and depth limits. The depth is measured before the text is parsed, so a hostile
+/// payload nested a million levels deep is refused without recursing into it.
+pub fn validate_payload(bytes: &[u8]) -> Result<(), String> {
+    if bytes.is_empty() {
+        return Err("payload is empty: pass a JSON value, or none".to_owned());
+    }
+    if bytes.len() > PAYLOAD_BYTES_MAX {
+        return Err(format!(
+            "payload is {} bytes of JSON, the limit is {PAYLOAD_BYTES_MAX}",
+            bytes.len()
+        ));
+    }
+    let depth = nesting_depth(bytes, PAYLOAD_DEPTH_MAX + 1);
+    if depth > PAYLOAD_DEPTH_MAX {
+        return Err(format!(
+            "payload nests more than {PAYLOAD_DEPTH_MAX} levels of arrays and objects"
+        ));
+    }
+    // serde_json skips over ignored strings without checking their UTF-8.
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("payload is not UTF-8: {e}"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| format!("payload is not valid JSON: {e}"))
+}
+
+/// How deeply arrays and objects nest in `bytes`, counting brackets outside strings; stops
+/// counting once `stop_at` is reached. Meaningful for valid JSON only (invalid text is
+/// refused by the parser anyway).
+pub fn nesting_depth(bytes: &[u8], stop_at: usize) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if deepest >= stop_at {
+                    return deepest;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Whether `bytes` (valid JSON) is an object: its first non-whitespace byte is `{`.
+pub fn is_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// A shallow merge, as `Object.assign({}, current, patch)`: every key of `patch` replaces or
+/// adds that key of `current`, in place, and keys it does not name are kept. `current` is
+/// the stored payload (`None`: the record has none, which merges as `{}`); both must be
+/// objects. Returns the merged JSON text, checked against the limits.
+pub fn merge_objects(current: Option<&[u8]>, patch: &[u8]) -> Result<Vec<u8>, String> {
+    type Object = serde_json::Map<String, serde_json::Value>;
+    let patch: Object = serde_json::from_slice(patch)
+        .map_err(|_| "a merge patch must be a JSON object".to_owned())?;
+    let mut merged: Object = match current {
+        None => Object::new(),
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|_| {
+            "the stored payload is not a JSON object, so it cannot be merged into; replace it with updatePayload"
+                .to_owned()
+        })?,
+    };
+    for (key, value) in patch {
+        // With serde_json's `preserve_order`, replacing a key keeps its position.
+        merged.insert(key, value);
+    }
+    let text = serde_json::to_vec(&merged).map_err(|e| format!("merged payload: {e}"))?;
+    validate_payload(&text).map_err(|e| format!("merged {e}"))?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_payloads_pass_and_junk_is_refused() {
+        for ok in [
+            &b"null"[..],
+            b"0",
+            b"-1.5e300",
+            b"\"x\"",
+            b" [1, {\"a\": [true, false]}] ",
+            b"{\"k\":\"]]]}}}\\\"[[\"}",
+        ] {
+            assert_eq!(
+                validate_payload(ok),
+                Ok(()),
+                "{}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        for bad in [
+            &b""[..],
+            b"{",
+            b"nul",
+            b"[1,]",
+            b"{} {}",
+            b"\"\xff\"",
+            b"NaN",
+        ] {
+            assert!(
+                validate_payload(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings_and_capped() {
+        assert_eq!(nesting_depth(b"1", 100), 0);
+        assert_eq!(nesting_depth(b"{\"a\":[[]],\"b\":{}}", 100), 3);
+        assert_eq!(nesting_depth(b"[\"[[[[\\\"[[\"]", 100), 1);
+        let at_limit = format!(
+            "{}{}",
+            "[".repeat(PAYLOAD_DEPTH_MAX),
+            "]".repeat(PAYLOAD_DEPTH_MAX)
+        );
+        assert_eq!(validate_payload(at_limit.as_bytes()), Ok(()));
+        let deep = "[".repeat(1_000_000);
+        let err = validate_payload(deep.as_bytes()).expect_err("too deep");
+        assert!(err.contains("levels"), "{err}");
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused() {
+        let big = vec![b' '; PAYLOAD_BYTES_MAX + 1];
+        assert!(validate_payload(&big).expect_err("big").contains("limit"));
+    }
+
+    #[test]
+    fn merges_are_shallow_and_keep_key_order() {
+        let merged = merge_objects(
+            Some(br#"{"a":1,"b":{"x":1},"c":3}"#),
+            br#"{"b":{"y":2},"d":null}"#,
+        )
+        .expect("merge");
+        assert_eq!(merged, br#"{"a":1,"b":{"y":2},"c":3,"d":null}"#.to_vec());
+        assert_eq!(
+            merge_objects(None, br#"{"a":1}"#),
+            Ok(br#"{"a":1}"#.to_vec())
+        );
+        assert!(merge_objects(Some(b"[1]"), b"{}").is_err());
+        assert!(merge_objects(Some(b"{}"), b"[1]").is_err());
+        assert!(is_object(b" \n{}") && !is_object(b"[]"));
+    }
+}

@@ -1,0 +1,501 @@
+//! A collection's payloads: the in-memory id-to-frame index over the payload log, kept in
+//! step with the write-ahead log; recovery of both at open; and compaction's copy.
+//!
+//! Invariant: the payload log holds nothing the write-ahead log and the last checkpoint do
+//! not justify. Every frame repeats an applied log record and carries its sequence number.
+//! At each checkpoint the log is fsynced before `ids.idx` names the checkpoint's sequence
+//! number `C`, so the frames with `lsn <= C` are durable, and they come first in the file:
+//! frames are appended in log order, and compaction copies the state as of a checkpoint
+//! before the frames appended since. Opening therefore keeps exactly the frames with
+//! `lsn <= C` and cuts the log at the first later one; replaying the write-ahead log
+//! appends those again.
+//!
+//! Invariant: a payload frame is written before the index points at it, and the index is
+//! changed in the same critical section as the vector index, so a reader sees a record's
+//! vector and payload from the same write.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::payload_index::{
+    self, PayloadLoc, PayloadSnapshot, PAYLOAD_INDEX_MAGIC, PAYLOAD_INDEX_VERSION,
+};
+use crate::format::payload_log::{encode_frame, FrameKind, PAYLOAD_LOG_HEADER_LEN};
+use crate::format::peek_version;
+use crate::format::wal::Op;
+use crate::storage::fsio;
+use crate::storage::payload_log::{self, CompactionWriter, PayloadLogFile};
+use crate::types::{Id, RecoveryPolicy};
+
+/// The payload snapshot file, written at each checkpoint.
+pub const PAYLOAD_INDEX_FILE: &str = "payloads.idx";
+/// Largest payload snapshot keeldb will read.
+const PAYLOAD_INDEX_BYTES_MAX: u64 = 64 << 30;
+
+/// What opening the payload log found, for stats.
+#[derive(Debug, Clone, Default)]
+pub struct PayloadOpenReport {
+    /// Whether a valid snapshot was read (so only frames after it were replayed).
+    pub snapshot_used: bool,
+    /// Frames read from the payload log.
+    pub records_replayed: u64,
+    /// Bytes cut off its end (frames of records after the checkpoint, or a torn tail).
+    pub bytes_truncated: u64,
+    /// Damaged ranges skipped under `Salvage`.
+    pub corrupt_records_skipped: u64,
+    /// One line per problem found.
+    pub warnings: Vec<String>,
+}
+
+/// The payloads of a collection.
+#[derive(Debug)]
+pub struct PayloadStore {
+    log: PayloadLogFile,
+    index: HashMap<Id, PayloadLoc>,
+    /// Sum of the frame lengths the index points at.
+    live_bytes: u64,
+}
+
+/// A change staged by [`PayloadStore::stage`]: `id`'s payload is now at `loc`, or gone.
+#[derive(Debug)]
+pub struct PayloadChange {
+    id: Id,
+    loc: Option<PayloadLoc>,
+}
+
+/// What compaction copies: the live frames as of a checkpoint, in a generation that stays
+/// readable through the handle whatever happens to the store meanwhile.
+#[derive(Debug)]
+pub struct CompactionSource {
+    file: Arc<File>,
+    path: PathBuf,
+    generation: u64,
+    /// The log's length at the checkpoint: frames after it are copied at the end.
+    end: u64,
+    /// Live frames, by offset.
+    live: Vec<PayloadLoc>,
+}
+
+/// The new generation with the live frames copied, and where each one went.
+pub struct CompactionCopy {
+    writer: CompactionWriter,
+    /// `(old offset, new offset)`, sorted by old offset.
+    moved: Vec<(u64, u64)>,
+    end: u64,
+}
+
+impl PayloadStore {
+    /// Opens the current payload log of the collection in `dir` and rebuilds the index as
+    /// of `checkpoint_lsn` (from the snapshot if it is valid and not ahead of the
+    /// checkpoint, else from the whole log), cutting the log after the last frame kept.
+    /// `upgrading`: the collection is of format 1, which had no payload log; one is
+    /// created. Otherwise a missing payload log is corruption.
+    pub fn open(
+        dir: &Path,
+        checkpoint_lsn: u64,
+        policy: RecoveryPolicy,
+        upgrading: bool,
+    ) -> Result<(PayloadStore, PayloadOpenReport)> {
+        let mut log = open_current_generation(dir, upgrading)?;
+        let mut report = PayloadOpenReport::default();
+        let snapshot = read_snapshot(dir, &log, checkpoint_lsn, policy, &mut report)?;
+        let (mut index, from) = match snapshot {
+            Some(s) => {
+                report.snapshot_used = true;
+                (s.entries.into_iter().collect(), s.log_end)
+            }
+            None => (HashMap::new(), PAYLOAD_LOG_HEADER_LEN as u64),
+        };
+        let outcome = log.scan(from, checkpoint_lsn, policy, |offset, header, body| {
+            match body.payload {
+                Some(_) => {
+                    let frame_len = u32::try_from(header.frame_len()).unwrap_or(u32::MAX);
+                    index.insert(body.id, PayloadLoc { offset, frame_len })
+                }
+                None => index.remove(&body.id),
+            };
+        })?;
+        report.records_replayed = outcome.frames_read;
+        report.corrupt_records_skipped += outcome.corrupt_ranges_skipped;
+        report.warnings.extend(outcome.warnings);
+        if outcome.end_offset < log.len_bytes() {
+            report.bytes_truncated = log.len_bytes() - outcome.end_offset;
+            log.truncate(outcome.end_offset)?;
+        }
+        let live_bytes = index.values().map(|l| u64::from(l.frame_len)).sum();
+        Ok((
+            PayloadStore {
+                log,
+                index,
+                live_bytes,
+            },
+            report,
+        ))
+    }
+
+    /// Whether `id` has a payload.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// A copy of `id`'s payload, if it has one.
+    pub fn get(&self, id: &Id) -> Result<Option<Vec<u8>>> {
+        match self.index.get(id) {
+            Some(&loc) => self.log.read_payload(loc, id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends the frames the ops of record `lsn` call for and returns the index changes
+    /// to make once the vector side is applied too. `exists` says whether an id has a
+    /// record before this batch. Nothing in memory changes here, so a failed append leaves
+    /// the index as it was (and the collection is poisoned by the caller).
+    pub fn stage(
+        &mut self,
+        lsn: u64,
+        ops: &[Op<'_>],
+        exists: impl Fn(&Id) -> bool,
+    ) -> Result<Vec<PayloadChange>> {
+        // Existence and payload presence of the ids this batch touched so far.
+        let mut touched: HashMap<&Id, (bool, bool)> = HashMap::new();
+        let mut frames = Vec::new();
+        let mut changes = Vec::new();
+        let base = self.log.len_bytes();
+        for op in ops {
+            let id = op.id();
+            let (exists_now, has_payload) = touched
+                .get(id)
+                .copied()
+                .unwrap_or_else(|| (exists(id), self.index.contains_key(id)));
+            let (exists_after, payload) = match op {
+                Op::Upsert { payload, .. } => (true, *payload),
+                Op::Delete { .. } => (false, None),
+                Op::SetPayload { .. } if !exists_now => {
+                    continue; // the record was deleted by an earlier op: nothing to set
+                }
+                Op::SetPayload { payload, .. } => (true, *payload),
+            };
+            match payload {
+                Some(p) => {
+                    let offset = base + frames.len() as u64;
+                    let frame_len = encode_frame(&mut frames, FrameKind::Store, lsn, id, p);
+                    changes.push(PayloadChange {
+                        id: id.clone(),
+                        loc: Some(PayloadLoc { offset, frame_len }),
+                    });
+                }
+                None if has_payload => {
+                    encode_frame(&mut frames, FrameKind::Delete, lsn, id, &[]);
+                    changes.push(PayloadChange {
+                        id: id.clone(),
+                        loc: None,
+                    });
+                }
+                None => {}
+            }
+            touched.insert(id, (exists_after, payload.is_some()));
+        }
+        self.log.append(&frames)?;
+        Ok(changes)
+    }
+
+    /// Applies staged changes to the index.
+    pub fn apply(&mut self, changes: Vec<PayloadChange>) {
+        for PayloadChange { id, loc } in changes {
+            let old = match loc {
+                Some(loc) => {
+                    self.live_bytes += u64::from(loc.frame_len);
+                    self.index.insert(id, loc)
+                }
+                None => self.index.remove(&id),
+            };
+            if let Some(old) = old {
+                self.live_bytes -= u64::from(old.frame_len);
+            }
+        }
+    }
+
+    /// Makes every frame appended so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.log.sync()
+    }
+
+    /// The snapshot of the index as of `checkpoint_lsn` (the last applied record).
+    pub fn snapshot(&self, checkpoint_lsn: u64) -> PayloadSnapshot {
+        PayloadSnapshot {
+            version: PAYLOAD_INDEX_VERSION,
+            generation: self.log.generation(),
+            checkpoint_lsn,
+            log_end: self.log.len_bytes(),
+            entries: self
+                .index
+                .iter()
+                .map(|(id, loc)| (id.clone(), *loc))
+                .collect(),
+        }
+    }
+
+    /// Ids with a payload.
+    pub fn count(&self) -> u64 {
+        self.index.len() as u64
+    }
+
+    /// Size of the payload log.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.len_bytes()
+    }
+
+    /// Bytes of the frames the index points at.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// Bytes of superseded and delete frames: what compaction would reclaim.
+    pub fn garbage_bytes(&self) -> u64 {
+        (self.log.len_bytes() - PAYLOAD_LOG_HEADER_LEN as u64).saturating_sub(self.live_bytes)
+    }
+
+    /// The generation of the current log.
+    pub fn generation(&self) -> u64 {
+        self.log.generation()
+    }
+
+    /// What compaction copies, taken right after a checkpoint.
+    pub fn compaction_source(&self) -> CompactionSource {
+        let mut live: Vec<PayloadLoc> = self.index.values().copied().collect();
+        live.sort_unstable();
+        CompactionSource {
+            file: self.log.handle(),
+            path: self.log.path().to_owned(),
+            generation: self.log.generation(),
+            end: self.log.len_bytes(),
+            live,
+        }
+    }
+
+    /// Checks, before anything is installed, that every index entry compaction did not see
+    /// change was copied: afterwards the swap cannot fail.
+    pub fn check_compaction(&self, copy: &CompactionCopy) -> Result<()> {
+        for (id, loc) in &self.index {
+            let copied = loc.offset >= copy.end
+                || copy
+                    .moved
+                    .binary_search_by_key(&loc.offset, |&(old, _)| old)
+                    .is_ok();
+            if !copied {
+                return Err(Error::corrupted(
+                    self.log.path(),
+                    loc.offset,
+                    format!("compaction did not copy id {id}'s payload"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the frames appended since the compaction source was taken to the new
+    /// generation, fsyncs it and renames it into place. Called under the writer lock (so
+    /// nothing is appended meanwhile) and a read lock. On error nothing was installed and
+    /// the temporary file is gone.
+    pub fn install_compaction(&self, copy: CompactionCopy) -> Result<InstalledCompaction> {
+        let CompactionCopy {
+            mut writer,
+            moved,
+            end,
+            ..
+        } = copy;
+        let tail_start = writer.len_bytes();
+        let copied = writer
+            .copy_range(
+                &self.log.handle(),
+                self.log.path(),
+                end,
+                self.log.len_bytes(),
+            )
+            .and_then(|()| writer.sync());
+        if let Err(e) = copied {
+            writer.abandon();
+            return Err(e);
+        }
+        let log = writer.install()?;
+        Ok(InstalledCompaction {
+            log,
+            moved,
+            end,
+            tail_start,
+        })
+    }
+
+    /// Points the index at the installed generation and makes it the current log. Returns
+    /// the superseded generation, for the caller to delete. Called under the state lock.
+    pub fn swap(&mut self, installed: InstalledCompaction) -> u64 {
+        let InstalledCompaction {
+            log,
+            moved,
+            end,
+            tail_start,
+        } = installed;
+        for loc in self.index.values_mut() {
+            loc.offset = if loc.offset >= end {
+                loc.offset - end + tail_start
+            } else {
+                // `check_compaction` found every one of these.
+                moved
+                    .binary_search_by_key(&loc.offset, |&(old, _)| old)
+                    .map_or(loc.offset, |at| moved[at].1)
+            };
+        }
+        let old = std::mem::replace(&mut self.log, log);
+        old.generation()
+    }
+}
+
+/// A new generation renamed into place, not yet swapped in.
+pub struct InstalledCompaction {
+    log: PayloadLogFile,
+    moved: Vec<(u64, u64)>,
+    end: u64,
+    tail_start: u64,
+}
+
+impl CompactionSource {
+    /// Copies every live frame (checking each one's CRC: a damaged frame stops compaction
+    /// rather than being laundered into the new generation) into the next generation's
+    /// temporary file, without any lock: the source frames are never modified.
+    pub fn copy(self, dir: &Path) -> Result<CompactionCopy> {
+        let generation = self.generation + 1;
+        let mut writer = CompactionWriter::create(dir, generation)?;
+        let mut moved = Vec::with_capacity(self.live.len());
+        for loc in &self.live {
+            let frame = match payload_log::read_frame(&self.file, &self.path, *loc) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    writer.abandon();
+                    return Err(e);
+                }
+            };
+            moved.push((loc.offset, writer.len_bytes()));
+            if let Err(e) = writer.write(&frame) {
+                writer.abandon();
+                return Err(e);
+            }
+        }
+        if let Err(e) = writer.sync() {
+            writer.abandon();
+            return Err(e);
+        }
+        Ok(CompactionCopy {
+            writer,
+            moved,
+            end: self.end,
+        })
+    }
+}
+
+impl CompactionCopy {
+    /// Gives up (the collection closed meanwhile): removes the temporary file.
+    pub fn abandon(self) {
+        self.writer.abandon();
+    }
+}
+
+/// Creates the payload log of a new collection (generation 1), fsynced.
+pub fn create_files(dir: &Path) -> Result<()> {
+    PayloadLogFile::create(dir, 1).map(|_| ())
+}
+
+/// Opens the highest generation (compaction renames a new one into place only once it is
+/// whole and durable, so the highest is current) and deletes the lower ones, which a crash
+/// after that rename may have left. A format-1 collection (`upgrading`) without a
+/// payload log gets an empty generation 1.
+fn open_current_generation(dir: &Path, upgrading: bool) -> Result<PayloadLogFile> {
+    let generations = payload_log::list_generations(dir)?;
+    let Some((&current, superseded)) = generations.split_last() else {
+        if !upgrading {
+            return Err(Error::corrupted(
+                dir.join(payload_log::file_name(1)),
+                0,
+                "the collection has no payload log (payloads-<n>.log): file is missing",
+            ));
+        }
+        let log = PayloadLogFile::create(dir, 1)?;
+        fsio::sync_dir(dir)?;
+        return Ok(log);
+    };
+    let log = PayloadLogFile::open(dir, current)?;
+    for &old in superseded {
+        payload_log::remove(dir, old)?;
+    }
+    if !superseded.is_empty() {
+        fsio::sync_dir(dir)?;
+    }
+    Ok(log)
+}
+
+/// The snapshot, if it can be used: valid, of the current generation, not ahead of the
+/// checkpoint and within the log. A missing or stale one is normal after some crashes; a
+/// damaged one, or one claiming more log than there is, is reported.
+fn read_snapshot(
+    dir: &Path,
+    log: &PayloadLogFile,
+    checkpoint_lsn: u64,
+    policy: RecoveryPolicy,
+    report: &mut PayloadOpenReport,
+) -> Result<Option<PayloadSnapshot>> {
+    let path = dir.join(PAYLOAD_INDEX_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = fsio::read_small(&path, PAYLOAD_INDEX_BYTES_MAX)?;
+    if let Some(v) =
+        peek_version(&bytes, &PAYLOAD_INDEX_MAGIC).filter(|v| *v > PAYLOAD_INDEX_VERSION)
+    {
+        return Err(Error::UnsupportedVersion {
+            file: path,
+            what: "format version",
+            found: v,
+            supported: PAYLOAD_INDEX_VERSION,
+        });
+    }
+    let snapshot = match payload_index::decode(&bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            // Only an accelerator: the log itself is intact, so replay it whole.
+            report.warnings.push(format!(
+                "{}: unreadable at byte {} ({}); replayed the whole payload log",
+                path.display(),
+                e.offset,
+                e.reason
+            ));
+            return Ok(None);
+        }
+    };
+    let stale = snapshot.generation != log.generation() || snapshot.checkpoint_lsn > checkpoint_lsn;
+    if stale {
+        return Ok(None);
+    }
+    if snapshot.log_end > log.len_bytes() {
+        let reason = format!(
+            "the snapshot covers {} bytes of payload log, the file has {}",
+            snapshot.log_end,
+            log.len_bytes()
+        );
+        match policy {
+            RecoveryPolicy::Strict => {
+                return Err(Error::corrupted(log.path(), log.len_bytes(), reason))
+            }
+            RecoveryPolicy::Salvage => {
+                report.corrupt_records_skipped += 1;
+                report.warnings.push(format!(
+                    "{}: {reason}; replayed what is there",
+                    log.path().display()
+                ));
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(snapshot))
+}

@@ -1,0 +1,578 @@
+//! Payload log files: the current generation open for appending and reading, recovery's scan
+//! of it, and the next generation being written by compaction.
+//!
+//! Invariant: frames are only appended, at the end; a frame once written is never modified,
+//! so a reader holding an offset (and a handle on the file) reads the same bytes for as long
+//! as the generation exists. Nothing here syncs by itself: the collection syncs the log at
+//! each checkpoint, before `ids.idx` names a sequence number the log must hold.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::fsio::{self, TEMP_SUFFIX};
+use crate::error::{Error, Result};
+use crate::format::payload_index::PayloadLoc;
+use crate::format::payload_log::{
+    decode_frame_body, decode_frame_header, decode_header, encode_header, frame_crc_ok, FrameBody,
+    FrameHeader, FrameKind, FRAME_HEADER_LEN, FRAME_SYNC, PAYLOAD_LOG_HEADER_LEN,
+    PAYLOAD_LOG_VERSION,
+};
+use crate::types::{Id, RecoveryPolicy};
+
+const FILE_PREFIX: &str = "payloads-";
+const FILE_SUFFIX: &str = ".log";
+/// How much recovery reads at once while scanning a log.
+const SCAN_WINDOW_BYTES: usize = 1 << 20;
+/// Buffer of the compaction writer.
+const COPY_BUFFER_BYTES: usize = 1 << 20;
+
+/// The file name of payload log `generation`.
+pub fn file_name(generation: u64) -> String {
+    format!("{FILE_PREFIX}{generation}{FILE_SUFFIX}")
+}
+
+/// The generation in a payload log's file name (`payloads-<n>.log`, `n` in canonical
+/// decimal, at least 1), or `None` for any other name.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(FILE_PREFIX)?.strip_suffix(FILE_SUFFIX)?;
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    canonical.then(|| digits.parse().ok()).flatten()
+}
+
+/// The generations of every payload log in `dir`, ascending.
+pub fn list_generations(dir: &Path) -> Result<Vec<u64>> {
+    let mut generations = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+        if let Some(generation) = entry.file_name().to_str().and_then(parse_file_name) {
+            generations.push(generation);
+        }
+    }
+    generations.sort_unstable();
+    Ok(generations)
+}
+
+/// Deletes payload log `generation` (a superseded one). The caller syncs the directory.
+pub fn remove(dir: &Path, generation: u64) -> Result<()> {
+    let path = dir.join(file_name(generation));
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove superseded payload log", &path, e)),
+    }
+}
+
+/// The payload log of the current generation.
+#[derive(Debug)]
+pub struct PayloadLogFile {
+    path: PathBuf,
+    generation: u64,
+    file: Arc<File>,
+    /// Bytes in the file, header included; the next frame goes here.
+    len: u64,
+}
+
+impl PayloadLogFile {
+    /// Creates an empty log (its header only) for `generation`, fsynced; the caller syncs
+    /// the directory.
+    pub fn create(dir: &Path, generation: u64) -> Result<PayloadLogFile> {
+        let path = dir.join(file_name(generation));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        file.write_all_at(&encode_header(generation), 0)
+            .map_err(|e| Error::io("write", &path, e))?;
+        file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+        Ok(PayloadLogFile {
+            path,
+            generation,
+            file: Arc::new(file),
+            len: PAYLOAD_LOG_HEADER_LEN as u64,
+        })
+    }
+
+    /// Opens log `generation`, checking its header (`UnsupportedVersion` for a newer one).
+    pub fn open(dir: &Path, generation: u64) -> Result<PayloadLogFile> {
+        let path = dir.join(file_name(generation));
+        let file = fsio::open_regular_rw(&path)?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &path, e))?
+            .len();
+        let mut header = [0u8; PAYLOAD_LOG_HEADER_LEN];
+        let got = read_up_to(&file, &path, 0, &mut header)?;
+        let header = decode_header(&header[..got])
+            .map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
+        if header.version > PAYLOAD_LOG_VERSION || header.version == 0 {
+            return Err(Error::UnsupportedVersion {
+                file: path,
+                what: "format version",
+                found: header.version,
+                supported: PAYLOAD_LOG_VERSION,
+            });
+        }
+        if header.generation != generation {
+            return Err(Error::corrupted(
+                &path,
+                16,
+                format!(
+                    "header names generation {}, the file name {generation}",
+                    header.generation
+                ),
+            ));
+        }
+        Ok(PayloadLogFile {
+            path,
+            generation,
+            file: Arc::new(file),
+            len,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The generation number.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Bytes in the file, header included.
+    pub fn len_bytes(&self) -> u64 {
+        self.len
+    }
+
+    /// A handle on the file that stays valid after a compaction swaps the log out.
+    pub fn handle(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
+    /// Appends `bytes` (whole frames) at the end. Not synced. On error the caller poisons
+    /// its collection: part of the bytes may be in the file.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(bytes, self.len)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Makes every appended frame durable (fdatasync persists the length too).
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &self.path, e))
+    }
+
+    /// Cuts the file at `len` and syncs the cut.
+    pub fn truncate(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("truncate", &self.path, e))?;
+        self.sync()?;
+        self.len = len;
+        Ok(())
+    }
+
+    /// The payload of the store frame at `loc`, which must be `id`'s. Any mismatch is
+    /// reported as corruption of this file at that offset.
+    pub fn read_payload(&self, loc: PayloadLoc, id: &Id) -> Result<Vec<u8>> {
+        read_store_frame(&self.file, &self.path, loc, id)
+    }
+
+    /// Reads frames from `from` on, handing each one with `lsn <= checkpoint_lsn` to
+    /// `visit`, and says where the log must be cut: at the first frame derived from a log
+    /// record after the checkpoint (the write-ahead log replays those again), or where the
+    /// valid frames end. Damage followed by a frame the checkpoint covers is mid-log damage,
+    /// handled per `policy`.
+    pub fn scan(
+        &self,
+        from: u64,
+        checkpoint_lsn: u64,
+        policy: RecoveryPolicy,
+        mut visit: impl FnMut(u64, &FrameHeader, FrameBody<'_>),
+    ) -> Result<ScanOutcome> {
+        let mut w = Window::new(&self.file, &self.path, self.len);
+        let mut out = ScanOutcome::default();
+        let mut pos = from;
+        while pos < self.len {
+            let Some(header) = w.frame_at(pos)? else {
+                match w.next_frame(pos + 1)? {
+                    Some((next, h)) if h.lsn <= checkpoint_lsn => {
+                        self.damage(policy, pos, next, &mut out)?;
+                        pos = next;
+                        continue;
+                    }
+                    _ => {
+                        self.check_torn_frame(&mut w, pos, checkpoint_lsn, policy, &mut out)?;
+                        break;
+                    }
+                }
+            };
+            let Some(kind) = FrameKind::from_byte(header.kind) else {
+                return Err(Error::UnsupportedVersion {
+                    file: self.path.clone(),
+                    what: "payload frame kind",
+                    found: u32::from(header.kind),
+                    supported: FrameKind::Delete as u32,
+                });
+            };
+            if header.lsn > checkpoint_lsn {
+                break;
+            }
+            let body_at = pos + FRAME_HEADER_LEN as u64;
+            let body = w.get(body_at, header.body_len as usize)?;
+            let body = decode_frame_body(kind, body).map_err(|e| {
+                Error::corrupted(
+                    &self.path,
+                    body_at + e.offset,
+                    format!("frame passed its checksum but {}", e.reason),
+                )
+            })?;
+            visit(pos, &header, body);
+            out.frames_read += 1;
+            pos += header.frame_len();
+        }
+        out.end_offset = pos;
+        Ok(out)
+    }
+
+    fn damage(
+        &self,
+        policy: RecoveryPolicy,
+        from: u64,
+        to: u64,
+        out: &mut ScanOutcome,
+    ) -> Result<()> {
+        let reason = format!(
+            "{} damaged bytes before the payload frame at byte {to}",
+            to - from
+        );
+        match policy {
+            RecoveryPolicy::Strict => Err(Error::corrupted(&self.path, from, reason)),
+            RecoveryPolicy::Salvage => {
+                out.corrupt_ranges_skipped += 1;
+                out.warnings.push(format!(
+                    "{}: skipped {reason} (from byte {from}); payloads in it are lost",
+                    self.path.display()
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    /// The log ends at `pos` in bytes that are not a whole frame. That is a torn tail,
+    /// unless a readable frame header there says the frame came from a record the
+    /// checkpoint covers: then bytes that were synced are missing.
+    fn check_torn_frame(
+        &self,
+        w: &mut Window<'_>,
+        pos: u64,
+        checkpoint_lsn: u64,
+        policy: RecoveryPolicy,
+        out: &mut ScanOutcome,
+    ) -> Result<()> {
+        let header = w.get(pos, FRAME_HEADER_LEN)?;
+        if let Ok(h) = decode_frame_header(header) {
+            if h.lsn <= checkpoint_lsn {
+                let reason = format!(
+                    "the payload frame at byte {pos} (record {}) is cut short, though a checkpoint covered it",
+                    h.lsn
+                );
+                match policy {
+                    RecoveryPolicy::Strict => {
+                        return Err(Error::corrupted(&self.path, pos, reason))
+                    }
+                    RecoveryPolicy::Salvage => {
+                        out.corrupt_ranges_skipped += 1;
+                        out.warnings
+                            .push(format!("{}: {reason}; it is lost", self.path.display()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a scan found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanOutcome {
+    /// Where the kept frames end: the log is cut here before anything is appended.
+    pub end_offset: u64,
+    /// Frames handed to `visit`.
+    pub frames_read: u64,
+    /// Damaged ranges skipped under `Salvage`.
+    pub corrupt_ranges_skipped: u64,
+    /// One line per skipped range.
+    pub warnings: Vec<String>,
+}
+
+/// Reads and checks the store frame at `loc` of `file`, which must hold `id`'s payload.
+pub fn read_store_frame(file: &File, path: &Path, loc: PayloadLoc, id: &Id) -> Result<Vec<u8>> {
+    let frame = read_frame(file, path, loc)?;
+    let body = &frame[FRAME_HEADER_LEN..frame.len() - 4];
+    let corrupt = |reason: String| Error::corrupted(path, loc.offset, reason);
+    let parsed = decode_frame_body(FrameKind::Store, body)
+        .map_err(|e| corrupt(format!("payload frame: {}", e.reason)))?;
+    match parsed.payload {
+        Some(payload) if parsed.id == *id && frame[4] == FrameKind::Store as u8 => {
+            Ok(payload.to_vec())
+        }
+        _ => Err(corrupt(format!(
+            "the index points at a frame that is not id {id}'s payload"
+        ))),
+    }
+}
+
+/// Reads the whole frame at `loc`, checking its header, length and CRC.
+pub fn read_frame(file: &File, path: &Path, loc: PayloadLoc) -> Result<Vec<u8>> {
+    let mut frame = vec![0u8; loc.frame_len as usize];
+    let got = read_up_to(file, path, loc.offset, &mut frame)?;
+    let intact = got == frame.len()
+        && decode_frame_header(&frame).is_ok_and(|h| h.frame_len() == u64::from(loc.frame_len))
+        && frame_crc_ok(&frame);
+    if !intact {
+        return Err(Error::corrupted(
+            path,
+            loc.offset,
+            format!("the {}-byte payload frame here is damaged", loc.frame_len),
+        ));
+    }
+    Ok(frame)
+}
+
+/// Reads into `buf` from `offset` until it is full or the file ends; returns the count.
+fn read_up_to(file: &File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    Ok(filled)
+}
+
+/// A read window over a file, so that a scan reads it in large pieces.
+struct Window<'f> {
+    file: &'f File,
+    path: &'f Path,
+    file_len: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'f> Window<'f> {
+    fn new(file: &'f File, path: &'f Path, file_len: u64) -> Self {
+        Window {
+            file,
+            path,
+            file_len,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Bytes `at..at + n`, fewer if the file ends first.
+    fn get(&mut self, at: u64, n: usize) -> Result<&[u8]> {
+        let end = at.saturating_add(n as u64).min(self.file_len);
+        let at = at.min(end);
+        let cached = at >= self.start && end <= self.start + self.buf.len() as u64;
+        if !cached {
+            let want = (n.max(SCAN_WINDOW_BYTES) as u64).min(self.file_len - at) as usize;
+            self.buf.resize(want, 0);
+            let got = read_up_to(self.file, self.path, at, &mut self.buf)?;
+            self.buf.truncate(got);
+            self.start = at;
+        }
+        let from = (at - self.start) as usize;
+        let to = ((end - self.start) as usize).min(self.buf.len());
+        Ok(&self.buf[from.min(to)..to])
+    }
+
+    /// The header of the whole, checksum-valid frame at `pos`, if there is one.
+    fn frame_at(&mut self, pos: u64) -> Result<Option<FrameHeader>> {
+        let Ok(header) = decode_frame_header(self.get(pos, FRAME_HEADER_LEN)?) else {
+            return Ok(None);
+        };
+        let frame_len = header.frame_len();
+        if pos + frame_len > self.file_len {
+            return Ok(None);
+        }
+        Ok(frame_crc_ok(self.get(pos, frame_len as usize)?).then_some(header))
+    }
+
+    /// The first whole, checksum-valid frame at or after `from`.
+    fn next_frame(&mut self, mut from: u64) -> Result<Option<(u64, FrameHeader)>> {
+        let sync = FRAME_SYNC.to_le_bytes();
+        while from + FRAME_HEADER_LEN as u64 <= self.file_len {
+            let chunk = self.get(from, SCAN_WINDOW_BYTES)?;
+            let found = chunk.windows(sync.len()).position(|w| w == sync);
+            let chunk_len = chunk.len() as u64;
+            match found {
+                Some(i) => {
+                    let at = from + i as u64;
+                    if let Some(header) = self.frame_at(at)? {
+                        return Ok(Some((at, header)));
+                    }
+                    from = at + 1;
+                }
+                // Overlap by three bytes: a marker may straddle two chunks.
+                None => from += chunk_len.saturating_sub(3).max(1),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The next generation being written by compaction, under a temporary name until
+/// [`CompactionWriter::install`] renames it into place.
+pub struct CompactionWriter {
+    dir: PathBuf,
+    temp: PathBuf,
+    generation: u64,
+    out: BufWriter<File>,
+    len: u64,
+}
+
+impl CompactionWriter {
+    /// Starts `payloads-<generation>.log.tmp` with its header.
+    pub fn create(dir: &Path, generation: u64) -> Result<CompactionWriter> {
+        let temp = dir.join(format!("{}{TEMP_SUFFIX}", file_name(generation)));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|e| Error::io("create", &temp, e))?;
+        let mut writer = CompactionWriter {
+            dir: dir.to_owned(),
+            temp,
+            generation,
+            out: BufWriter::with_capacity(COPY_BUFFER_BYTES, file),
+            len: 0,
+        };
+        writer.write(&encode_header(generation))?;
+        Ok(writer)
+    }
+
+    /// Bytes written so far: the offset the next frame gets.
+    pub fn len_bytes(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends bytes (whole frames).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io("write", &self.temp, e))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Copies `source[from..to]` to the end.
+    pub fn copy_range(
+        &mut self,
+        source: &File,
+        source_path: &Path,
+        from: u64,
+        to: u64,
+    ) -> Result<()> {
+        let mut buf = vec![0u8; COPY_BUFFER_BYTES];
+        let mut at = from;
+        while at < to {
+            let n = ((to - at) as usize).min(buf.len());
+            let got = read_up_to(source, source_path, at, &mut buf[..n])?;
+            if got < n {
+                return Err(Error::corrupted(
+                    source_path,
+                    at + got as u64,
+                    "payload log ended early",
+                ));
+            }
+            self.write(&buf[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes out and fsyncs what has been written so far.
+    pub fn sync(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| Error::io("write", &self.temp, e))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io("fsync", &self.temp, e))
+    }
+
+    /// Makes the new generation the current one: fsync, then rename over its final name.
+    /// From the rename on, a crash leaves the new generation current (open takes the
+    /// highest); the caller fsyncs the directory, and an error there must poison the
+    /// collection. On error the temporary file is removed and nothing changed.
+    pub fn install(mut self) -> Result<PayloadLogFile> {
+        if let Err(e) = self.sync() {
+            self.abandon();
+            return Err(e);
+        }
+        let path = self.dir.join(file_name(self.generation));
+        if let Err(e) = fs::rename(&self.temp, &path) {
+            self.abandon();
+            return Err(Error::io("rename", &path, e));
+        }
+        // Flushed by `sync` above, so taking the file out of the buffer cannot fail.
+        let (file, _) = self.out.into_parts();
+        Ok(PayloadLogFile {
+            path,
+            generation: self.generation,
+            file: Arc::new(file),
+            len: self.len,
+        })
+    }
+
+    /// Gives up: removes the temporary file (open would remove it anyway).
+    pub fn abandon(self) {
+        let _ = fs::remove_file(&self.temp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_file_names_are_generations() {
+        assert_eq!(parse_file_name("payloads-1.log"), Some(1));
+        assert_eq!(parse_file_name("payloads-120.log"), Some(120));
+        for other in [
+            "payloads-0.log",
+            "payloads-01.log",
+            "payloads-.log",
+            "payloads-1.log.tmp",
+            "payloads-x.log",
+            "payloads-+1.log",
+            "payloads.idx",
+        ] {
+            assert_eq!(parse_file_name(other), None, "{other}");
+        }
+        assert_eq!(parse_file_name(&file_name(7)), Some(7));
+    }
+}

@@ -1,0 +1,365 @@
+//! Compaction of the payload log: it reclaims superseded and deleted frames, reads and
+//! writes go on while it runs, it triggers itself past the garbage ratio, and a crash at
+//! any of its steps leaves the old generation or the new one, never a mix.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{
+    coll_dir, create, differences, ids, payload, payload_index_path, payload_log_path, put,
+    put_with_payloads, read, write, Want, NAME,
+};
+use keeldb_core::{Db, DbOptions, Durability};
+
+const DIM: u32 = 4;
+
+fn latest(ns: std::ops::Range<u64>, v: u64) -> Vec<(u64, Want)> {
+    ns.map(|n| (n, Want::Present(n, Some(payload(n, v)))))
+        .collect()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(coll_dir(dir))
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn compaction_reclaims_garbage_and_keeps_every_payload() {
+    // Overwrites and deletes make garbage; compact() rewrites only live frames, once reopened too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    for v in 0..5 {
+        put_with_payloads(&c, &(0..50).collect::<Vec<_>>(), v);
+    }
+    c.delete(&ids(&(40..50).collect::<Vec<_>>()), None)
+        .expect("delete");
+    put(&c, &[30]); // drops 30's payload
+    let before = c.stats().expect("stats");
+    assert!(
+        before.payload_garbage_ratio() > 0.75,
+        "{}",
+        before.payload_garbage_ratio()
+    );
+    c.compact().expect("compact");
+    let after = c.stats().expect("stats");
+    assert_eq!(after.compactions, 1);
+    assert_eq!(after.payload_log_generation, 2);
+    assert_eq!(after.payload_garbage_bytes, 0);
+    assert_eq!(after.payload_live_bytes, before.payload_live_bytes);
+    assert_eq!(after.payload_log_bytes, after.payload_live_bytes + 32);
+    assert_eq!(after.payload_count, 39);
+    assert!(
+        !payload_log_path(dir.path(), 1).exists(),
+        "the old generation is deleted"
+    );
+    let mut want = latest(0..40, 4);
+    want[30] = (30, Want::Present(30, None));
+    want.extend((40..50).map(|n| (n, Want::Absent)));
+    assert_eq!(differences(&c, &want), Vec::<String>::new());
+    // Writes after compaction go to the new generation and survive a crash.
+    put_with_payloads(&c, &[7], 9);
+    want[7] = (7, Want::Present(7, Some(payload(7, 9))));
+    drop(c);
+    drop(db);
+    let db = Db::open(dir.path(), DbOptions::default()).expect("reopen");
+    let c = db.collection(NAME).expect("collection");
+    assert_eq!(differences(&c, &want), Vec::<String>::new());
+    let stats = c.stats().expect("stats");
+    assert!(stats.payload_snapshot_used);
+    assert_eq!(stats.payload_log_generation, 2);
+    drop(c);
+    db.close().expect("close");
+    assert_eq!(
+        files_in(dir.path()),
+        [
+            "collection.json",
+            "ids.idx",
+            "payloads-2.log",
+            "payloads.idx",
+            "vectors.dat",
+            "vectors.wal"
+        ]
+    );
+}
+
+/// A 2 KiB payload, so that copying a few thousand takes long enough for writes to land
+/// between compaction's first and last steps.
+fn big(n: u64, v: u64) -> Vec<u8> {
+    format!(r#"{{"n":{n},"v":{v},"pad":"{}"}}"#, "p".repeat(2000)).into_bytes()
+}
+
+fn put_big(c: &keeldb_core::Collection, ns: &[u64], v: u64) {
+    let payloads: Vec<Vec<u8>> = ns.iter().map(|&n| big(n, v)).collect();
+    let refs: Vec<Option<&[u8]>> = payloads.iter().map(|p| Some(p.as_slice())).collect();
+    c.upsert_with_payloads(
+        &ids(ns),
+        &common::flat(ns, DIM),
+        &refs,
+        Some(Durability::None),
+    )
+    .expect("upsert");
+}
+
+#[test]
+fn reads_and_writes_go_on_while_compaction_runs() {
+    // Readers never see a missing or wrong payload and writers are never refused during
+    // repeated compactions; writes made while one ran are in the new generation, and every
+    // acknowledged write is there after a crash.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    let all: Vec<u64> = (0..2000).collect();
+    for v in 0..2 {
+        put_big(&c, &all, v);
+    }
+    let stop = AtomicBool::new(false);
+    let (reads, last_v, tail_frames) = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut reads = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let got = c
+                            .get_many(&ids(&all), true, true)
+                            .expect("read during compaction");
+                        for (n, record) in all.iter().zip(got) {
+                            let record = record.unwrap_or_else(|| panic!("id {n} missing"));
+                            let text =
+                                String::from_utf8(record.payload.expect("payload")).expect("utf8");
+                            assert!(text.starts_with(&format!("{{\"n\":{n},")), "id {n}: {text}");
+                        }
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        let writer = s.spawn(|| {
+            let mut v = 2;
+            while !stop.load(Ordering::Relaxed) {
+                // Overwrites, and a new id each time whose frame is never superseded.
+                put_big(&c, &all[..5], v);
+                put_big(&c, &[10_000 + v], v);
+                v += 1;
+            }
+            v - 1
+        });
+        // Frames written while a compaction copied are its tail: count them.
+        let mut tail_frames = 0;
+        for _ in 0..5 {
+            let before = c.stats().expect("stats").last_lsn;
+            c.compact().expect("compact");
+            tail_frames += c.stats().expect("stats").last_lsn - before;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let last_v = writer.join().expect("writer");
+        let reads: u64 = readers.into_iter().map(|r| r.join().expect("reader")).sum();
+        (reads, last_v, tail_frames)
+    });
+    assert!(
+        reads > 0 && tail_frames > 0,
+        "{reads} reads, {tail_frames} writes during compactions"
+    );
+    assert!(
+        c.stats().expect("stats").compactions >= 5,
+        "writes may add automatic ones"
+    );
+    let want: Vec<(u64, Want)> = all
+        .iter()
+        .map(|&n| {
+            (
+                n,
+                Want::Present(n, Some(big(n, if n < 5 { last_v } else { 1 }))),
+            )
+        })
+        .chain((2..=last_v).map(|v| {
+            (
+                10_000 + v,
+                Want::Present(10_000 + v, Some(big(10_000 + v, v))),
+            )
+        }))
+        .collect();
+    assert_eq!(differences(&c, &want), Vec::<String>::new());
+    c.flush().expect("flush");
+    drop(c);
+    drop(db); // crash
+    let db = Db::open(dir.path(), DbOptions::default()).expect("reopen");
+    let c = db.collection(NAME).expect("collection");
+    assert_eq!(differences(&c, &want), Vec::<String>::new());
+    db.close().expect("close");
+}
+
+#[test]
+fn compaction_triggers_itself_past_the_garbage_ratio() {
+    // With a small minimum size, overwriting the same records compacts automatically and
+    // the log stays bounded.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = DbOptions {
+        compaction_garbage_ratio: 0.5,
+        compaction_min_bytes: 8 << 10,
+        ..DbOptions::default()
+    };
+    let db = Db::open(dir.path(), options).expect("open");
+    let c = db
+        .create_collection(NAME, DIM, keeldb_core::Metric::Cosine)
+        .expect("create");
+    let ns: Vec<u64> = (0..20).collect();
+    let mut largest = 0;
+    for v in 0..100 {
+        put_with_payloads(&c, &ns, v);
+        let stats = c.stats().expect("stats");
+        largest = largest.max(stats.payload_log_bytes);
+        assert_eq!(stats.compaction_error, None);
+    }
+    let stats = c.stats().expect("stats");
+    assert!(stats.compactions >= 10, "{} compactions", stats.compactions);
+    assert!(largest < 4 * (8 << 10), "the log grew to {largest} bytes");
+    assert_eq!(differences(&c, &latest(0..20, 99)), Vec::<String>::new());
+    db.close().expect("close");
+    // An out-of-range ratio is refused.
+    for ratio in [0.0, 1.5, f64::NAN] {
+        let bad = DbOptions {
+            compaction_garbage_ratio: ratio,
+            ..DbOptions::default()
+        };
+        assert_eq!(
+            common::code(Db::open(dir.path(), bad)),
+            "KEEL_INVALID_ARGUMENT",
+            "{ratio}"
+        );
+    }
+}
+
+/// A compaction crash point: its name, the files (gen 1 log, gen 2 log, temp file, snapshot)
+/// and the generation open must settle on.
+type Case<'a> = (
+    &'static str,
+    Option<&'a [u8]>,
+    Option<&'a [u8]>,
+    Option<&'a [u8]>,
+    &'a [u8],
+    u64,
+);
+
+#[test]
+fn a_crash_at_any_step_of_compaction_leaves_the_old_generation_or_the_new() {
+    // The directory as each step leaves it: a partial temp file, the new generation renamed
+    // in beside the old with the old snapshot, the old one not yet deleted, the snapshot
+    // not yet rewritten. Every one opens to the same records, on the right generation.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    for v in 0..4 {
+        put_with_payloads(&c, &(0..30).collect::<Vec<_>>(), v);
+    }
+    c.checkpoint().expect("checkpoint");
+    let old_log = read(&payload_log_path(dir.path(), 1));
+    let old_snapshot = read(&payload_index_path(dir.path()));
+    c.compact().expect("compact");
+    let new_log = read(&payload_log_path(dir.path(), 2));
+    let new_snapshot = read(&payload_index_path(dir.path()));
+    drop(c);
+    db.close().expect("close");
+    let want = latest(0..30, 3);
+    let temp = coll_dir(dir.path()).join("payloads-2.log.tmp");
+    let p1 = payload_log_path(dir.path(), 1);
+    let p2 = payload_log_path(dir.path(), 2);
+    // (step, files present: gen 1 log, gen 2 log, temp file, snapshot; expected generation)
+    let cases: [Case<'_>; 5] = [
+        (
+            "copying",
+            Some(&old_log),
+            None,
+            Some(&new_log[..new_log.len() / 2]),
+            &old_snapshot,
+            1,
+        ),
+        (
+            "before the rename",
+            Some(&old_log),
+            None,
+            Some(&new_log),
+            &old_snapshot,
+            1,
+        ),
+        (
+            "after the rename",
+            Some(&old_log),
+            Some(&new_log),
+            None,
+            &old_snapshot,
+            2,
+        ),
+        (
+            "after deleting the old log",
+            None,
+            Some(&new_log),
+            None,
+            &old_snapshot,
+            2,
+        ),
+        (
+            "after the new snapshot",
+            Some(&old_log),
+            Some(&new_log),
+            None,
+            &new_snapshot,
+            2,
+        ),
+    ];
+    for (step, gen1, gen2, tmp, snapshot, generation) in cases {
+        for (path, bytes) in [(&p1, gen1), (&p2, gen2), (&temp, tmp)] {
+            match bytes {
+                Some(bytes) => write(path, bytes),
+                None => {
+                    let _ = fs::remove_file(path);
+                }
+            }
+        }
+        write(&payload_index_path(dir.path()), snapshot);
+        let db = Db::open(dir.path(), DbOptions::default()).expect(step);
+        let c = db.collection(NAME).expect("collection");
+        let stats = c.stats().expect("stats");
+        assert_eq!(stats.payload_log_generation, generation, "{step}");
+        assert_eq!(differences(&c, &want), Vec::<String>::new(), "{step}");
+        assert!(!temp.exists(), "{step}: the temp file is removed");
+        assert_eq!(
+            p1.exists(),
+            generation == 1,
+            "{step}: only the current generation is kept"
+        );
+        drop(c);
+        db.close().expect("close");
+    }
+}
+
+#[test]
+fn a_damaged_frame_stops_compaction_without_harm() {
+    // Compaction checks each frame it copies: damage is reported, never laundered, and the
+    // collection keeps working on the old generation.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    put_with_payloads(&c, &[1, 2, 3], 0);
+    c.checkpoint().expect("checkpoint");
+    let mut log = read(&payload_log_path(dir.path(), 1));
+    let at = log.len() - 10;
+    log[at] ^= 1;
+    write(&payload_log_path(dir.path(), 1), &log);
+    assert_eq!(common::code(c.compact()), "KEEL_CORRUPT");
+    let stats = c.stats().expect("stats");
+    assert!(!stats.poisoned);
+    assert_eq!((stats.payload_log_generation, stats.compactions), (1, 0));
+    assert!(!coll_dir(dir.path()).join("payloads-2.log.tmp").exists());
+    put_with_payloads(&c, &[4], 0);
+    assert_eq!(
+        differences(&c, &[(4, Want::Present(4, Some(payload(4, 0))))]),
+        Vec::<String>::new()
+    );
+    drop(c);
+    db.close().expect("close");
+}
