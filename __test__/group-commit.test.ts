@@ -55,3 +55,13 @@ test('writes still in flight when close is called complete before it returns', a
   t.is(db.collection('c').stats().count, 20)
   await db.close()
 })
+
+test('a payload merge waits for writes issued before it, even unawaited ones', async (t) => {
+  const db = await open(tempDir(t))
+  const col = await db.createCollection('c', { dimension: 2 })
+  const upsert = col.upsert({ id: 'a', vector: [1, 2], payload: { x: 1 } }) // not awaited yet
+  t.true(await col.mergePayload('a', { y: 2 }))
+  await upsert
+  t.deepEqual(col.getSync('a')?.payload, { x: 1, y: 2 })
+  await db.close()
+})
