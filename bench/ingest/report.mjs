@@ -317,7 +317,8 @@ const BAR_H = 14
 /** A grouped horizontal bar chart of ingest records/s (log scale), one group per workload. */
 export function chart(results) {
   const ids = Object.keys(results.ingest)
-  const systems = [...new Set(ids.flatMap((id) => Object.keys(results.ingest[id].summary ?? {})))]
+  const named = new Set(ids.flatMap((id) => Object.keys(results.ingest[id].summary ?? {})))
+  const systems = ['keeldb', ...[...named].filter((s) => s !== 'keeldb')].filter((s) => named.has(s))
   const colors = { keeldb: '#d62728', lmdb: '#1f77b4', sqlite: '#2ca02c', level: '#9467bd', zvec: '#ff7f0e', lancedb: '#8c564b', vectra: '#7f7f7f' }
   const all = ids.flatMap((id) => Object.values(results.ingest[id].summary ?? {}).map((s) => s.rate?.max ?? 0)).filter((x) => x > 0)
   const lo = 10 ** Math.floor(Math.log10(Math.min(...all, 10)))
@@ -326,11 +327,17 @@ export function chart(results) {
   const right = W - 90
   const x = (v) => left + ((Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (right - left)
   const out = []
-  let y = 60
+  let y = 70
   const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;')
   for (const id of ids) {
     const w = results.ingest[id]
     const present = systems.filter((s) => w.summary?.[s]?.rate?.median != null)
+    const limit = w.summary?.keeldb?.limit?.median
+    if (limit != null) {
+      const lx = x(limit).toFixed(1)
+      out.push(`<line x1="${lx}" x2="${lx}" y1="${y - 3}" y2="${y + present.length * (BAR_H + 2) + 1}" stroke="#d62728" stroke-dasharray="4 3"><title>machine limit for keeldb's work: ${fmt(limit)} records/s</title></line>`)
+      out.push(`<text x="${lx}" y="${y - 5}" font-size="9" fill="#d62728" text-anchor="middle">limit ${fmt(limit)}</text>`)
+    }
     out.push(`<text x="${left - 8}" y="${y + (present.length * (BAR_H + 2)) / 2 + 4}" text-anchor="end" font-weight="bold">${esc(w.label)}</text>`)
     for (const s of present) {
       const r = w.summary[s].rate
@@ -339,7 +346,7 @@ export function chart(results) {
       out.push(`<text x="${(x(r.median) + 4).toFixed(1)}" y="${y + BAR_H - 3}" font-size="10">${PEER_LABEL[s]} ${fmt(r.median)}</text>`)
       y += BAR_H + 2
     }
-    y += 12
+    y += 22
   }
   const ticks = []
   for (let v = lo; v <= hi; v *= 10) {
@@ -350,7 +357,7 @@ export function chart(results) {
   const m = results.machine
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${h}" viewBox="0 0 ${W} ${h}" font-family="sans-serif" font-size="11">
 <rect width="100%" height="100%" fill="#fff"/>
-<text x="${W / 2}" y="22" text-anchor="middle" font-size="14" font-weight="bold">Ingest, records/s at dimension ${results.params.dimension} (log scale; median, line = min–max)</text>
+<text x="${W / 2}" y="22" text-anchor="middle" font-size="14" font-weight="bold">Ingest, records/s at dimension ${results.params.dimension} (log scale; median, line = min–max, dashed = limit)</text>
 <text x="${W / 2}" y="40" text-anchor="middle" font-size="10">${esc(`${m.cpu}, ${m.cores} cores, ${m.date.slice(0, 10)}, keeldb ${m.commit}; keeldb without payloads, peers with ~300-byte payloads`)}</text>
 ${ticks.join('\n')}
 ${out.join('\n')}
