@@ -16,6 +16,7 @@
 #![deny(clippy::unwrap_used)]
 #![deny(unsafe_code)]
 
+pub mod bench;
 mod collection;
 mod convert;
 mod db;

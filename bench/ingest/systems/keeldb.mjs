@@ -1,0 +1,60 @@
+// keeldb through its public API (dist/, built by `npm run build`), as a user calls it.
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const keeldb = require('../../../dist/index.js')
+
+/**
+ * PAYLOAD SWITCH. keeldb has no payloads until issue 3 lands: until then its records carry
+ * the id and vector only, and its numbers exclude the ~300 payload bytes every peer stores.
+ * Once `upsert` takes a `payload`, set this to true (the records already carry one).
+ */
+export const KEELDB_PAYLOADS = false
+
+export const info = {
+  name: 'keeldb',
+  package: 'keeldb (this repo)',
+  modes: { fsync: "durability 'fsync'", flush: "durability 'flush'", none: "durability 'none'" },
+  inFlight: true,
+}
+
+const toRecord = KEELDB_PAYLOADS
+  ? (r) => ({ id: r.id, vector: r.vector, payload: r.payload })
+  : (r) => ({ id: r.id, vector: r.vector })
+
+export async function open(dir, { durability = 'flush', create = false, dimension, checkpointThresholdBytes } = {}) {
+  const options = { durability }
+  if (checkpointThresholdBytes !== undefined) options.checkpointThresholdBytes = checkpointThresholdBytes
+  const db = await keeldb.open(dir, options)
+  const coll = create ? await db.createCollection('v', { dimension, metric: 'cosine' }) : db.collection('v')
+  return { db, coll }
+}
+
+export function put(h, r) {
+  return h.coll.upsert(toRecord(r))
+}
+
+export function putBatch(h, records) {
+  return h.coll.upsert(records.map(toRecord))
+}
+
+export function getSync(h, id) {
+  return h.coll.getSync(id)?.vector
+}
+
+export async function get(h, id) {
+  return (await h.coll.get(id))?.vector
+}
+
+export function count(h) {
+  return h.coll.stats().count
+}
+
+export function stats(h) {
+  const s = h.coll.stats()
+  return { walRecords: s.walRecords, groupCommits: s.groupCommits, walSyncs: s.walSyncs, walBytes: s.walBytes, recordsReplayed: s.recordsReplayed }
+}
+
+export async function close(h) {
+  await h.db.close()
+}
