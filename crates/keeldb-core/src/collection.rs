@@ -24,6 +24,9 @@ use crate::format::config::{self, CollectionConfig, COLLECTION_FORMAT_VERSION, C
 use crate::format::index::{self, IndexSnapshot, INDEX_MAGIC, INDEX_VERSION};
 use crate::format::wal::{self as walfmt, BatchEncoder, Op, WAL_HEADER_LEN, WAL_VERSION};
 use crate::format::{id_encoded_len, peek_version};
+use crate::search::filter::Filter;
+use crate::search::kernels::{self, Isa};
+use crate::search::{self, Space};
 use crate::storage::fsio;
 use crate::storage::vectors::VectorFile;
 use crate::types::{
@@ -92,6 +95,28 @@ pub struct CollectionStats {
     pub poisoned: bool,
 }
 
+/// What a search asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchRequest<'a> {
+    /// How many nearest records to return per query, 1 to [`search::SEARCH_K_MAX`].
+    pub k: usize,
+    /// Only records whose payload matches are candidates.
+    pub filter: Option<&'a Filter>,
+    /// Whether each hit carries a copy of its vector.
+    pub include_vectors: bool,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The record's id.
+    pub id: Id,
+    /// Its distance to the query (see `search` for each metric's definition).
+    pub distance: f32,
+    /// A copy of its vector, when asked for.
+    pub vector: Option<Vec<f32>>,
+}
+
 /// The in-memory state readers see.
 #[derive(Debug)]
 struct State {
@@ -104,6 +129,13 @@ struct State {
     slot_high_water: u32,
     last_lsn: u64,
     checkpoint_lsn: u64,
+    /// The id stored in each slot below `slot_high_water` (`None`: free): search's
+    /// slot -> id map, kept by `apply` next to `ids`, so replay rebuilds it too.
+    slot_ids: Vec<Option<Id>>,
+    /// Cosine collections: `1/|v|` of each slot's vector, built by the first search (so
+    /// opening stays one pass over the index, not over the vectors), then kept by `apply`.
+    /// `None` until then, and always for other metrics.
+    inverse_norms: Option<Vec<f32>>,
 }
 
 impl State {
@@ -136,11 +168,17 @@ impl State {
                     self.vectors.write_slot_le(slot, vector_le)?;
                     if let Some(old) = self.ids.insert(id.clone(), slot) {
                         self.pending_free.push(old);
+                        self.set_slot_id(old, None);
+                    }
+                    self.set_slot_id(slot, Some(id.clone()));
+                    if let Some(norms) = &mut self.inverse_norms {
+                        set_grown(norms, slot, kernels::inverse_norm_le(vector_le));
                     }
                 }
                 Op::Delete { id } => {
                     if let Some(old) = self.ids.remove(id) {
                         self.pending_free.push(old);
+                        self.set_slot_id(old, None);
                         removed += 1;
                     }
                 }
@@ -148,6 +186,98 @@ impl State {
         }
         self.last_lsn = lsn;
         Ok(removed)
+    }
+
+    fn set_slot_id(&mut self, slot: u32, id: Option<Id>) {
+        set_grown(&mut self.slot_ids, slot, id);
+    }
+
+    /// Computes `1/|v|` for every live slot (the first cosine search does this once).
+    fn build_inverse_norms(&mut self) -> Result<()> {
+        if self.inverse_norms.is_none() {
+            self.inverse_norms = Some(self.compute_inverse_norms()?);
+        }
+        Ok(())
+    }
+
+    fn compute_inverse_norms(&self) -> Result<Vec<f32>> {
+        let dim = self.vectors.dimension();
+        let data = self.vectors.slots_f32(self.slot_high_water)?;
+        let live = |slot: usize| self.slot_ids.get(slot).is_some_and(Option::is_some);
+        Ok(data
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(slot, v)| match live(slot) {
+                true => kernels::inverse_norm(v),
+                false => 0.0,
+            })
+            .collect())
+    }
+
+    /// The payload a filter sees for the record in `slot`.
+    ///
+    /// PAYLOADS (issue 3): records have no payload yet, so every record is an empty object
+    /// to a filter. Connect this to the payload store when payloads land.
+    fn payload_for_filter(&self, _slot: u32) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Runs a validated request over the live slots (the caller holds the read lock).
+    fn search(
+        &self,
+        metric: Metric,
+        queries: &[f32],
+        request: &SearchRequest<'_>,
+    ) -> Result<Vec<Vec<SearchHit>>> {
+        let dim = self.vectors.dimension();
+        let slot_count = self.slot_high_water as usize;
+        let computed;
+        let inverse_norms: &[f32] = match (&self.inverse_norms, metric) {
+            (Some(norms), Metric::Cosine) if norms.len() >= slot_count => norms,
+            (_, Metric::Cosine) => {
+                // The caller builds the norms first; this path only keeps a missed build
+                // from turning into a panic.
+                computed = self.compute_inverse_norms()?;
+                &computed
+            }
+            _ => &[],
+        };
+        let space = Space {
+            data: self.vectors.slots_f32(self.slot_high_water)?,
+            dim,
+            slot_count,
+            metric,
+            inverse_norms,
+        };
+        let found = search::exact_search(
+            &space,
+            queries,
+            request.k,
+            Isa::best(),
+            |slot| self.slot_ids.get(slot).and_then(Option::as_ref),
+            |slot| match request.filter {
+                None => true,
+                Some(filter) => filter.matches(self.payload_for_filter(slot as u32).as_ref()),
+            },
+        );
+        found
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|hit| {
+                        let vector = match request.include_vectors {
+                            true => Some(self.vectors.read_slot(hit.slot)?),
+                            false => None,
+                        };
+                        Ok(SearchHit {
+                            id: hit.key.clone(),
+                            distance: hit.distance,
+                            vector,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     fn snapshot(&self, dimension: u32) -> IndexSnapshot {
@@ -243,6 +373,14 @@ impl Collection {
                 ),
             ));
         }
+        let mut slot_ids = vec![None; snapshot.slot_high_water as usize];
+        for (id, slot) in &snapshot.entries {
+            // The index decoder checked that every slot is below the high-water mark and
+            // appears once.
+            if let Some(entry) = slot_ids.get_mut(*slot as usize) {
+                *entry = Some(id.clone());
+            }
+        }
         let mut state = State {
             vectors,
             ids: snapshot.entries.into_iter().collect(),
@@ -251,6 +389,8 @@ impl Collection {
             slot_high_water: snapshot.slot_high_water,
             last_lsn: snapshot.checkpoint_lsn,
             checkpoint_lsn: snapshot.checkpoint_lsn,
+            slot_ids,
+            inverse_norms: None,
         };
         let (wal, report) = recover_log(dir, &config, options.recovery, &mut state)?;
         let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64;
@@ -411,6 +551,75 @@ impl Collection {
         }
     }
 
+    /// The `request.k` records nearest to `query`, best first. Exact: every live record
+    /// (that the filter accepts) is compared. Reflects every write acknowledged before the
+    /// call; it scans under the read lock, so it never sees a half-written vector.
+    pub fn search(&self, query: &[f32], request: &SearchRequest<'_>) -> Result<Vec<SearchHit>> {
+        if query.len() != self.config.dimension as usize {
+            return Err(Error::DimensionMismatch(format!(
+                "the query has {} components, the collection's dimension is {}",
+                query.len(),
+                self.config.dimension
+            )));
+        }
+        Ok(self
+            .search_batch(query, request)?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
+    }
+
+    /// [`Collection::search`] for many queries (a flat array of `count * dimension`
+    /// floats) in one pass over the vectors. Returns one result list per query, in order.
+    pub fn search_batch(
+        &self,
+        queries: &[f32],
+        request: &SearchRequest<'_>,
+    ) -> Result<Vec<Vec<SearchHit>>> {
+        let metric = self.config.metric;
+        let count = search::validate_request(
+            queries,
+            self.config.dimension as usize,
+            request.k,
+            request.include_vectors,
+        )?;
+        if count == 0 {
+            // Still refuse a closed collection.
+            return self
+                .read_state()?
+                .as_ref()
+                .map(|_| Vec::new())
+                .ok_or(Error::Closed("collection"));
+        }
+        {
+            let guard = self.read_state()?;
+            let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+            if metric != Metric::Cosine || state.inverse_norms.is_some() {
+                return state.search(metric, queries, request);
+            }
+        }
+        // The first cosine search computes the inverse norms, under the write lock (one pass
+        // over the vectors); from then on writes keep them.
+        {
+            let mut guard = self.write_state()?;
+            open_state(&mut guard)?.build_inverse_norms()?;
+        }
+        let guard = self.read_state()?;
+        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        state.search(metric, queries, request)
+    }
+
+    /// The sum of every float of the live slot range, read in place under the read lock:
+    /// the cheapest pass over the bytes a search reads. The benchmark times it as the
+    /// memory-bandwidth limit a search is compared with; it is not meant for anything else.
+    pub fn memory_scan_for_bench(&self) -> Result<f32> {
+        let guard = self.read_state()?;
+        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        Ok(kernels::sum(
+            state.vectors.slots_f32(state.slot_high_water)?,
+        ))
+    }
+
     /// A durability barrier: every write made before this call is fsynced on return.
     pub fn flush(&self) -> Result<()> {
         let mut guard = self.lock_writer()?;
@@ -532,6 +741,15 @@ impl Collection {
             Some(w) => Ok(w),
         }
     }
+}
+
+/// Sets `items[index]`, first growing `items` with defaults if it is too short.
+fn set_grown<T: Clone + Default>(items: &mut Vec<T>, index: u32, value: T) {
+    let index = index as usize;
+    if items.len() <= index {
+        items.resize(index + 1, T::default());
+    }
+    items[index] = value;
 }
 
 fn open_state(guard: &mut Option<State>) -> Result<&mut State> {

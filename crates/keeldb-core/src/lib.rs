@@ -13,11 +13,12 @@ pub mod collection;
 pub mod db;
 pub mod error;
 pub mod format;
+pub mod search;
 pub mod storage;
 pub mod types;
 pub mod wal;
 
-pub use collection::{Collection, CollectionOptions, CollectionStats};
+pub use collection::{Collection, CollectionOptions, CollectionStats, SearchHit, SearchRequest};
 pub use db::{Db, DbOptions};
 pub use error::{Error, Result};
 pub use types::{Durability, Id, Metric, RecoveryPolicy};
