@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 
-use keeldb_core::{Collection, CollectionStats, Id};
-use napi::bindgen_prelude::{AsyncTask, Float32Array, Float32ArraySlice};
+use keeldb_core::search::filter::Filter;
+use keeldb_core::search::SEARCH_K_MAX;
+use keeldb_core::{Collection, CollectionStats, Id, SearchHit, SearchRequest};
+use napi::bindgen_prelude::{AsyncTask, Float32Array, Float32ArraySlice, Float64Array};
 use napi::Either;
 use napi_derive::napi;
 
@@ -39,6 +41,61 @@ pub struct NativeCollectionStats {
     pub torn_bytes_truncated: f64,
     pub warnings: Vec<String>,
     pub poisoned: bool,
+}
+
+/// The hits of one search call, flat: query `q` has `counts[q]` hits, which follow those
+/// of the queries before it in `ids`, `distances` and (when asked for) `vectors`
+/// (`dimension` floats per hit). Flat arrays cross the boundary in a few conversions
+/// instead of one object per hit; `lib/index.ts` builds the objects.
+#[napi(object)]
+pub struct NativeHits {
+    pub counts: Vec<u32>,
+    pub ids: Vec<Either<String, f64>>,
+    pub distances: Float64Array,
+    pub vectors: Option<Float32Array>,
+}
+
+/// A search's arguments, converted and validated on the JS thread.
+struct SearchArgs {
+    queries: Vec<f32>,
+    k: usize,
+    filter: Option<Filter>,
+    include_vectors: bool,
+}
+
+impl SearchArgs {
+    /// `filter` is JSON text (`lib/index.ts` checked that it is plain JSON); it is parsed
+    /// and validated here, so a bad filter fails before any work is queued.
+    fn new(
+        queries: Float32ArraySlice,
+        k: f64,
+        filter: Option<String>,
+        include_vectors: bool,
+        _include_payloads: bool,
+    ) -> keeldb_core::Result<SearchArgs> {
+        // PAYLOADS (issue 3): pass `_include_payloads` on to the core and fill
+        // `NativeHits` with each hit's payload.
+        let k = crate::convert::to_integer("k", k, 1, SEARCH_K_MAX as u64)?;
+        let filter = filter.as_deref().map(Filter::parse_json).transpose()?;
+        Ok(SearchArgs {
+            queries: queries.to_vec(),
+            // k <= SEARCH_K_MAX, so it fits.
+            k: k as usize,
+            filter,
+            include_vectors,
+        })
+    }
+
+    /// The one search path behind both doors.
+    fn run(&self, collection: &Collection) -> keeldb_core::Result<NativeHits> {
+        let request = SearchRequest {
+            k: self.k,
+            filter: self.filter.as_ref(),
+            include_vectors: self.include_vectors,
+        };
+        let results = collection.search_batch(&self.queries, &request)?;
+        Ok(to_js_hits(results, self.include_vectors))
+    }
 }
 
 impl NativeCollection {
@@ -144,6 +201,55 @@ impl NativeCollection {
         Ok(Job::spawn(move || collection.reserve(additional)))
     }
 
+    /// The `k` nearest records to each query of `queries` (`count * dimension` floats),
+    /// best first, as one flat [`NativeHits`]. `filter` is JSON text or `undefined`.
+    #[napi(ts_return_type = "Promise<NativeHits>")]
+    pub fn search(
+        &self,
+        queries: Float32ArraySlice,
+        k: f64,
+        filter: Option<String>,
+        include_vectors: bool,
+        include_payloads: bool,
+    ) -> napi::Result<AsyncTask<Job<NativeHits>>> {
+        let args = napi_result(SearchArgs::new(
+            queries,
+            k,
+            filter,
+            include_vectors,
+            include_payloads,
+        ))?;
+        let collection = Arc::clone(&self.collection);
+        Ok(Job::spawn(move || args.run(&collection)))
+    }
+
+    /// `search` on the JS thread.
+    #[napi(catch_unwind)]
+    pub fn search_sync(
+        &self,
+        queries: Float32ArraySlice,
+        k: f64,
+        filter: Option<String>,
+        include_vectors: bool,
+        include_payloads: bool,
+    ) -> napi::Result<NativeHits> {
+        let args = napi_result(SearchArgs::new(
+            queries,
+            k,
+            filter,
+            include_vectors,
+            include_payloads,
+        ))?;
+        napi_result(args.run(&self.collection))
+    }
+
+    /// Benchmark hook, not public API: sums every float of the live slot range in place,
+    /// the memory-bandwidth limit `npm run bench` compares a search with.
+    #[napi(catch_unwind)]
+    pub fn memory_scan_for_bench(&self) -> napi::Result<f64> {
+        napi_result(self.collection.memory_scan_for_bench()).map(f64::from)
+    }
+
     /// Counters and sizes.
     #[napi(catch_unwind)]
     pub fn stats(&self) -> napi::Result<NativeCollectionStats> {
@@ -155,6 +261,35 @@ impl NativeCollection {
 fn read(collection: &Collection, id: &Id) -> keeldb_core::Result<Option<Float32Array>> {
     id.validate()?;
     Ok(collection.get(id)?.map(Float32Array::new))
+}
+
+fn to_js_hits(results: Vec<Vec<SearchHit>>, include_vectors: bool) -> NativeHits {
+    let total: usize = results.iter().map(Vec::len).sum();
+    let mut counts = Vec::with_capacity(results.len());
+    let mut ids = Vec::with_capacity(total);
+    let mut distances = Vec::with_capacity(total);
+    let mut vectors = Vec::new();
+    for hits in results {
+        // At most SEARCH_K_MAX hits per query.
+        counts.push(hits.len() as u32);
+        for hit in hits {
+            ids.push(match hit.id {
+                Id::Str(s) => Either::A(s.into_string()),
+                // Integer ids are at most 2^53 - 1, exact as a double.
+                Id::Int(n) => Either::B(n as f64),
+            });
+            distances.push(f64::from(hit.distance));
+            if let Some(v) = hit.vector {
+                vectors.extend_from_slice(&v);
+            }
+        }
+    }
+    NativeHits {
+        counts,
+        ids,
+        distances: Float64Array::new(distances),
+        vectors: include_vectors.then(|| Float32Array::new(vectors)),
+    }
 }
 
 fn to_js_stats(s: CollectionStats) -> NativeCollectionStats {

@@ -23,7 +23,7 @@ mod job;
 
 use napi_derive::napi;
 
-pub use collection::{NativeCollection, NativeCollectionStats};
+pub use collection::{NativeCollection, NativeCollectionStats, NativeHits};
 pub use db::{open_db, NativeDb};
 
 /// Version of the native addon (the Cargo package version).
