@@ -209,10 +209,7 @@ fn walk<'v>(
 
 /// `test` on the value itself or, if it is an array, on any of its elements.
 fn leaf_any(value: &Value, test: &mut dyn FnMut(&Value) -> bool) -> bool {
-    test(value)
-        || value
-            .as_array()
-            .is_some_and(|items| items.iter().any(test))
+    test(value) || value.as_array().is_some_and(|items| items.iter().any(test))
 }
 
 fn compare(op: CmpOp, bound: &Bound, value: &Value) -> bool {

@@ -130,7 +130,10 @@ pub fn exact_search<K: Ord + Copy>(
     mut accept: impl FnMut(usize) -> bool,
 ) -> Vec<Vec<Neighbour<K>>> {
     let dim = space.dim;
-    assert!(dim > 0 && queries.len().is_multiple_of(dim), "whole queries");
+    assert!(
+        dim > 0 && queries.len().is_multiple_of(dim),
+        "whole queries"
+    );
     assert!(
         space.slot_count * dim <= space.data.len(),
         "slots lie in data"
