@@ -343,13 +343,14 @@ const METHOD = `## Method
   "batched" answers the same 32 queries with one \`searchBatch()\`. The throughput ratio is
   taken per repetition, from the two workloads timed side by side in the same child, then
   the median is reported.
-- **The others.** usearch: \`exactSearch\` (its brute-force path, with the SIMD kernels
-  of its bundled NumKong library, the successor of SimSIMD) over a Float32Array in the JS heap, metric \`cos\`, with 1
-  thread (keeldb scans with one) and with all threads. hnswlib-node: a
-  \`BruteforceSearch\` index in space \`cosine\` (it normalises at insertion and ranks by
-  inner product), one \`searchKnn\` per query; it has no batch call. usearch was installed
-  from the prebuilt binary its npm package ships (no download at install); hnswlib-node
-  was compiled from source by node-gyp with its default flags, as \`npm install\` does.
+- **The others.** usearch: \`exactSearch\`, its brute-force path, which uses the SIMD
+  kernels of its bundled NumKong library (by the author of SimSIMD), over a Float32Array
+  in the JS heap, metric \`cos\`, with 1 thread (keeldb scans with one) and with all
+  threads. hnswlib-node: a \`BruteforceSearch\` index in space \`cosine\` (it normalises
+  at insertion and ranks by inner product), one \`searchKnn\` per query; it has no batch
+  call. usearch was installed from the prebuilt binary its npm package ships (nothing is
+  downloaded at install); hnswlib-node was compiled from source by node-gyp with its
+  default flags, as \`npm install\` does.
 - **Noise.** The machine is shared with other builds; each row reports median, min and
   max, the goals are ratios of times measured side by side, and every time is given both
   as wall-clock time and as the process's CPU time (\`process.cpuUsage\`, all threads),
