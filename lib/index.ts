@@ -5,7 +5,7 @@
 // up from both lib/ (tsx, tests) and dist/ (published code), so the same relative path works
 // in both places. Nothing it exports is public unless this file re-exposes it.
 import type * as NativeBinding from '../index.js'
-import type { NativeCollection, NativeCollectionStats, NativeDb, NativeRecord } from '../index.js'
+import type { NativeCollection, NativeCollectionStats, NativeDb, NativeHits, NativeRecord } from '../index.js'
 // Why zod for options: `z.strictObject` rejects unknown keys (a misspelt option must not be
 // silently ignored), each issue carries the path of the bad field for the error message, and
 // zod 4 has no transitive dependencies. Records on the hot path are checked by hand below.
@@ -566,6 +566,265 @@ function pack(
 }
 
 // ---------------------------------------------------------------------------------------
+// Search
+
+/**
+ * Largest `k` a search may ask for.
+ *
+ * @example
+ * ```ts
+ * const everything = await docs.search(query, { k: Math.min(docs.stats().count, SEARCH_K_MAX) })
+ * ```
+ */
+export const SEARCH_K_MAX = 10_000
+
+/**
+ * Most queries one {@link Collection.searchBatch} call may carry.
+ *
+ * @example
+ * ```ts
+ * for (let i = 0; i < queries.length; i += SEARCH_QUERIES_MAX) {
+ *   await docs.searchBatch(queries.slice(i, i + SEARCH_QUERIES_MAX))
+ * }
+ * ```
+ */
+export const SEARCH_QUERIES_MAX = 10_000
+
+/** Deepest nesting of objects and arrays in a filter (the native parser also limits it). */
+const FILTER_DEPTH_MAX = 64
+
+/**
+ * The operators of a field condition; several in one object must all hold.
+ *
+ * @example
+ * ```ts
+ * const cheapish: FieldOperators = { $gte: 5, $lt: 20 }
+ * const results = await docs.search(query, { filter: { price: cheapish } })
+ * ```
+ */
+export interface FieldOperators {
+  /** Equal (a field holding an array matches if an element is equal). */
+  $eq?: JsonValue
+  /** Not equal (matches a missing field). */
+  $ne?: JsonValue
+  /** Greater than: numbers with numbers, strings with strings (by UTF-8 bytes). */
+  $gt?: number | string
+  /** Greater than or equal. */
+  $gte?: number | string
+  /** Less than. */
+  $lt?: number | string
+  /** Less than or equal. */
+  $lte?: number | string
+  /** Equal to one of the values. */
+  $in?: JsonValue[]
+  /** Equal to none of the values (matches a missing field). */
+  $nin?: JsonValue[]
+  /** The field is present (even if null), or absent. */
+  $exists?: boolean
+  /** The operators do not all hold (matches a missing field). */
+  $not?: FieldOperators
+}
+
+/**
+ * A payload filter in the MongoDB style. Keys are field paths (dots step into nested
+ * objects: `'author.name'`) or `$and` / `$or` (arrays of filters) and `$not` (a filter);
+ * all keys must hold. A field's condition is a bare value (meaning `$eq`) or
+ * {@link FieldOperators}. Filters are evaluated natively, never per record in JavaScript.
+ * See the README for the exact semantics of arrays, missing fields and mixed types.
+ *
+ * @example
+ * ```ts
+ * const filter: Filter = {
+ *   lang: 'en',
+ *   price: { $lt: 20 },
+ *   $or: [{ tags: 'sale' }, { 'author.verified': true }],
+ * }
+ * const hits = await docs.search(query, { k: 5, filter })
+ * ```
+ */
+export interface Filter {
+  /** Every filter holds. */
+  $and?: Filter[]
+  /** At least one filter holds. */
+  $or?: Filter[]
+  /** The filter does not hold. */
+  $not?: Filter
+  /** A field path and its condition. */
+  [field: string]: JsonValue | FieldOperators | Filter | Filter[] | undefined
+}
+
+/**
+ * Options of {@link Collection.search} and {@link Collection.searchBatch}. Unknown keys are
+ * errors.
+ *
+ * @example
+ * ```ts
+ * const options: SearchOptions = { k: 5, filter: { lang: 'en' }, includeVector: true }
+ * const hits = await docs.search(query, options)
+ * ```
+ */
+export interface SearchOptions {
+  /** How many nearest records to return per query: 1 to {@link SEARCH_K_MAX}. Default 10. */
+  k?: number
+  /** Only records whose payload matches are candidates. */
+  filter?: Filter
+  /** Whether each hit carries a copy of its vector. Default `false`. */
+  includeVector?: boolean
+  /** Whether each hit carries its payload. Default `true`. */
+  includePayload?: boolean
+}
+
+/**
+ * One search result. `distance` is smaller for nearer records: cosine `1 - cosine
+ * similarity`, dot `-(q . v)`, euclidean the L2 distance.
+ *
+ * @example
+ * ```ts
+ * const [best]: SearchHit[] = await docs.search(query, { k: 1 })
+ * if (best !== undefined) console.log(best.id, best.distance)
+ * ```
+ */
+export interface SearchHit {
+  /** The record's id, a string or a number as stored. */
+  id: Id
+  /** Its distance to the query. */
+  distance: number
+  /** A copy of its vector, with `includeVector: true`. */
+  vector?: Float32Array
+  /** Its payload (`null` when it has none), unless `includePayload: false`. */
+  payload?: JsonValue | null
+}
+
+const searchOptionsSchema = z.strictObject({
+  k: z.int().min(1).max(SEARCH_K_MAX).optional(),
+  filter: z.unknown().optional(),
+  includeVector: z.boolean().optional(),
+  includePayload: z.boolean().optional(),
+})
+
+/** Search options, validated and with defaults applied. */
+interface SearchArgs {
+  k: number
+  filter: string | undefined
+  includeVector: boolean
+  includePayload: boolean
+}
+
+function searchArgs(options: unknown): SearchArgs {
+  const { k, filter, includeVector, includePayload } = parseOptions('search options', searchOptionsSchema, options ?? {})
+  return {
+    k: k ?? 10,
+    filter: filter === undefined ? undefined : encodeFilter(filter),
+    includeVector: includeVector ?? false,
+    includePayload: includePayload ?? true,
+  }
+}
+
+/**
+ * Checks that a filter is plain JSON (the native parser checks its operators and operand
+ * types) and encodes it. Refuses what JSON.stringify would silently change: `undefined`,
+ * functions, non-finite numbers, class instances, cycles.
+ */
+function encodeFilter(filter: unknown): string {
+  if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `invalid filter: a filter must be an object, got ${describe(filter)}`)
+  }
+  checkJson(filter, '', new Set())
+  return JSON.stringify(filter)
+}
+
+function checkJson(value: unknown, at: string, ancestors: Set<object>): void {
+  const where = at === '' ? 'invalid filter' : `invalid filter at '${at}'`
+  const fail = (why: string): never => {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `${where}: ${why}`)
+  }
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return
+    case 'number':
+      if (!Number.isFinite(value)) fail(`${String(value)} is not a JSON number`)
+      return
+    case 'object':
+      break
+    default:
+      fail(`${describe(value)} is not a JSON value${value === undefined ? ' (leave the key out instead)' : ''}`)
+  }
+  if (value === null) return
+  const object = value as object
+  if (ancestors.has(object)) fail('the filter refers to itself')
+  if (ancestors.size >= FILTER_DEPTH_MAX) fail(`the filter nests deeper than ${FILTER_DEPTH_MAX} levels`)
+  const proto: unknown = Object.getPrototypeOf(object)
+  if (!Array.isArray(object) && proto !== Object.prototype && proto !== null) {
+    fail(`${describe(object)} is not a plain object`)
+  }
+  ancestors.add(object)
+  if (Array.isArray(object)) {
+    object.forEach((item, i) => checkJson(item, `${at}[${i}]`, ancestors))
+  } else {
+    for (const [key, item] of Object.entries(object)) checkJson(item, at === '' ? key : `${at}.${key}`, ancestors)
+  }
+  ancestors.delete(object)
+}
+
+/** One query as a Float32Array of the collection's dimension. */
+function toQuery(vector: unknown, dimension: number, index?: number): Float32Array {
+  const which = index === undefined ? 'the query' : `query ${index}`
+  if (!(vector instanceof Float32Array) && !Array.isArray(vector)) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `${which} must be a Float32Array or a number[], got ${describe(vector)}`)
+  }
+  if (vector.length !== dimension) {
+    throw new KeelError(
+      'KEEL_DIMENSION_MISMATCH',
+      `${which} has ${vector.length} components, the collection's dimension is ${dimension}`,
+    )
+  }
+  return vector instanceof Float32Array ? vector : Float32Array.from(vector as number[])
+}
+
+/** Many queries as one flat Float32Array (queries x dimension). */
+function toQueries(vectors: unknown, dimension: number): Float32Array {
+  if (vectors instanceof Float32Array) {
+    if (vectors.length % dimension !== 0) {
+      throw new KeelError(
+        'KEEL_DIMENSION_MISMATCH',
+        `the queries hold ${vectors.length} floats, not a whole number of vectors of dimension ${dimension}`,
+      )
+    }
+    return vectors
+  }
+  if (!Array.isArray(vectors)) {
+    throw new KeelError(
+      'KEEL_INVALID_ARGUMENT',
+      `queries must be a flat Float32Array or an array of vectors, got ${describe(vectors)}`,
+    )
+  }
+  if (vectors.length > SEARCH_QUERIES_MAX) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `a batch holds at most ${SEARCH_QUERIES_MAX} queries, got ${vectors.length}`)
+  }
+  const flat = new Float32Array(vectors.length * dimension)
+  vectors.forEach((vector, i) => flat.set(toQuery(vector, dimension, i), i * dimension))
+  return flat
+}
+
+/** Builds the hit objects of each query from the native flat arrays. */
+function unpackHits(hits: NativeHits, dimension: number): SearchHit[][] {
+  const results: SearchHit[][] = []
+  let h = 0
+  for (const count of hits.counts) {
+    const list = new Array<SearchHit>(count)
+    for (let i = 0; i < count; i++, h++) {
+      const hit: SearchHit = { id: hits.ids[h] as Id, distance: hits.distances[h] as number }
+      if (hits.vectors != null) hit.vector = hits.vectors.slice(h * dimension, (h + 1) * dimension)
+      if (hits.payloads != null) hit.payload = parsePayload(hits.payloads[h])
+      list[i] = hit
+    }
+    results.push(list)
+  }
+  return results
+}
+
+// ---------------------------------------------------------------------------------------
 // Handles
 
 /**
@@ -942,6 +1201,91 @@ export class Collection {
    */
   async compact(): Promise<void> {
     await callAsync(() => this.#native.compact())
+  }
+
+  /**
+   * The `k` records nearest to `vector`, best first. Exact: every record (that `filter`
+   * accepts) is compared, so recall is 1. Reflects every write acknowledged before the
+   * call, deletes and updates included. Runs on the libuv thread pool; ties (equal
+   * distances) come back in id order. A query of the wrong length gives
+   * `KEEL_DIMENSION_MISMATCH`, a NaN or infinite component `KEEL_INVALID_ARGUMENT`.
+   *
+   * @example
+   * ```ts
+   * const hits = await docs.search(new Float32Array([0.1, 0.2, 0.3]), { k: 3 })
+   * for (const { id, distance } of hits) console.log(id, distance)
+   * ```
+   */
+  async search(vector: Float32Array | readonly number[], options?: SearchOptions): Promise<SearchHit[]> {
+    const args = searchArgs(options)
+    const query = toQuery(vector, this.#dimension)
+    const hits = await callAsync(() =>
+      this.#native.search(query, args.k, args.filter, args.includeVector, args.includePayload),
+    )
+    return unpackHits(hits, this.#dimension)[0] ?? []
+  }
+
+  /**
+   * {@link Collection.search} on the calling thread. It blocks the event loop for the whole
+   * scan, which grows with the collection (docs/BENCHMARKS.md has measured times): use it
+   * for small collections, scripts and workers.
+   *
+   * @example
+   * ```ts
+   * const [nearest] = docs.searchSync([1, 0, 0], { k: 1 })
+   * ```
+   */
+  searchSync(vector: Float32Array | readonly number[], options?: SearchOptions): SearchHit[] {
+    const args = searchArgs(options)
+    const query = toQuery(vector, this.#dimension)
+    const hits = callSync(() =>
+      this.#native.searchSync(query, args.k, args.filter, args.includeVector, args.includePayload),
+    )
+    return unpackHits(hits, this.#dimension)[0] ?? []
+  }
+
+  /**
+   * {@link Collection.search} for many queries in one pass over the vectors: each block of
+   * vectors is compared with every query while it is in the CPU cache, so a batch costs
+   * far less than the same queries one by one. `vectors` is one flat `Float32Array` of
+   * `queries x dimension` floats or an array of vectors; the result has one list per query,
+   * in order.
+   *
+   * @example
+   * ```ts
+   * const [forA, forB] = await docs.searchBatch([[1, 0, 0], [0, 1, 0]], { k: 5 })
+   * ```
+   */
+  async searchBatch(
+    vectors: Float32Array | readonly (Float32Array | readonly number[])[],
+    options?: SearchOptions,
+  ): Promise<SearchHit[][]> {
+    const args = searchArgs(options)
+    const queries = toQueries(vectors, this.#dimension)
+    const hits = await callAsync(() =>
+      this.#native.search(queries, args.k, args.filter, args.includeVector, args.includePayload),
+    )
+    return unpackHits(hits, this.#dimension)
+  }
+
+  /**
+   * {@link Collection.searchBatch} on the calling thread (it blocks the event loop).
+   *
+   * @example
+   * ```ts
+   * const results = docs.searchBatchSync(new Float32Array(2 * docs.dimension), { k: 1 })
+   * ```
+   */
+  searchBatchSync(
+    vectors: Float32Array | readonly (Float32Array | readonly number[])[],
+    options?: SearchOptions,
+  ): SearchHit[][] {
+    const args = searchArgs(options)
+    const queries = toQueries(vectors, this.#dimension)
+    const hits = callSync(() =>
+      this.#native.searchSync(queries, args.k, args.filter, args.includeVector, args.includePayload),
+    )
+    return unpackHits(hits, this.#dimension)
   }
 
   /**

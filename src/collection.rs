@@ -6,9 +6,12 @@
 
 use std::sync::Arc;
 
-use keeldb_core::{Collection, CollectionStats, Error, Id, Record};
+use keeldb_core::search::filter::Filter;
+use keeldb_core::search::SEARCH_K_MAX;
+use keeldb_core::{Collection, CollectionStats, Error, Id, Record, SearchHit, SearchRequest};
 use napi::bindgen_prelude::{
-    AsyncTask, Buffer, Float32Array, Float32ArraySlice, Object, ToNapiValue, Uint32Array,
+    AsyncTask, Buffer, Float32Array, Float32ArraySlice, Float64Array, Object, ToNapiValue,
+    Uint32Array,
 };
 use napi::{Either, Env};
 use napi_derive::napi;
@@ -117,6 +120,64 @@ impl PackedPayloads {
                 (n > 0).then_some(text)
             })
             .collect()
+    }
+}
+
+/// The hits of one search call, flat: query `q` has `counts[q]` hits, which follow those
+/// of the queries before it in `ids`, `distances` and (when asked for) `vectors`
+/// (`dimension` floats per hit). Flat arrays cross the boundary in a few conversions
+/// instead of one object per hit; `lib/index.ts` builds the objects.
+#[napi(object)]
+pub struct NativeHits {
+    pub counts: Vec<u32>,
+    pub ids: Vec<Either<String, f64>>,
+    pub distances: Float64Array,
+    pub vectors: Option<Float32Array>,
+    /// Each hit's payload as JSON text (`null`: none), when payloads were asked for.
+    pub payloads: Option<Vec<Option<String>>>,
+}
+
+/// A search's arguments, converted and validated on the JS thread.
+struct SearchArgs {
+    queries: Vec<f32>,
+    k: usize,
+    filter: Option<Filter>,
+    include_vectors: bool,
+    include_payloads: bool,
+}
+
+impl SearchArgs {
+    /// `filter` is JSON text (`lib/index.ts` checked that it is plain JSON); it is parsed
+    /// and validated here, so a bad filter fails before any work is queued.
+    fn new(
+        queries: Float32ArraySlice,
+        k: f64,
+        filter: Option<String>,
+        include_vectors: bool,
+        include_payloads: bool,
+    ) -> keeldb_core::Result<SearchArgs> {
+        let k = crate::convert::to_integer("k", k, 1, SEARCH_K_MAX as u64)?;
+        let filter = filter.as_deref().map(Filter::parse_json).transpose()?;
+        Ok(SearchArgs {
+            queries: queries.to_vec(),
+            // k <= SEARCH_K_MAX, so it fits.
+            k: k as usize,
+            filter,
+            include_vectors,
+            include_payloads,
+        })
+    }
+
+    /// The one search path behind both doors.
+    fn run(&self, collection: &Collection) -> keeldb_core::Result<NativeHits> {
+        let request = SearchRequest {
+            k: self.k,
+            filter: self.filter.as_ref(),
+            include_vectors: self.include_vectors,
+            include_payloads: self.include_payloads,
+        };
+        let results = collection.search_batch(&self.queries, &request)?;
+        to_js_hits(results, self.include_vectors, self.include_payloads)
     }
 }
 
@@ -301,6 +362,55 @@ impl NativeCollection {
         Ok(Job::spawn(move || collection.reserve(additional)))
     }
 
+    /// The `k` nearest records to each query of `queries` (`count * dimension` floats),
+    /// best first, as one flat [`NativeHits`]. `filter` is JSON text or `undefined`.
+    #[napi(ts_return_type = "Promise<NativeHits>")]
+    pub fn search(
+        &self,
+        queries: Float32ArraySlice,
+        k: f64,
+        filter: Option<String>,
+        include_vectors: bool,
+        include_payloads: bool,
+    ) -> napi::Result<AsyncTask<Job<NativeHits>>> {
+        let args = napi_result(SearchArgs::new(
+            queries,
+            k,
+            filter,
+            include_vectors,
+            include_payloads,
+        ))?;
+        let collection = Arc::clone(&self.collection);
+        Ok(Job::spawn(move || args.run(&collection)))
+    }
+
+    /// `search` on the JS thread.
+    #[napi(catch_unwind)]
+    pub fn search_sync(
+        &self,
+        queries: Float32ArraySlice,
+        k: f64,
+        filter: Option<String>,
+        include_vectors: bool,
+        include_payloads: bool,
+    ) -> napi::Result<NativeHits> {
+        let args = napi_result(SearchArgs::new(
+            queries,
+            k,
+            filter,
+            include_vectors,
+            include_payloads,
+        ))?;
+        napi_result(args.run(&self.collection))
+    }
+
+    /// Benchmark hook, not public API: sums every float of the live slot range in place,
+    /// the memory-bandwidth limit `npm run bench` compares a search with.
+    #[napi(catch_unwind)]
+    pub fn memory_scan_for_bench(&self) -> napi::Result<f64> {
+        napi_result(self.collection.memory_scan_for_bench()).map(f64::from)
+    }
+
     /// Counters and sizes.
     #[napi(catch_unwind)]
     pub fn stats(&self) -> napi::Result<NativeCollectionStats> {
@@ -360,21 +470,59 @@ fn read_many(
         .collect()
 }
 
+/// A stored payload's JSON text as a string. It was checked when written; bytes that fail
+/// now were changed on disk.
+fn payload_text(bytes: Vec<u8>) -> keeldb_core::Result<String> {
+    String::from_utf8(bytes).map_err(|e| Error::Corrupted {
+        file: "payload log".into(),
+        offset: e.utf8_error().valid_up_to() as u64,
+        reason: "a stored payload is not UTF-8".into(),
+    })
+}
+
 fn to_js_record(record: Record) -> keeldb_core::Result<NativeRecord> {
-    let payload = record
-        .payload
-        .map(|bytes| {
-            // Checked when it was written; bytes that fail now were changed on disk.
-            String::from_utf8(bytes).map_err(|e| Error::Corrupted {
-                file: "payload log".into(),
-                offset: e.utf8_error().valid_up_to() as u64,
-                reason: "a stored payload is not UTF-8".into(),
-            })
-        })
-        .transpose()?;
+    let payload = record.payload.map(payload_text).transpose()?;
     Ok(NativeRecord {
         vector: record.vector.map(Float32Array::new),
         payload,
+    })
+}
+
+fn to_js_hits(
+    results: Vec<Vec<SearchHit>>,
+    include_vectors: bool,
+    include_payloads: bool,
+) -> keeldb_core::Result<NativeHits> {
+    let total: usize = results.iter().map(Vec::len).sum();
+    let mut counts = Vec::with_capacity(results.len());
+    let mut ids = Vec::with_capacity(total);
+    let mut distances = Vec::with_capacity(total);
+    let mut vectors = Vec::new();
+    let mut payloads = Vec::new();
+    for hits in results {
+        // At most SEARCH_K_MAX hits per query.
+        counts.push(hits.len() as u32);
+        for hit in hits {
+            ids.push(match hit.id {
+                Id::Str(s) => Either::A(s.into_string()),
+                // Integer ids are at most 2^53 - 1, exact as a double.
+                Id::Int(n) => Either::B(n as f64),
+            });
+            distances.push(f64::from(hit.distance));
+            if let Some(v) = hit.vector {
+                vectors.extend_from_slice(&v);
+            }
+            if include_payloads {
+                payloads.push(hit.payload.map(payload_text).transpose()?);
+            }
+        }
+    }
+    Ok(NativeHits {
+        counts,
+        ids,
+        distances: Float64Array::new(distances),
+        vectors: include_vectors.then(|| Float32Array::new(vectors)),
+        payloads: include_payloads.then_some(payloads),
     })
 }
 

@@ -24,7 +24,7 @@ mod job;
 
 use napi_derive::napi;
 
-pub use collection::{NativeCollection, NativeCollectionStats, NativeRecord};
+pub use collection::{NativeCollection, NativeCollectionStats, NativeHits, NativeRecord};
 pub use db::{open_db, NativeDb, NativeTuning};
 
 /// Version of the native addon (the Cargo package version).

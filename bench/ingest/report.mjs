@@ -237,10 +237,11 @@ each run is a fresh process, and systems take turns within each workload. Raw da
 
 Peers: ${systemsList(results)}.
 
-**keeldb stores no payload yet** (issue 3): its records are an integer id and a ${p.dimension}-float vector
-(${p.recordBytes} log bytes each), while every peer also stores a ~300-byte JSON payload per record. keeldb's numbers
-will drop by up to ~20% of bytes written once payloads land (flip \`KEELDB_PAYLOADS\` in
-\`bench/ingest/systems/keeldb.mjs\`).
+${p.keeldbPayloads
+  ? `Every system, keeldb included, stores an integer id, a ${p.dimension}-float vector and a ~300-byte JSON payload per record.`
+  : `**keeldb stored no payload in this run**: its records were an integer id and a ${p.dimension}-float vector
+(${p.recordBytes} log bytes each), while every peer also stored a ~300-byte JSON payload per record
+(\`KEELDB_PAYLOADS\` in \`bench/ingest/systems/keeldb.mjs\` was off).`}
 
 ### Goals of issue 6
 

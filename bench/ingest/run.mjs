@@ -14,9 +14,10 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { runChild } from '../lib/child.mjs'
-import { DIMENSION } from '../lib/data.mjs'
+import { DIMENSION, payloadFor } from '../lib/data.mjs'
 import { describeMachine } from '../lib/machine.mjs'
 import { summarize } from '../lib/stats.mjs'
+import { KEELDB_PAYLOADS } from './systems/keeldb.mjs'
 import { writeReport } from './report.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -80,9 +81,11 @@ mkdirSync(root, { recursive: true })
 /**
  * keeldb's log record for one upsert of one integer id (docs/FORMAT.md): a 24-byte header,
  * the batch body (op_count u32, op u8, id tag u8 + u64, the vector) and a 4-byte CRC: 1,578
- * bytes at dimension 384. The limits write records of exactly this size.
+ * bytes at dimension 384, plus, with payloads, the payload's length (u32) and JSON text (op 3).
+ * The limits write records of exactly this size.
  */
-const RECORD_BYTES = 24 + (4 + 1 + 1 + 8 + 4 * DIMENSION) + 4
+const RECORD_BYTES =
+  24 + (4 + 1 + 1 + 8 + 4 * DIMENSION) + 4 + (KEELDB_PAYLOADS ? 4 + Buffer.byteLength(JSON.stringify(payloadFor(0))) : 0)
 
 /** Ingest workloads: one record per call unless `batch`. */
 /**
@@ -114,7 +117,7 @@ const results = {
   suite: 'ingest',
   command: `node bench/ingest/run.mjs ${process.argv.slice(2).join(' ')}`.trim(),
   machine: describeMachine(root, repoRoot),
-  params: { ...params, recordBytes: RECORD_BYTES },
+  params: { ...params, recordBytes: RECORD_BYTES, keeldbPayloads: KEELDB_PAYLOADS },
   systems: {},
   limits: { runs: [] },
   ingest: {},

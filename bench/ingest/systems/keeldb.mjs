@@ -5,11 +5,10 @@ const require = createRequire(import.meta.url)
 const keeldb = require('../../../dist/index.js')
 
 /**
- * PAYLOAD SWITCH. keeldb has no payloads until issue 3 lands: until then its records carry
- * the id and vector only, and its numbers exclude the ~300 payload bytes every peer stores.
- * Once `upsert` takes a `payload`, set this to true (the records already carry one).
+ * PAYLOAD SWITCH. On: keeldb stores the same ~300-byte JSON payload per record as every peer.
+ * Off only to compare with runs made before keeldb had payloads.
  */
-export const KEELDB_PAYLOADS = false
+export const KEELDB_PAYLOADS = true
 
 export const info = {
   name: 'keeldb',

@@ -41,6 +41,9 @@ use crate::format::wal::{
 };
 use crate::format::{id_encoded_len, peek_version};
 use crate::payloads::{self, PayloadOpenReport, PayloadStore, PAYLOAD_INDEX_FILE};
+use crate::search::filter::Filter;
+use crate::search::kernels::{self, Isa};
+use crate::search::{self, Space};
 use crate::storage::fsio;
 use crate::storage::payload_log;
 use crate::storage::vectors::VectorFile;
@@ -166,6 +169,32 @@ pub struct Record {
     pub payload: Option<Vec<u8>>,
 }
 
+/// What a search asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchRequest<'a> {
+    /// How many nearest records to return per query, 1 to [`search::SEARCH_K_MAX`].
+    pub k: usize,
+    /// Only records whose payload matches are candidates.
+    pub filter: Option<&'a Filter>,
+    /// Whether each hit carries a copy of its vector.
+    pub include_vectors: bool,
+    /// Whether each hit carries its payload (JSON text).
+    pub include_payloads: bool,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The record's id.
+    pub id: Id,
+    /// Its distance to the query (see `search` for each metric's definition).
+    pub distance: f32,
+    /// A copy of its vector, when asked for.
+    pub vector: Option<Vec<f32>>,
+    /// Its payload as JSON text, when asked for and it has one.
+    pub payload: Option<Vec<u8>>,
+}
+
 /// The in-memory state readers see.
 #[derive(Debug)]
 struct State {
@@ -179,6 +208,13 @@ struct State {
     last_lsn: u64,
     checkpoint_lsn: u64,
     payloads: PayloadStore,
+    /// The id stored in each slot below `slot_high_water` (`None`: free): search's
+    /// slot -> id map, kept by `apply` next to `ids`, so replay rebuilds it too.
+    slot_ids: Vec<Option<Id>>,
+    /// Cosine collections: `1/|v|` of each slot's vector, built by the first search (so
+    /// opening stays one pass over the index, not over the vectors), then kept by `apply`.
+    /// `None` until then, and always for other metrics.
+    inverse_norms: Option<Vec<f32>>,
 }
 
 impl State {
@@ -214,11 +250,17 @@ impl State {
                     self.vectors.write_slot_le(slot, vector_le)?;
                     if let Some(old) = self.ids.insert(id.clone(), slot) {
                         self.pending_free.push(old);
+                        self.set_slot_id(old, None);
+                    }
+                    self.set_slot_id(slot, Some(id.clone()));
+                    if let Some(norms) = &mut self.inverse_norms {
+                        set_grown(norms, slot, kernels::inverse_norm_le(vector_le));
                     }
                 }
                 Op::Delete { id } => {
                     if let Some(old) = self.ids.remove(id) {
                         self.pending_free.push(old);
+                        self.set_slot_id(old, None);
                         removed += 1;
                     }
                 }
@@ -228,6 +270,125 @@ impl State {
         self.payloads.apply(payload_changes);
         self.last_lsn = lsn;
         Ok(removed)
+    }
+
+    fn set_slot_id(&mut self, slot: u32, id: Option<Id>) {
+        set_grown(&mut self.slot_ids, slot, id);
+    }
+
+    /// Computes `1/|v|` for every live slot (the first cosine search does this once).
+    fn build_inverse_norms(&mut self) -> Result<()> {
+        if self.inverse_norms.is_none() {
+            self.inverse_norms = Some(self.compute_inverse_norms()?);
+        }
+        Ok(())
+    }
+
+    fn compute_inverse_norms(&self) -> Result<Vec<f32>> {
+        let dim = self.vectors.dimension();
+        let data = self.vectors.slots_f32(self.slot_high_water)?;
+        let live = |slot: usize| self.slot_ids.get(slot).is_some_and(Option::is_some);
+        Ok(data
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(slot, v)| match live(slot) {
+                true => kernels::inverse_norm(v),
+                false => 0.0,
+            })
+            .collect())
+    }
+
+    /// The payload a filter sees for the record in `slot`: `None` (an empty object to a
+    /// filter) for a record without one. Payload bytes were validated as JSON when written,
+    /// so one that no longer reads or parses was damaged on disk: `Corrupted`.
+    fn payload_for_filter(&self, slot: u32) -> Result<Option<serde_json::Value>> {
+        let Some(id) = self.slot_ids.get(slot as usize).and_then(Option::as_ref) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.payloads.get(id)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::corrupted(
+                payload_log::file_name(self.payloads.generation()),
+                0,
+                format!("the payload of {id} is not JSON: {e}"),
+            )
+        })
+    }
+
+    /// Runs a validated request over the live slots (the caller holds the read lock).
+    fn search(
+        &self,
+        metric: Metric,
+        queries: &[f32],
+        request: &SearchRequest<'_>,
+    ) -> Result<Vec<Vec<SearchHit>>> {
+        let dim = self.vectors.dimension();
+        let slot_count = self.slot_high_water as usize;
+        let computed;
+        let inverse_norms: &[f32] = match (&self.inverse_norms, metric) {
+            (Some(norms), Metric::Cosine) if norms.len() >= slot_count => norms,
+            (_, Metric::Cosine) => {
+                // The caller builds the norms first; this path only keeps a missed build
+                // from turning into a panic.
+                computed = self.compute_inverse_norms()?;
+                &computed
+            }
+            _ => &[],
+        };
+        let filter_error: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
+        let space = Space {
+            data: self.vectors.slots_f32(self.slot_high_water)?,
+            dim,
+            slot_count,
+            metric,
+            inverse_norms,
+        };
+        let found = search::exact_search(
+            &space,
+            queries,
+            request.k,
+            Isa::best(),
+            |slot| self.slot_ids.get(slot).and_then(Option::as_ref),
+            |slot| match request.filter {
+                None => true,
+                Some(filter) => match self.payload_for_filter(slot as u32) {
+                    Ok(payload) => filter.matches(payload.as_ref()),
+                    Err(e) => {
+                        // The first failure is reported once the scan is over.
+                        filter_error.borrow_mut().get_or_insert(e);
+                        false
+                    }
+                },
+            },
+        );
+        if let Some(e) = filter_error.into_inner() {
+            return Err(e);
+        }
+        found
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|hit| {
+                        let vector = match request.include_vectors {
+                            true => Some(self.vectors.read_slot(hit.slot)?),
+                            false => None,
+                        };
+                        let payload = match request.include_payloads {
+                            true => self.payloads.get(hit.key)?,
+                            false => None,
+                        };
+                        Ok(SearchHit {
+                            id: hit.key.clone(),
+                            distance: hit.distance,
+                            vector,
+                            payload,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     fn snapshot(&self, dimension: u32) -> IndexSnapshot {
@@ -371,6 +532,14 @@ impl Collection {
         let (payloads, payload_report) =
             PayloadStore::open(dir, snapshot.checkpoint_lsn, options.recovery, upgrading)?;
         let config = upgrade_config(dir, config)?;
+        let mut slot_ids = vec![None; snapshot.slot_high_water as usize];
+        for (id, slot) in &snapshot.entries {
+            // The index decoder checked that every slot is below the high-water mark and
+            // appears once.
+            if let Some(entry) = slot_ids.get_mut(*slot as usize) {
+                *entry = Some(id.clone());
+            }
+        }
         let mut state = State {
             vectors,
             ids: snapshot.entries.into_iter().collect(),
@@ -380,6 +549,8 @@ impl Collection {
             last_lsn: snapshot.checkpoint_lsn,
             checkpoint_lsn: snapshot.checkpoint_lsn,
             payloads,
+            slot_ids,
+            inverse_norms: None,
         };
         let (wal, mut report) = recover_log(dir, &config, options.recovery, &mut state)?;
         // A payload log replayed without a snapshot gets one now, so the next open is fast.
@@ -826,6 +997,75 @@ impl Collection {
         }
     }
 
+    /// The `request.k` records nearest to `query`, best first. Exact: every live record
+    /// (that the filter accepts) is compared. Reflects every write acknowledged before the
+    /// call; it scans under the read lock, so it never sees a half-written vector.
+    pub fn search(&self, query: &[f32], request: &SearchRequest<'_>) -> Result<Vec<SearchHit>> {
+        if query.len() != self.config.dimension as usize {
+            return Err(Error::DimensionMismatch(format!(
+                "the query has {} components, the collection's dimension is {}",
+                query.len(),
+                self.config.dimension
+            )));
+        }
+        Ok(self
+            .search_batch(query, request)?
+            .into_iter()
+            .next()
+            .unwrap_or_default())
+    }
+
+    /// [`Collection::search`] for many queries (a flat array of `count * dimension`
+    /// floats) in one pass over the vectors. Returns one result list per query, in order.
+    pub fn search_batch(
+        &self,
+        queries: &[f32],
+        request: &SearchRequest<'_>,
+    ) -> Result<Vec<Vec<SearchHit>>> {
+        let metric = self.config.metric;
+        let count = search::validate_request(
+            queries,
+            self.config.dimension as usize,
+            request.k,
+            request.include_vectors,
+        )?;
+        if count == 0 {
+            // Still refuse a closed collection.
+            return self
+                .read_state()?
+                .as_ref()
+                .map(|_| Vec::new())
+                .ok_or(Error::Closed("collection"));
+        }
+        {
+            let guard = self.read_state()?;
+            let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+            if metric != Metric::Cosine || state.inverse_norms.is_some() {
+                return state.search(metric, queries, request);
+            }
+        }
+        // The first cosine search computes the inverse norms, under the write lock (one pass
+        // over the vectors); from then on writes keep them.
+        {
+            let mut guard = self.write_state()?;
+            open_state(&mut guard)?.build_inverse_norms()?;
+        }
+        let guard = self.read_state()?;
+        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        state.search(metric, queries, request)
+    }
+
+    /// The sum of every float of the live slot range, read in place under the read lock:
+    /// the cheapest pass over the bytes a search reads. The benchmark times it as the
+    /// memory-bandwidth limit a search is compared with; it is not meant for anything else.
+    pub fn memory_scan_for_bench(&self) -> Result<f32> {
+        let guard = self.read_state()?;
+        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        Ok(kernels::sum(
+            state.vectors.slots_f32(state.slot_high_water)?,
+        ))
+    }
+
     /// The record stored under `id`, with its vector and payload if asked for, read under
     /// one lock so both come from the same write.
     pub fn get_record(&self, id: &Id, vector: bool, payload: bool) -> Result<Option<Record>> {
@@ -1122,6 +1362,15 @@ impl Collection {
             Some(w) => Ok(w),
         }
     }
+}
+
+/// Sets `items[index]`, first growing `items` with defaults if it is too short.
+fn set_grown<T: Clone + Default>(items: &mut Vec<T>, index: u32, value: T) {
+    let index = index as usize;
+    if items.len() <= index {
+        items.resize(index + 1, T::default());
+    }
+    items[index] = value;
 }
 
 fn open_state(guard: &mut Option<State>) -> Result<&mut State> {

@@ -15,11 +15,14 @@ pub mod db;
 pub mod error;
 pub mod format;
 pub mod payloads;
+pub mod search;
 pub mod storage;
 pub mod types;
 pub mod wal;
 
-pub use collection::{Collection, CollectionOptions, CollectionStats, Record};
+pub use collection::{
+    Collection, CollectionOptions, CollectionStats, Record, SearchHit, SearchRequest,
+};
 pub use commit::{Completion, PreparedBatch};
 pub use db::{Db, DbOptions};
 pub use error::{Error, Result};

@@ -23,6 +23,12 @@ use crate::format::vectors::{
 };
 use crate::format::{f32s_from_le, peek_version, put_f32s};
 
+// Search reads the little-endian slots in place as native f32 ([`VectorFile::slots_f32`]).
+#[cfg(not(target_endian = "little"))]
+compile_error!(
+    "keeldb reads its little-endian vector file in place: big-endian targets are not supported"
+);
+
 /// Size of a new vector file.
 pub const INITIAL_BYTES: u64 = 16 << 20;
 /// The smallest step the file grows by.
@@ -97,6 +103,11 @@ impl VectorFile {
         })
     }
 
+    /// Floats per slot.
+    pub fn dimension(&self) -> usize {
+        self.slot_bytes / 4
+    }
+
     /// How many slots fit in the file as it is now.
     pub fn capacity_slots(&self) -> u64 {
         ((self.map.len() - VECTORS_HEADER_LEN) / self.slot_bytes) as u64
@@ -168,6 +179,34 @@ impl VectorFile {
         Ok(out)
     }
 
+    /// The first `count` slots as floats, read in place (search scans them without copying).
+    /// The slice borrows `self`, so it cannot outlive a remap.
+    pub fn slots_f32(&self, count: u32) -> Result<&[f32]> {
+        let end = (count as usize)
+            .checked_mul(self.slot_bytes)
+            .and_then(|b| b.checked_add(VECTORS_HEADER_LEN))
+            .filter(|&end| end <= self.map.len())
+            .ok_or_else(|| {
+                Error::corrupted(
+                    &self.path,
+                    self.map.len() as u64,
+                    format!(
+                        "{count} slots lie beyond the end of the {}-byte file",
+                        self.map.len()
+                    ),
+                )
+            })?;
+        // The mapping is page-aligned and the header is one page, so the cast cannot fail on
+        // alignment; it is checked anyway rather than assumed.
+        bytemuck::try_cast_slice(&self.map[VECTORS_HEADER_LEN..end]).map_err(|e| {
+            Error::corrupted(
+                &self.path,
+                VECTORS_HEADER_LEN as u64,
+                format!("the slots cannot be read as f32: {e}"),
+            )
+        })
+    }
+
     /// Makes every write through the mapping, and the file's size, durable.
     pub fn sync(&self) -> Result<()> {
         self.map
@@ -237,6 +276,16 @@ mod tests {
         vf.reserve(first + 1).expect("grow");
         assert!(vf.len_bytes() >= INITIAL_BYTES + GROWTH_FLOOR_BYTES);
         assert_eq!(vf.read_slot(0).expect("read"), vec![1.5; 1024]);
+        assert_eq!(vf.slots_f32(1).expect("view"), &[1.5; 1024][..]);
+        let capacity = u32::try_from(vf.capacity_slots()).expect("fits");
+        assert_eq!(
+            vf.slots_f32(capacity).expect("all").len(),
+            capacity as usize * 1024
+        );
+        assert_eq!(
+            vf.slots_f32(capacity + 1).err().map(|e| e.code()),
+            Some("KEEL_CORRUPT")
+        );
         let beyond = u32::try_from(vf.capacity_slots()).expect("fits");
         assert_eq!(
             vf.read_slot(beyond).err().map(|e| e.code()),

@@ -1,0 +1,852 @@
+//! Payload filters in the MongoDB style: parsed once into a validated tree ([`Filter`]),
+//! then evaluated against each candidate's payload (a `serde_json::Value`).
+//!
+//! Language:
+//! - a filter is an object; its keys are ANDed. A key is a field path (`"price"`,
+//!   `"author.name"`: dots step into nested objects) or one of `$and`, `$or` (a non-empty
+//!   array of filters) and `$not` (one filter);
+//! - a field's condition is either a bare value, meaning `$eq`, or an object of operators,
+//!   ANDed: `$eq $ne $gt $gte $lt $lte $in $nin $exists $not`;
+//! - `$gt $gte $lt $lte` take a number or a string; `$in $nin` an array; `$exists` a boolean;
+//!   a field's `$not` an object of operators (`{ price: { $not: { $gt: 5 } } }`).
+//!
+//! Semantics, following MongoDB's:
+//! - a record without a payload is an empty object;
+//! - a path that meets an array steps into each element that is an object (`"tags.name"`
+//!   over `tags: [{ name }, ...]`), or, for a numeric step, the element at that index;
+//! - a condition on a field holding an array holds if it holds for the array itself or for
+//!   any element (`{ tags: 'red' }` matches `tags: ['red', 'blue']`);
+//! - `$eq`/`$in` compare by value: numbers by numeric value (1 equals 1.0), objects whatever
+//!   the order of their keys; `{ f: null }` matches a missing `f` as well as `f: null`;
+//! - `$gt` and friends compare numbers with numbers and strings with strings (by UTF-8
+//!   bytes); any other pairing, or a missing field, does not match;
+//! - `$ne`, `$nin` and `$not` are the exact negations of `$eq`, `$in` and their operand, so
+//!   they match a missing field (`{ f: { $ne: 1 } }` matches a record without `f`);
+//! - `$exists: true` matches a present field, even one holding null.
+//!
+//! Invariant: parsing refuses everything it does not understand, with an error naming where
+//! (`at 'price.$gt'`) and what; evaluation never fails and never allocates per record.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Deepest nesting of filters and conditions.
+pub const FILTER_DEPTH_MAX: usize = 32;
+/// Most nodes (filters, conditions and `$in` values) in one filter.
+pub const FILTER_NODES_MAX: usize = 10_000;
+/// Longest field path, in bytes.
+pub const FILTER_PATH_BYTES_MAX: usize = 1024;
+/// Largest filter as JSON text, in bytes (checked by callers before parsing text).
+pub const FILTER_JSON_BYTES_MAX: usize = 1 << 20;
+
+/// A validated filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// Every filter holds (the empty filter `{}` is `All([])`, which matches everything).
+    All(Vec<Filter>),
+    /// At least one filter holds.
+    Any(Vec<Filter>),
+    /// The filter does not hold.
+    Not(Box<Filter>),
+    /// A condition on the values a path reaches.
+    Field {
+        /// The path's steps (`"a.b"` is `["a", "b"]`).
+        path: Vec<String>,
+        /// What the values must satisfy.
+        cond: Cond,
+    },
+}
+
+/// A condition on a field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    /// Equal to the value (or, for an array field, containing it).
+    Eq(Value),
+    /// Equal to one of the values.
+    In(Vec<Value>),
+    /// Ordered against a bound of the same type.
+    Cmp(CmpOp, Bound),
+    /// The path reaches a value (`true`) or does not (`false`).
+    Exists(bool),
+    /// The condition does not hold.
+    Not(Box<Cond>),
+    /// Every condition holds.
+    All(Vec<Cond>),
+}
+
+/// The ordering operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `$gt`
+    Gt,
+    /// `$gte`
+    Gte,
+    /// `$lt`
+    Lt,
+    /// `$lte`
+    Lte,
+}
+
+/// The operand of an ordering operator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bound {
+    /// Compared with numbers.
+    Number(f64),
+    /// Compared with strings, by UTF-8 bytes.
+    String(String),
+}
+
+impl Filter {
+    /// Parses and validates a filter. Errors are `InvalidArgument` naming the bad part.
+    ///
+    /// ```
+    /// use keeldb_core::search::filter::Filter;
+    /// let filter = Filter::parse(&serde_json::json!({ "price": { "$lt": 10 }, "tags": "red" }))
+    ///     .expect("a valid filter");
+    /// assert!(filter.matches(Some(&serde_json::json!({ "price": 5, "tags": ["red", "blue"] }))));
+    /// assert!(!filter.matches(None));
+    /// ```
+    pub fn parse(value: &Value) -> Result<Filter> {
+        let mut parser = Parser { nodes: 0 };
+        parser.filter(value, "", 0)
+    }
+
+    /// Parses a filter from JSON text of at most [`FILTER_JSON_BYTES_MAX`] bytes.
+    pub fn parse_json(text: &str) -> Result<Filter> {
+        if text.len() > FILTER_JSON_BYTES_MAX {
+            return Err(Error::invalid(format!(
+                "invalid filter: {} bytes of JSON, the limit is {FILTER_JSON_BYTES_MAX}",
+                text.len()
+            )));
+        }
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(format!("invalid filter: not JSON: {e}")))?;
+        Filter::parse(&value)
+    }
+
+    /// Whether a record whose payload is `payload` (`None`: it has none) matches.
+    pub fn matches(&self, payload: Option<&Value>) -> bool {
+        match self {
+            Filter::All(filters) => filters.iter().all(|f| f.matches(payload)),
+            Filter::Any(filters) => filters.iter().any(|f| f.matches(payload)),
+            Filter::Not(filter) => !filter.matches(payload),
+            Filter::Field { path, cond } => cond.holds(payload, path),
+        }
+    }
+}
+
+impl Cond {
+    fn holds(&self, doc: Option<&Value>, path: &[String]) -> bool {
+        match self {
+            Cond::Not(cond) => !cond.holds(doc, path),
+            Cond::All(conds) => conds.iter().all(|c| c.holds(doc, path)),
+            Cond::Exists(wanted) => reaches(doc, path, &mut |_| true).0 == *wanted,
+            Cond::Eq(wanted) => equals_any(doc, path, std::slice::from_ref(wanted)),
+            Cond::In(wanted) => equals_any(doc, path, wanted),
+            Cond::Cmp(op, bound) => {
+                reaches(doc, path, &mut |v| {
+                    leaf_any(v, &mut |x| compare(*op, bound, x))
+                })
+                .1
+            }
+        }
+    }
+}
+
+/// Whether the path reaches a value equal to one of `wanted` (or is missing and `wanted`
+/// holds null).
+fn equals_any(doc: Option<&Value>, path: &[String], wanted: &[Value]) -> bool {
+    let (reached, matched) = reaches(doc, path, &mut |v| {
+        leaf_any(v, &mut |x| wanted.iter().any(|w| json_eq(x, w)))
+    });
+    matched || (!reached && wanted.iter().any(Value::is_null))
+}
+
+/// Calls `test` on each value `path` reaches in `doc` until it returns true. Returns whether
+/// any value was reached and whether `test` held for one.
+fn reaches<'v>(
+    doc: Option<&'v Value>,
+    path: &[String],
+    test: &mut dyn FnMut(&'v Value) -> bool,
+) -> (bool, bool) {
+    let mut reached = false;
+    let matched = doc.is_some_and(|d| walk(d, path, test, &mut reached));
+    (reached, matched)
+}
+
+fn walk<'v>(
+    value: &'v Value,
+    path: &[String],
+    test: &mut dyn FnMut(&'v Value) -> bool,
+    reached: &mut bool,
+) -> bool {
+    let Some((step, rest)) = path.split_first() else {
+        *reached = true;
+        return test(value);
+    };
+    match value {
+        Value::Object(fields) => fields
+            .get(step.as_str())
+            .is_some_and(|child| walk(child, rest, test, reached)),
+        Value::Array(items) => {
+            let by_index = step
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| items.get(i))
+                .is_some_and(|child| walk(child, rest, test, reached));
+            // Like MongoDB, a step into an array also tries the step on each element that is
+            // an object (one level: arrays inside arrays are not entered).
+            by_index
+                || items
+                    .iter()
+                    .filter(|item| item.is_object())
+                    .any(|item| walk(item, path, test, reached))
+        }
+        _ => false,
+    }
+}
+
+/// `test` on the value itself or, if it is an array, on any of its elements.
+fn leaf_any(value: &Value, test: &mut dyn FnMut(&Value) -> bool) -> bool {
+    test(value) || value.as_array().is_some_and(|items| items.iter().any(test))
+}
+
+fn compare(op: CmpOp, bound: &Bound, value: &Value) -> bool {
+    let ordering = match (bound, value) {
+        (Bound::Number(b), Value::Number(n)) => n.as_f64().and_then(|x| x.partial_cmp(b)),
+        (Bound::String(b), Value::String(s)) => Some(s.as_str().cmp(b.as_str())),
+        _ => None,
+    };
+    ordering.is_some_and(|o| match op {
+        CmpOp::Gt => o.is_gt(),
+        CmpOp::Gte => o.is_ge(),
+        CmpOp::Lt => o.is_lt(),
+        CmpOp::Lte => o.is_le(),
+    })
+}
+
+/// Equality by value: numbers by numeric value, arrays element by element, objects key by
+/// key whatever their order.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(key, p)| y.get(key).is_some_and(|q| json_eq(p, q)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Builds the tree, counting nodes against [`FILTER_NODES_MAX`].
+struct Parser {
+    nodes: usize,
+}
+
+impl Parser {
+    fn count(&mut self, at: &str, extra: usize, depth: usize) -> Result<()> {
+        self.nodes += extra;
+        if self.nodes > FILTER_NODES_MAX {
+            return Err(bad(
+                at,
+                format!("the filter has more than {FILTER_NODES_MAX} conditions and values"),
+            ));
+        }
+        if depth > FILTER_DEPTH_MAX {
+            return Err(bad(
+                at,
+                format!("the filter nests deeper than {FILTER_DEPTH_MAX} levels"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn filter(&mut self, value: &Value, at: &str, depth: usize) -> Result<Filter> {
+        self.count(at, 1, depth)?;
+        let Value::Object(fields) = value else {
+            return Err(bad(
+                at,
+                format!("a filter must be an object, got {}", kind(value)),
+            ));
+        };
+        let mut parts = Vec::with_capacity(fields.len());
+        for (key, operand) in fields {
+            let here = join(at, key);
+            let part = match key.as_str() {
+                "$and" => Filter::All(self.filter_list(operand, &here, depth)?),
+                "$or" => Filter::Any(self.filter_list(operand, &here, depth)?),
+                "$not" => Filter::Not(Box::new(self.filter(operand, &here, depth + 1)?)),
+                op if op.starts_with('$') => {
+                    return Err(bad(&here, unknown_operator(op, "at the top of a filter (use $and, $or or $not; field operators go inside a field: { field: { $gt: 1 } })")));
+                }
+                _ => Filter::Field {
+                    path: parse_path(key, &here)?,
+                    cond: self.condition(operand, &here, depth + 1)?,
+                },
+            };
+            parts.push(part);
+        }
+        Ok(match parts.len() {
+            1 => parts.pop().unwrap_or(Filter::All(Vec::new())),
+            _ => Filter::All(parts),
+        })
+    }
+
+    fn filter_list(&mut self, value: &Value, at: &str, depth: usize) -> Result<Vec<Filter>> {
+        match value {
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| self.filter(item, &format!("{at}[{i}]"), depth + 1))
+                .collect(),
+            Value::Array(_) => Err(bad(at, "needs at least one filter, got an empty array")),
+            other => Err(bad(
+                at,
+                format!("needs an array of filters, got {}", kind(other)),
+            )),
+        }
+    }
+
+    /// A field's condition: an object of operators, or a bare value meaning `$eq`.
+    fn condition(&mut self, value: &Value, at: &str, depth: usize) -> Result<Cond> {
+        self.count(at, 1, depth)?;
+        match value {
+            Value::Object(ops) if ops.keys().any(|k| k.starts_with('$')) => {
+                self.operators(ops, at, depth)
+            }
+            _ => Ok(Cond::Eq(literal(value, at)?)),
+        }
+    }
+
+    fn operators(&mut self, ops: &Map<String, Value>, at: &str, depth: usize) -> Result<Cond> {
+        if let Some(field) = ops.keys().find(|k| !k.starts_with('$')) {
+            return Err(bad(at, format!("mixes operators and the field '{field}'; put nested fields in a dotted path ('a.b': ...)")));
+        }
+        let mut conds = Vec::with_capacity(ops.len());
+        for (op, operand) in ops {
+            let here = join(at, op);
+            self.count(&here, 1, depth + 1)?;
+            let cond = match op.as_str() {
+                "$eq" => Cond::Eq(literal(operand, &here)?),
+                "$ne" => Cond::Not(Box::new(Cond::Eq(literal(operand, &here)?))),
+                "$gt" => Cond::Cmp(CmpOp::Gt, bound(operand, &here)?),
+                "$gte" => Cond::Cmp(CmpOp::Gte, bound(operand, &here)?),
+                "$lt" => Cond::Cmp(CmpOp::Lt, bound(operand, &here)?),
+                "$lte" => Cond::Cmp(CmpOp::Lte, bound(operand, &here)?),
+                "$in" => Cond::In(self.values(operand, &here)?),
+                "$nin" => Cond::Not(Box::new(Cond::In(self.values(operand, &here)?))),
+                "$exists" => match operand {
+                    Value::Bool(b) => Cond::Exists(*b),
+                    other => {
+                        return Err(bad(
+                            &here,
+                            format!("needs true or false, got {}", kind(other)),
+                        ))
+                    }
+                },
+                "$not" => match operand {
+                    Value::Object(inner) if !inner.is_empty() => {
+                        Cond::Not(Box::new(self.operators(inner, &here, depth + 1)?))
+                    }
+                    other => {
+                        return Err(bad(
+                            &here,
+                            format!(
+                                "needs an object of operators ({{ $not: {{ $gt: 5 }} }}), got {}",
+                                kind(other)
+                            ),
+                        ))
+                    }
+                },
+                "$and" | "$or" => {
+                    return Err(bad(&here, format!("{op} combines whole filters and belongs at the top ({{ {op}: [{{ field: ... }}, ...] }}), not inside a field")));
+                }
+                other => return Err(bad(&here, unknown_operator(other, "on a field"))),
+            };
+            conds.push(cond);
+        }
+        Ok(match conds.len() {
+            1 => conds.pop().unwrap_or(Cond::All(Vec::new())),
+            _ => Cond::All(conds),
+        })
+    }
+
+    fn values(&mut self, value: &Value, at: &str) -> Result<Vec<Value>> {
+        let Value::Array(items) = value else {
+            return Err(bad(
+                at,
+                format!("needs an array of values, got {}", kind(value)),
+            ));
+        };
+        self.count(at, items.len(), 0)?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| literal(item, &format!("{at}[{i}]")))
+            .collect()
+    }
+}
+
+/// A literal value to compare with. Operators inside it are refused: `{ a: { b: { $gt: 1 } } }`
+/// is almost always meant as `{ 'a.b': { $gt: 1 } }`.
+fn literal(value: &Value, at: &str) -> Result<Value> {
+    /// The first operator inside `value`, or an error if it nests too deep to check.
+    fn find_operator(value: &Value, depth: usize) -> std::result::Result<Option<&str>, ()> {
+        if depth > FILTER_DEPTH_MAX {
+            return Err(());
+        }
+        let mut found = None;
+        match value {
+            Value::Object(fields) => {
+                for (k, v) in fields {
+                    if k.starts_with('$') {
+                        return Ok(Some(k.as_str()));
+                    }
+                    found = found.or(find_operator(v, depth + 1)?);
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    found = found.or(find_operator(item, depth + 1)?);
+                }
+            }
+            _ => {}
+        }
+        Ok(found)
+    }
+    match find_operator(value, 0) {
+        Err(()) => Err(bad(at, format!("the value nests deeper than {FILTER_DEPTH_MAX} levels"))),
+        Ok(Some(op)) => Err(bad(at, format!("the value holds the operator {op}; to test a nested field use a dotted path ('a.b': {{ {op}: ... }})"))),
+        Ok(None) => Ok(value.clone()),
+    }
+}
+
+fn bound(value: &Value, at: &str) -> Result<Bound> {
+    match value {
+        Value::Number(n) => n
+            .as_f64()
+            .map(Bound::Number)
+            .ok_or_else(|| bad(at, format!("the number {n} is out of range"))),
+        Value::String(s) => Ok(Bound::String(s.clone())),
+        other => Err(bad(
+            at,
+            format!("needs a number or a string, got {}", kind(other)),
+        )),
+    }
+}
+
+fn parse_path(key: &str, at: &str) -> Result<Vec<String>> {
+    if key.len() > FILTER_PATH_BYTES_MAX {
+        return Err(bad(
+            at,
+            format!(
+                "the field path is {} bytes, the limit is {FILTER_PATH_BYTES_MAX}",
+                key.len()
+            ),
+        ));
+    }
+    let steps: Vec<String> = key.split('.').map(str::to_owned).collect();
+    if steps.iter().any(String::is_empty) {
+        return Err(bad(
+            at,
+            "bad field path: empty step (a leading, trailing or doubled '.')",
+        ));
+    }
+    if let Some(step) = steps.iter().find(|s| s.starts_with('$')) {
+        return Err(bad(
+            at,
+            format!("bad field path: step '{step}' starts with '$'"),
+        ));
+    }
+    if steps.len() > FILTER_DEPTH_MAX {
+        return Err(bad(
+            at,
+            format!("bad field path: more than {FILTER_DEPTH_MAX} steps"),
+        ));
+    }
+    Ok(steps)
+}
+
+fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{at}.{key}")
+    }
+}
+
+fn unknown_operator(op: &str, place: &str) -> String {
+    const KNOWN: &str =
+        "$eq $ne $gt $gte $lt $lte $in $nin $exists $not, and $and $or $not at the top";
+    format!("unknown operator {op} {place}; known: {KNOWN}")
+}
+
+fn bad(at: &str, reason: impl std::fmt::Display) -> Error {
+    if at.is_empty() {
+        Error::invalid(format!("invalid filter: {reason}"))
+    } else {
+        Error::invalid(format!("invalid filter at '{at}': {reason}"))
+    }
+}
+
+fn kind(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) if s.len() <= 40 => format!("the string {s:?}"),
+        Value::String(_) => "a string".to_owned(),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: Value) -> Filter {
+        Filter::parse(&value).unwrap_or_else(|e| panic!("{value} should parse: {e}"))
+    }
+
+    fn error(value: Value) -> String {
+        match Filter::parse(&value) {
+            Ok(f) => panic!("{value} should be refused, parsed as {f:?}"),
+            Err(e) => {
+                assert_eq!(e.code(), "KEEL_INVALID_ARGUMENT");
+                e.to_string()
+            }
+        }
+    }
+
+    fn doc() -> Value {
+        json!({
+            "title": "Dune",
+            "price": 12.5,
+            "year": 1965,
+            "stock": 0,
+            "draft": false,
+            "note": null,
+            "tags": ["sf", "classic"],
+            "ratings": [4, 5, 3],
+            "author": { "name": "Herbert", "born": 1920, "address": { "city": "Tacoma" } },
+            "editions": [ { "year": 1965, "lang": "en" }, { "year": 1970, "lang": "fr" } ],
+            "matrix": [[1, 2], [3]],
+            "dims": { "w": 1, "h": 2 },
+        })
+    }
+
+    /// Asserts which of `filters` match `doc()`.
+    fn check(cases: &[(Value, bool)]) {
+        let d = doc();
+        for (filter, want) in cases {
+            assert_eq!(
+                parse(filter.clone()).matches(Some(&d)),
+                *want,
+                "filter {filter}"
+            );
+        }
+    }
+
+    #[test]
+    fn bare_values_and_eq() {
+        check(&[
+            (json!({}), true),
+            (json!({ "title": "Dune" }), true),
+            (json!({ "title": "dune" }), false),
+            (json!({ "title": { "$eq": "Dune" } }), true),
+            (json!({ "year": 1965.0 }), true), // numbers compare by value
+            (json!({ "price": 12.5, "year": 1965 }), true), // keys are ANDed
+            (json!({ "price": 12.5, "year": 1966 }), false),
+            (json!({ "draft": false }), true),
+            (json!({ "draft": 0 }), false), // no cross-type equality
+            (json!({ "stock": false }), false),
+            (json!({ "missing": "x" }), false),
+            (json!({ "dims": { "h": 2, "w": 1 } }), true), // key order does not matter
+            (json!({ "dims": { "w": 1 } }), false),        // whole-object equality
+        ]);
+    }
+
+    #[test]
+    fn arrays_match_whole_or_by_element() {
+        check(&[
+            (json!({ "tags": "sf" }), true),
+            (json!({ "tags": "horror" }), false),
+            (json!({ "tags": ["sf", "classic"] }), true),
+            (json!({ "tags": ["classic", "sf"] }), false), // order matters for arrays
+            (json!({ "ratings": { "$gt": 4 } }), true),    // some element > 4
+            (json!({ "ratings": { "$gt": 5 } }), false),
+            (json!({ "ratings": { "$in": [1, 3] } }), true),
+            (json!({ "ratings": { "$nin": [1, 3] } }), false),
+            (json!({ "ratings": { "$ne": 4 } }), false), // an element equals 4
+            (json!({ "matrix": [3] }), true),            // an element equal to the array
+            (json!({ "matrix": 3 }), false),             // nested arrays are not flattened
+            (json!({ "tags.0": "sf" }), true),           // numeric step indexes
+            (json!({ "tags.1": "sf" }), false),
+            (json!({ "tags.5": { "$exists": true } }), false),
+        ]);
+    }
+
+    #[test]
+    fn dotted_paths_into_objects_and_arrays_of_objects() {
+        check(&[
+            (json!({ "author.name": "Herbert" }), true),
+            (json!({ "author.address.city": "Tacoma" }), true),
+            (json!({ "author.address.zip": { "$exists": false } }), true),
+            (json!({ "author.name.first": { "$exists": true } }), false), // into a string
+            (json!({ "editions.lang": "fr" }), true),                     // each element object
+            (json!({ "editions.year": { "$gt": 1968 } }), true),
+            (json!({ "editions.year": { "$gt": 1970 } }), false),
+            (json!({ "editions.1.lang": "fr" }), true),
+            (json!({ "editions.0.lang": "fr" }), false),
+        ]);
+    }
+
+    #[test]
+    fn comparisons_are_within_a_type() {
+        check(&[
+            (json!({ "price": { "$gt": 12 } }), true),
+            (json!({ "price": { "$gt": 12.5 } }), false),
+            (json!({ "price": { "$gte": 12.5 } }), true),
+            (json!({ "price": { "$lt": 12.5 } }), false),
+            (json!({ "price": { "$lte": 12.5 } }), true),
+            (json!({ "price": { "$gt": 10, "$lt": 13 } }), true), // operators are ANDed
+            (json!({ "price": { "$gt": 10, "$lt": 12 } }), false),
+            (json!({ "title": { "$gt": "Alpha" } }), true),
+            (json!({ "title": { "$lt": "Dunes" } }), true),
+            (json!({ "title": { "$gt": "dune" } }), false), // 'D' < 'd' in bytes
+            (json!({ "title": { "$gt": 1 } }), false),      // string vs number: no match
+            (json!({ "price": { "$lt": "z" } }), false),
+            (json!({ "draft": { "$lt": 1 } }), false),
+            (json!({ "note": { "$lt": 1 } }), false),
+            (json!({ "missing": { "$lt": 1 } }), false),
+            (json!({ "missing": { "$not": { "$gt": 1 } } }), true), // negation matches missing
+            (json!({ "title": { "$not": { "$gt": 1 } } }), true),   // and other types
+            (json!({ "price": { "$not": { "$gt": 1 } } }), false),
+        ]);
+    }
+
+    #[test]
+    fn missing_null_and_exists() {
+        check(&[
+            (json!({ "note": null }), true),
+            (json!({ "missing": null }), true), // null matches missing, as in MongoDB
+            (json!({ "title": null }), false),
+            (json!({ "missing": { "$in": [1, null] } }), true),
+            (json!({ "missing": { "$in": [1] } }), false),
+            (json!({ "missing": { "$ne": 1 } }), true),
+            (json!({ "missing": { "$nin": [1] } }), true),
+            (json!({ "missing": { "$ne": null } }), false),
+            (json!({ "note": { "$ne": null } }), false),
+            (json!({ "title": { "$ne": null } }), true),
+            (json!({ "note": { "$exists": true } }), true), // present, though null
+            (json!({ "missing": { "$exists": true } }), false),
+            (json!({ "missing": { "$exists": false } }), true),
+            (json!({ "stock": { "$exists": true } }), true),
+        ]);
+    }
+
+    #[test]
+    fn logical_operators() {
+        check(&[
+            (
+                json!({ "$and": [{ "year": 1965 }, { "title": "Dune" }] }),
+                true,
+            ),
+            (
+                json!({ "$and": [{ "year": 1965 }, { "title": "Emma" }] }),
+                false,
+            ),
+            (json!({ "$or": [{ "year": 1 }, { "title": "Dune" }] }), true),
+            (
+                json!({ "$or": [{ "year": 1 }, { "title": "Emma" }] }),
+                false,
+            ),
+            (json!({ "$not": { "title": "Emma" } }), true),
+            (json!({ "$not": { "title": "Dune" } }), false),
+            (
+                json!({ "$or": [{ "$and": [{ "year": 1965 }, { "stock": { "$gt": 0 } }] }, { "tags": "sf" }] }),
+                true,
+            ),
+            (
+                json!({ "year": 1965, "$or": [{ "stock": 1 }, { "stock": 2 }] }),
+                false,
+            ),
+            (
+                json!({ "year": { "$in": [1964, 1965] }, "$not": { "draft": true } }),
+                true,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn no_payload_is_an_empty_object() {
+        let matches = |f: Value| parse(f).matches(None);
+        assert!(matches(json!({})));
+        assert!(matches(json!({ "a": { "$exists": false } })));
+        assert!(matches(json!({ "a": null })));
+        assert!(matches(json!({ "a": { "$ne": 1 } })));
+        assert!(!matches(json!({ "a": 1 })));
+        assert!(!matches(json!({ "a": { "$exists": true } })));
+        assert!(!matches(json!({ "a": { "$gte": 0 } })));
+        // A payload that is not an object has no fields.
+        assert!(!parse(json!({ "a": 1 })).matches(Some(&json!(1))));
+        assert!(parse(json!({ "a": { "$exists": false } })).matches(Some(&json!("text"))));
+    }
+
+    #[test]
+    fn bad_filters_name_the_bad_part() {
+        let cases: &[(Value, &str)] = &[
+            (json!([]), "a filter must be an object, got an array"),
+            (json!(null), "a filter must be an object, got null"),
+            (
+                json!({ "price": { "$foo": 1 } }),
+                "at 'price.$foo': unknown operator $foo",
+            ),
+            (
+                json!({ "$where": "x" }),
+                "at '$where': unknown operator $where",
+            ),
+            (
+                json!({ "price": { "$gt": [1] } }),
+                "at 'price.$gt': needs a number or a string, got an array",
+            ),
+            (
+                json!({ "price": { "$lte": null } }),
+                "at 'price.$lte': needs a number or a string, got null",
+            ),
+            (json!({ "price": { "$gt": true } }), "got the boolean true"),
+            (
+                json!({ "tag": { "$in": "a" } }),
+                "at 'tag.$in': needs an array of values",
+            ),
+            (
+                json!({ "tag": { "$nin": {} } }),
+                "at 'tag.$nin': needs an array of values, got an object",
+            ),
+            (
+                json!({ "tag": { "$exists": 1 } }),
+                "at 'tag.$exists': needs true or false",
+            ),
+            (
+                json!({ "tag": { "$not": 5 } }),
+                "at 'tag.$not': needs an object of operators",
+            ),
+            (
+                json!({ "tag": { "$not": {} } }),
+                "at 'tag.$not': needs an object of operators",
+            ),
+            (
+                json!({ "tag": { "$not": { "$bad": 1 } } }),
+                "at 'tag.$not.$bad': unknown operator",
+            ),
+            (
+                json!({ "$and": [] }),
+                "at '$and': needs at least one filter",
+            ),
+            (
+                json!({ "$or": {} }),
+                "at '$or': needs an array of filters, got an object",
+            ),
+            (
+                json!({ "$or": [{ "a": 1 }, 3] }),
+                "at '$or[1]': a filter must be an object, got the number 3",
+            ),
+            (
+                json!({ "$not": [] }),
+                "at '$not': a filter must be an object",
+            ),
+            (
+                json!({ "a": { "$and": [{}] } }),
+                "at 'a.$and': $and combines whole filters",
+            ),
+            (
+                json!({ "a": { "$gt": 1, "b": 2 } }),
+                "at 'a': mixes operators and the field 'b'",
+            ),
+            (
+                json!({ "a": { "b": { "$gt": 1 } } }),
+                "at 'a': the value holds the operator $gt",
+            ),
+            (
+                json!({ "a": { "$in": [{ "$gt": 1 }] } }),
+                "at 'a.$in[0]': the value holds the operator $gt",
+            ),
+            (json!({ "": 1 }), "bad field path: empty step"),
+            (
+                json!({ "a..b": 1 }),
+                "at 'a..b': bad field path: empty step",
+            ),
+            (json!({ ".a": 1 }), "bad field path: empty step"),
+            (json!({ "a.": 1 }), "bad field path: empty step"),
+            (
+                json!({ "a.$b": 1 }),
+                "at 'a.$b': bad field path: step '$b' starts with '$'",
+            ),
+        ];
+        for (filter, want) in cases {
+            let message = error(filter.clone());
+            assert!(
+                message.contains(want),
+                "filter {filter}: {message:?} lacks {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let long = "a".repeat(FILTER_PATH_BYTES_MAX + 1);
+        assert!(error(json!({ long: 1 })).contains("limit is 1024"));
+        let mut deep = json!({ "a": 1 });
+        for _ in 0..FILTER_DEPTH_MAX + 1 {
+            deep = json!({ "$not": deep });
+        }
+        assert!(error(deep).contains("deeper than 32"));
+        let many: Vec<Value> = (0..FILTER_NODES_MAX).map(|i| json!(i)).collect();
+        assert!(error(json!({ "a": { "$in": many } })).contains("more than 10000"));
+        let mut nested = json!(1);
+        for _ in 0..FILTER_DEPTH_MAX + 1 {
+            nested = json!([nested]);
+        }
+        assert!(error(json!({ "a": nested })).contains("the value nests deeper than 32"));
+        let steps = vec!["a"; FILTER_DEPTH_MAX + 1].join(".");
+        assert!(error(json!({ steps: 1 })).contains("more than 32 steps"));
+        let text = format!("{{\"a\":\"{}\"}}", "x".repeat(FILTER_JSON_BYTES_MAX));
+        assert!(Filter::parse_json(&text).is_err());
+        assert!(Filter::parse_json("{\"a\":").is_err());
+        assert_eq!(
+            Filter::parse_json("{\"a\":1}").ok(),
+            Some(Filter::Field {
+                path: vec!["a".into()],
+                cond: Cond::Eq(json!(1))
+            })
+        );
+    }
+
+    #[test]
+    fn ne_and_nin_negate_eq_and_in_on_every_document() {
+        let docs = [
+            doc(),
+            json!({}),
+            json!({ "a": [1, 2] }),
+            json!({ "a": null }),
+            json!({ "a": 1 }),
+        ];
+        for d in &docs {
+            for v in [json!(1), json!(null), json!([1, 2]), json!("x")] {
+                let eq = parse(json!({ "a": { "$eq": v } })).matches(Some(d));
+                let ne = parse(json!({ "a": { "$ne": v } })).matches(Some(d));
+                assert_ne!(eq, ne, "doc {d} value {v}");
+                let in_ = parse(json!({ "a": { "$in": [v, 7] } })).matches(Some(d));
+                let nin = parse(json!({ "a": { "$nin": [v, 7] } })).matches(Some(d));
+                assert_ne!(in_, nin, "doc {d} value {v}");
+            }
+        }
+    }
+}
