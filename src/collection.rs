@@ -9,6 +9,7 @@ use std::sync::Arc;
 use keeldb_core::search::filter::Filter;
 use keeldb_core::search::SEARCH_K_MAX;
 use keeldb_core::{Collection, CollectionStats, Error, Id, Record, SearchHit, SearchRequest};
+use napi::bindgen_prelude::JsObjectValue;
 use napi::bindgen_prelude::{
     AsyncTask, Buffer, Float32Array, Float32ArraySlice, Float64Array, Object, ToNapiValue,
     Uint32Array,
@@ -296,16 +297,31 @@ impl NativeCollection {
         Ok(Job::spawn(move || read(&collection, &id, vector, payload)))
     }
 
-    /// `get` on the JS thread.
-    #[napi(catch_unwind)]
-    pub fn get_sync(
+    /// `get` on the JS thread. The vector is copied into an ArrayBuffer that V8 allocates
+    /// and owns: handing V8 the `Vec` as an external buffer instead (as the pool's `get`
+    /// must, having no `Env`) costs a finalizer and a global handle per call and keeps freed
+    /// vectors alive until V8 sweeps them, which made this call about twice as slow
+    /// (bench/ingest/profile.sh).
+    #[napi(catch_unwind, ts_return_type = "NativeRecord | null")]
+    pub fn get_sync<'env>(
         &self,
+        env: &'env Env,
         id: Either<String, f64>,
         vector: bool,
         payload: bool,
-    ) -> napi::Result<Option<NativeRecord>> {
+    ) -> napi::Result<Option<Object<'env>>> {
         let id = napi_result(to_id(id))?;
-        napi_result(read(&self.collection, &id, vector, payload))
+        let Some(record) = napi_result(self.collection.get_record(&id, vector, payload))? else {
+            return Ok(None);
+        };
+        let mut object = Object::new(env)?;
+        if let Some(v) = record.vector {
+            object.set_named_property("vector", Float32ArraySlice::copy_from(env, v)?)?;
+        }
+        if let Some(text) = napi_result(record.payload.map(payload_text).transpose())? {
+            object.set_named_property("payload", text)?;
+        }
+        Ok(Some(object))
     }
 
     /// The records under `ids`, in order (`null` for a missing one), read at one moment.
