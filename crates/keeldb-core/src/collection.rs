@@ -358,6 +358,16 @@ impl Collection {
         let durability = durability.unwrap_or(self.options.durability);
         let mut writer_guard = self.lock_writer()?;
         let writer = self.usable_writer(&mut writer_guard)?;
+        // Only a forged log or index can bring the sequence number to its limit. Refuse the
+        // write (nothing is logged) rather than log a record the next replay would refuse as
+        // corrupt, which would make every acknowledged write unreachable.
+        if writer.wal.next_lsn() > LSN_MAX {
+            return Err(Error::corrupted(
+                self.dir.join(WAL_FILE),
+                0,
+                format!("log sequence numbers are exhausted (limit {LSN_MAX})"),
+            ));
+        }
         // Reserve vector slots first: once the record is logged, applying it must not fail.
         {
             let mut state_guard = self.write_state()?;

@@ -8,11 +8,12 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use common::{
-    code, coll_dir, config_path, create, index_path, open_ok, put, read, vectors_path, wal_path,
-    write, NAME,
+    code, coll_dir, config_path, create, fix_crcs, flat, frame_len, ids, index_path, open_ok, put,
+    read, vectors_path, wal_path, write, write_log, NAME, RECORD_LSN_AT,
 };
 use keeldb_core::format::crc32;
 use keeldb_core::format::index::{self, IndexSnapshot, INDEX_VERSION};
+use keeldb_core::types::LSN_MAX;
 use keeldb_core::{Db, DbOptions, Error};
 
 const DIM: u32 = 4;
@@ -323,4 +324,30 @@ fn a_collection_missing_a_file_is_an_error_naming_it() {
         assert_eq!(err.code(), "KEEL_CORRUPT", "{err}");
         assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
     }
+}
+
+#[test]
+fn a_forged_sequence_number_at_the_limit_refuses_writes_and_loses_none() {
+    // A record claiming the last sequence number (only a forged file can: 2^62 writes) opens,
+    // but the next write is refused, not logged where the next replay would refuse it
+    // (found by the wal_replay fuzz target; fuzz/regressions/wal_replay/lsn-at-limit-*).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, starts) = write_log(dir.path(), DIM, &[&[1], &[2]]);
+    let last = starts[1];
+    let end = last + frame_len(&log[last..]);
+    log[last + RECORD_LSN_AT..last + RECORD_LSN_AT + 8].copy_from_slice(&LSN_MAX.to_le_bytes());
+    fix_crcs(&mut log[last..end]);
+    write(&wal_path(dir.path()), &log);
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    common::assert_holds(&c, &[1, 2], &[]);
+    assert_eq!(
+        code(c.upsert(&ids(&[3]), &flat(&[3], DIM), None)),
+        "KEEL_CORRUPT"
+    );
+    drop(c);
+    drop(db); // a crash: whatever was logged must replay
+    let db = open_ok(dir.path());
+    common::assert_holds(&db.collection(NAME).expect("collection"), &[1, 2], &[3]);
+    db.close().expect("close");
 }
