@@ -391,6 +391,8 @@ impl Collection {
                 .and_then(|ops| state.apply(lsn, &ops))
         };
         let removed = applied.map_err(|e| writer.poison(e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
         if writer.wal.len_bytes() > self.options.checkpoint_threshold_bytes {
             // The write itself is logged as asked, so it is acknowledged even if this
             // checkpoint fails; the failure poisons the collection and the next call says why.
@@ -440,6 +442,10 @@ impl Collection {
     }
 
     fn checkpoint_steps(&self, writer: &mut Writer) -> Result<()> {
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::active(crate::planted::Bug::CutLogEarly) {
+            writer.wal.reset()?;
+        }
         // Writers are held off by the caller's lock, so the state cannot change between the
         // snapshot and the free-list update below; readers go on meanwhile.
         let snapshot = {
@@ -663,12 +669,24 @@ fn recover_log(
         policy,
         |lsn, ops| state.apply(lsn, &ops).map(|_| ()),
     )?;
+    #[cfg(feature = "planted-bugs")]
+    let image_len = image.len() as u64;
     drop(image);
+    #[cfg(feature = "planted-bugs")]
+    if crate::planted::active(crate::planted::Bug::AppendAfterTornTail) {
+        let next_lsn = outcome.last_lsn.max(checkpoint_lsn) + 1;
+        let report = OpenReport::default();
+        return Ok((WalWriter::new(path, file, image_len, next_lsn), report));
+    }
     if outcome.torn_bytes > 0 {
         file.set_len(outcome.end_offset)
             .map_err(|e| Error::io("truncate torn tail", &path, e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::Truncate, &path);
         file.sync_data()
             .map_err(|e| Error::io("fdatasync", &path, e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::SyncFile, &path);
     }
     let next_lsn = outcome.last_lsn.max(checkpoint_lsn) + 1;
     let report = OpenReport {

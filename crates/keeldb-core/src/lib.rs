@@ -13,6 +13,8 @@ pub mod collection;
 pub mod db;
 pub mod error;
 pub mod format;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod storage;
 pub mod types;
 pub mod wal;

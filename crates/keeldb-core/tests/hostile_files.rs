@@ -351,3 +351,50 @@ fn a_forged_sequence_number_at_the_limit_refuses_writes_and_loses_none() {
     common::assert_holds(&db.collection(NAME).expect("collection"), &[1, 2], &[3]);
     db.close().expect("close");
 }
+
+#[test]
+#[ignore = "runs only as the child process of another test (tests/common/child.rs)"]
+fn child_process() {
+    common::child::main();
+}
+
+#[test]
+fn declared_lengths_of_4_gib_give_typed_errors_in_bounded_memory() {
+    // Every length or count field set to 4 GiB (checksums recomputed), and files of 4 GiB,
+    // opened in a child limited to 1 GiB of address space: a typed error, fast, small.
+    let mut failures = Vec::new();
+    for case in common::hostile::CASES {
+        match common::hostile::run_case(case, None) {
+            Ok(outcome) => eprintln!("{}: {:?} in {:?}", case.0, outcome.lines, outcome.elapsed),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_directory_held_by_another_process_is_locked_until_it_lets_go() {
+    // Another process holding the directory gets KEEL_LOCKED here; once it closes, or is
+    // killed, the directory opens with everything in it.
+    let dir = closed_fixture();
+    for kill in [false, true] {
+        let mut holder = common::child::spawn("hold", dir.path(), None);
+        let mut out = common::child::reader(&mut holder);
+        common::child::wait_for_line(&mut out, "held");
+        assert_eq!(
+            code(Db::open(dir.path(), DbOptions::default())),
+            "KEEL_LOCKED"
+        );
+        if kill {
+            holder.kill().expect("kill the holder");
+        } else {
+            drop(holder.stdin.take()); // the holder closes the database and exits
+            common::child::wait_for_line(&mut out, "released");
+        }
+        let status = holder.wait().expect("wait for the holder");
+        assert_eq!(status.success(), !kill, "{status}");
+        let db = open_ok(dir.path());
+        common::assert_holds(&db.collection(NAME).expect("collection"), &[1, 2, 3], &[]);
+        db.close().expect("close");
+    }
+}
