@@ -20,8 +20,11 @@ use keeldb_core::format::{config, f32s_from_le, index, vectors};
 use keeldb_core::wal::replay::replay;
 use keeldb_core::{Db, DbOptions, Error, Id, RecoveryPolicy};
 
+/// A fuzz target's check: it panics on a finding.
+pub type Check = fn(&[u8]);
+
 /// The targets, by name, for drivers that pick one at run time.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("wal_replay", wal_replay),
     ("index_file", index_file),
     ("vector_header", vector_header),
