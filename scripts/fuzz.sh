@@ -21,7 +21,8 @@
 # Environment: FUZZ_JOBS (parallel fuzzing processes, default 1), FUZZ_ARGS (extra libFuzzer
 # flags), FUZZ_MAX_LEN (largest input, default 4096).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+cd "$(dirname "$SELF")/../fuzz"
 
 TARGETS=(wal_replay index_file vector_header collection_config open_dir)
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
@@ -87,7 +88,7 @@ case "${1:-}" in
     exit "$failed"
     ;;
   "")
-    sed -n '2,8p' "$0"
+    sed -n '2,7p' "$SELF"
     exit 2
     ;;
   *)
