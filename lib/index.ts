@@ -904,8 +904,8 @@ export interface CollectionStats {
 }
 
 /** Builds a public class around a native handle without exposing a public constructor. */
-function wrap<C, H>(cls: { prototype: C }, handle: H): C {
-  return new (cls as unknown as new (handle: H) => C)(handle)
+function wrap<C, H>(cls: { prototype: C }, handle: H, ...rest: unknown[]): C {
+  return new (cls as unknown as new (handle: H, ...rest: unknown[]) => C)(handle, ...rest)
 }
 
 /**
@@ -938,7 +938,7 @@ export class Db {
     checkString('collection name', name)
     const { dimension, metric } = parseOptions('collection options', collectionOptionsSchema, options)
     const handle = await callAsync(() => this.#native.createCollection(name, dimension, metric ?? 'cosine'))
-    return wrap(Collection, handle)
+    return wrap(Collection, handle, this)
   }
 
   /**
@@ -951,7 +951,7 @@ export class Db {
    */
   collection(name: string): Collection {
     checkString('collection name', name)
-    return wrap(Collection, callSync(() => this.#native.collection(name)))
+    return wrap(Collection, callSync(() => this.#native.collection(name)), this)
   }
 
   /**
@@ -1006,10 +1006,17 @@ export class Db {
 export class Collection {
   readonly #native: NativeCollection
   readonly #dimension: number
+  /**
+   * The database this collection came from, kept reachable: a garbage-collected native
+   * database closes its collections and releases the directory lock, so a program that kept
+   * only the collection would get `KEEL_CLOSED` at a moment chosen by the garbage collector.
+   */
+  readonly #db: Db
 
-  private constructor(handle: NativeCollection) {
+  private constructor(handle: NativeCollection, db: Db) {
     this.#native = handle
     this.#dimension = handle.dimension
+    this.#db = db
   }
 
   /**

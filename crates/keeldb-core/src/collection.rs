@@ -562,6 +562,10 @@ impl Collection {
             .warnings
             .extend(payload_report.warnings.iter().cloned());
         report.payloads = payload_report;
+        // The open-time checkpoint also empties a torn tail: the planted bug skips it too.
+        #[cfg(feature = "planted-bugs")]
+        let needs_checkpoint =
+            needs_checkpoint && !crate::planted::active(crate::planted::Bug::AppendAfterTornTail);
         let queue = Arc::new(CommitQueue::default());
         let collection = Arc::new_cyclic(|weak: &Weak<Collection>| Collection {
             name: name.to_owned(),
@@ -890,6 +894,10 @@ impl Collection {
         }
         let poisoned = writer.poisoned.clone();
         drop(writer_guard);
+        #[cfg(feature = "planted-bugs")]
+        for _ in results.iter().filter(|r| r.is_ok()) {
+            crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
+        }
         let mut results = results.into_iter();
         for request in group {
             let result = results.next().unwrap_or_else(|| {
@@ -923,6 +931,8 @@ impl Collection {
             // Once a record is logged, applying it must not fail: grow the file first.
             state.vectors.reserve(needed)?;
         }
+        let records = group.iter().filter(|r| r.batch.is_some()).count();
+        check_lsn_room(writer, records, &self.dir)?;
         let first_lsn = writer.wal.next_lsn();
         for request in group.iter_mut() {
             if let Some(batch) = &mut request.batch {
@@ -944,6 +954,7 @@ impl Collection {
         durability: Option<Durability>,
     ) -> Result<u64> {
         let durability = durability.unwrap_or(self.options.durability);
+        check_lsn_room(writer, 1, &self.dir)?;
         // Reserve vector slots first: once the record is logged, applying it must not fail.
         {
             let mut state_guard = self.write_state()?;
@@ -967,6 +978,8 @@ impl Collection {
                 .and_then(|ops| state.apply(lsn, &ops))
         };
         let removed = applied.map_err(|e| writer.poison(e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
         if writer.wal.len_bytes() > self.options.checkpoint_threshold_bytes {
             // The write itself is logged as asked, so it is acknowledged even if this
             // checkpoint fails; the failure poisons the collection and the next call says why.
@@ -1211,6 +1224,10 @@ impl Collection {
     }
 
     fn checkpoint_steps(&self, writer: &mut Writer) -> Result<()> {
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::active(crate::planted::Bug::CutLogEarly) {
+            writer.wal.reset()?;
+        }
         // Writers are held off by the caller's lock, so the state cannot change between the
         // snapshot and the free-list update below; readers go on meanwhile.
         let (snapshot, payload_snapshot) = {
@@ -1520,12 +1537,24 @@ fn recover_log(
         policy,
         |lsn, ops| state.apply(lsn, &ops).map(|_| ()),
     )?;
+    #[cfg(feature = "planted-bugs")]
+    let image_len = image.len() as u64;
     drop(image);
+    #[cfg(feature = "planted-bugs")]
+    if crate::planted::active(crate::planted::Bug::AppendAfterTornTail) {
+        let next_lsn = outcome.last_lsn.max(checkpoint_lsn) + 1;
+        let report = OpenReport::default();
+        return Ok((WalWriter::new(path, file, image_len, next_lsn), report));
+    }
     if outcome.torn_bytes > 0 {
         file.set_len(outcome.end_offset)
             .map_err(|e| Error::io("truncate torn tail", &path, e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::Truncate, &path);
         file.sync_data()
             .map_err(|e| Error::io("fdatasync", &path, e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::SyncFile, &path);
     }
     let next_lsn = outcome.last_lsn.max(checkpoint_lsn) + 1;
     let report = OpenReport {
@@ -1572,6 +1601,26 @@ fn spawn_committer(
         queue.close();
     }
     spawned.ok()
+}
+
+/// Refuses to log `records` more records if their sequence numbers would pass `LSN_MAX`.
+/// Only a forged log or index can bring the sequence number that far; refusing (nothing is
+/// logged) beats logging a record the next replay would refuse as corrupt, which would make
+/// every acknowledged write unreachable.
+fn check_lsn_room(writer: &Writer, records: usize, dir: &Path) -> Result<()> {
+    let last = writer
+        .wal
+        .next_lsn()
+        .saturating_add(records as u64)
+        .saturating_sub(1);
+    if records > 0 && last > LSN_MAX {
+        return Err(Error::corrupted(
+            dir.join(WAL_FILE),
+            0,
+            format!("log sequence numbers are exhausted (limit {LSN_MAX})"),
+        ));
+    }
+    Ok(())
 }
 
 /// Completes every request of a group with `first` (the first request) or its echo.

@@ -15,6 +15,8 @@ pub mod db;
 pub mod error;
 pub mod format;
 pub mod payloads;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod search;
 pub mod storage;
 pub mod types;

@@ -8,11 +8,12 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use common::{
-    code, coll_dir, config_path, create, index_path, open_ok, put, read, vectors_path, wal_path,
-    write, NAME,
+    code, coll_dir, config_path, create, fix_crcs, flat, frame_len, ids, index_path, open_ok, put,
+    read, vectors_path, wal_path, write, write_log, NAME, RECORD_LSN_AT,
 };
 use keeldb_core::format::crc32;
 use keeldb_core::format::index::{self, IndexSnapshot, INDEX_VERSION};
+use keeldb_core::types::LSN_MAX;
 use keeldb_core::{Db, DbOptions, Error};
 
 const DIM: u32 = 4;
@@ -322,5 +323,78 @@ fn a_collection_missing_a_file_is_an_error_naming_it() {
         let err = open_err(dir.path());
         assert_eq!(err.code(), "KEEL_CORRUPT", "{err}");
         assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    }
+}
+
+#[test]
+fn a_forged_sequence_number_at_the_limit_refuses_writes_and_loses_none() {
+    // A record claiming the last sequence number (only a forged file can: 2^62 writes) opens,
+    // but the next write is refused, not logged where the next replay would refuse it
+    // (found by the wal_replay fuzz target; fuzz/regressions/wal_replay/lsn-at-limit-*).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, starts) = write_log(dir.path(), DIM, &[&[1], &[2]]);
+    let last = starts[1];
+    let end = last + frame_len(&log[last..]);
+    log[last + RECORD_LSN_AT..last + RECORD_LSN_AT + 8].copy_from_slice(&LSN_MAX.to_le_bytes());
+    fix_crcs(&mut log[last..end]);
+    write(&wal_path(dir.path()), &log);
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    common::assert_holds(&c, &[1, 2], &[]);
+    assert_eq!(
+        code(c.upsert(&ids(&[3]), &flat(&[3], DIM), None)),
+        "KEEL_CORRUPT"
+    );
+    drop(c);
+    drop(db); // a crash: whatever was logged must replay
+    let db = open_ok(dir.path());
+    common::assert_holds(&db.collection(NAME).expect("collection"), &[1, 2], &[3]);
+    db.close().expect("close");
+}
+
+#[test]
+#[ignore = "runs only as the child process of another test (tests/common/child.rs)"]
+fn child_process() {
+    common::child::main();
+}
+
+#[test]
+fn declared_lengths_of_4_gib_give_typed_errors_in_bounded_memory() {
+    // Every length or count field set to 4 GiB (checksums recomputed), and files of 4 GiB,
+    // opened in a child limited to 1 GiB of address space: a typed error, fast, small.
+    let mut failures = Vec::new();
+    for case in common::hostile::CASES {
+        match common::hostile::run_case(case, None) {
+            Ok(outcome) => eprintln!("{}: {:?} in {:?}", case.0, outcome.lines, outcome.elapsed),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_directory_held_by_another_process_is_locked_until_it_lets_go() {
+    // Another process holding the directory gets KEEL_LOCKED here; once it closes, or is
+    // killed, the directory opens with everything in it.
+    let dir = closed_fixture();
+    for kill in [false, true] {
+        let mut holder = common::child::spawn("hold", dir.path(), None);
+        let mut out = common::child::reader(&mut holder);
+        common::child::wait_for_line(&mut out, "held");
+        assert_eq!(
+            code(Db::open(dir.path(), DbOptions::default())),
+            "KEEL_LOCKED"
+        );
+        if kill {
+            holder.kill().expect("kill the holder");
+        } else {
+            drop(holder.stdin.take()); // the holder closes the database and exits
+            common::child::wait_for_line(&mut out, "released");
+        }
+        let status = holder.wait().expect("wait for the holder");
+        assert_eq!(status.success(), !kill, "{status}");
+        let db = open_ok(dir.path());
+        common::assert_holds(&db.collection(NAME).expect("collection"), &[1, 2, 3], &[]);
+        db.close().expect("close");
     }
 }

@@ -102,6 +102,12 @@ pub fn decode(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
     let needed = entry_count
         .saturating_mul(ENTRY_BYTES_MIN)
         .saturating_add(free_count.saturating_mul(4));
+    #[cfg(feature = "planted-bugs")]
+    let needed = if crate::planted::active(crate::planted::Bug::TrustLength) {
+        0
+    } else {
+        needed
+    };
     if needed > r.remaining() {
         return Err(DecodeError::new(
             24,

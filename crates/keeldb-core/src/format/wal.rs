@@ -364,7 +364,11 @@ pub fn decode_batch(body: &[u8], dimension: u32) -> Result<Vec<Op<'_>>, DecodeEr
     let op_count = r.u32("op count")? as usize;
     // Each op takes at least an op byte and the shortest id: refuse counts the body cannot
     // hold before reserving memory for them.
-    if op_count > r.remaining() / (1 + ID_ENCODED_BYTES_MIN) {
+    #[cfg(feature = "planted-bugs")]
+    let trusted = crate::planted::active(crate::planted::Bug::TrustLength);
+    #[cfg(not(feature = "planted-bugs"))]
+    let trusted = false;
+    if !trusted && op_count > r.remaining() / (1 + ID_ENCODED_BYTES_MIN) {
         return Err(DecodeError::new(
             0,
             format!(

@@ -14,7 +14,10 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     let handle = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
     handle
         .sync_all()
-        .map_err(|e| Error::io("fsync directory", dir, e))
+        .map_err(|e| Error::io("fsync directory", dir, e))?;
+    #[cfg(feature = "planted-bugs")]
+    crate::planted::record(crate::planted::EventKind::SyncDir, dir);
+    Ok(())
 }
 
 /// Replaces `dir/name` with `bytes` so that a crash leaves either the old file or the new
@@ -31,8 +34,16 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes)
         .map_err(|e| Error::io("write", &temp, e))?;
     file.sync_all().map_err(|e| Error::io("fsync", &temp, e))?;
+    #[cfg(feature = "planted-bugs")]
+    crate::planted::record(crate::planted::EventKind::SyncFile, &temp);
     drop(file);
     fs::rename(&temp, &target).map_err(|e| Error::io("rename", &target, e))?;
+    #[cfg(feature = "planted-bugs")]
+    crate::planted::record(crate::planted::EventKind::Rename, &target);
+    #[cfg(feature = "planted-bugs")]
+    if crate::planted::active(crate::planted::Bug::NoDirFsync) {
+        return Ok(());
+    }
     sync_dir(dir)
 }
 
@@ -65,7 +76,18 @@ pub fn read_small(path: &Path, limit_bytes: u64) -> Result<Vec<u8>> {
             format!("file is {len} bytes, more than the {limit_bytes} keeldb ever writes there"),
         ));
     }
-    let mut bytes = Vec::with_capacity(len as usize);
+    // A file can be as large as its limit (64 GiB for the index) or be sparse: ask for the
+    // memory without aborting, so that a refusal is a typed error.
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
+        .map_err(|_| {
+            let source = std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("cannot allocate {len} bytes to read it"),
+            );
+            Error::io("read", path, source)
+        })?;
     file.take(limit_bytes)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("read", path, e))?;

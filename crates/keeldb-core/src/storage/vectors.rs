@@ -56,7 +56,10 @@ impl VectorFile {
         file.write_all(&encode_header(dimension))
             .map_err(|e| Error::io("write", path, e))?;
         allocate(&file, path, VECTORS_HEADER_LEN as u64, INITIAL_BYTES)?;
-        file.sync_all().map_err(|e| Error::io("fsync", path, e))
+        file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::SyncFile, path);
+        Ok(())
     }
 
     /// Opens and maps the vector file of a collection of `dimension`.
@@ -214,7 +217,10 @@ impl VectorFile {
             .map_err(|e| Error::io("msync", &self.path, e))?;
         self.file
             .sync_data()
-            .map_err(|e| Error::io("fdatasync", &self.path, e))
+            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::SyncFile, &self.path);
+        Ok(())
     }
 }
 

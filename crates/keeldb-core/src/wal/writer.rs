@@ -37,7 +37,10 @@ impl WalWriter {
             .map_err(|e| Error::io("create", path, e))?;
         file.write_all_at(&encode_header(dimension), 0)
             .map_err(|e| Error::io("write", path, e))?;
-        file.sync_all().map_err(|e| Error::io("fsync", path, e))
+        file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::SyncFile, path);
+        Ok(())
     }
 
     /// Wraps a log file that replay has checked: its valid bytes end at `end_offset`, and
@@ -80,6 +83,10 @@ impl WalWriter {
         match durability {
             Durability::None if self.buffer.len() < BUFFER_BYTES_MAX => Ok(()),
             Durability::None | Durability::Flush => self.write_out(),
+            #[cfg(feature = "planted-bugs")]
+            Durability::Fsync if crate::planted::active(crate::planted::Bug::AckBeforeFsync) => {
+                self.write_out()
+            }
             Durability::Fsync => self.sync(),
         }
     }
@@ -100,6 +107,8 @@ impl WalWriter {
         self.written_len += self.buffer.len() as u64;
         self.buffer.clear();
         self.synced = false;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::Write, &self.path);
         Ok(())
     }
 
@@ -113,6 +122,8 @@ impl WalWriter {
                 .map_err(|e| Error::io("fdatasync", &self.path, e))?;
             self.synced = true;
             self.syncs += 1;
+            #[cfg(feature = "planted-bugs")]
+            crate::planted::record(crate::planted::EventKind::SyncFile, &self.path);
         }
         Ok(())
     }
@@ -124,9 +135,13 @@ impl WalWriter {
         self.file
             .set_len(WAL_HEADER_LEN as u64)
             .map_err(|e| Error::io("truncate", &self.path, e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::Truncate, &self.path);
         self.file
             .sync_data()
             .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::SyncFile, &self.path);
         self.written_len = WAL_HEADER_LEN as u64;
         self.synced = true;
         Ok(())

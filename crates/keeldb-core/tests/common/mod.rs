@@ -9,6 +9,9 @@
     reason = "every test binary compiles this module but uses a different subset of it"
 )]
 
+pub mod child;
+pub mod hostile;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

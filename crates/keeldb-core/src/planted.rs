@@ -1,0 +1,139 @@
+//! Planted bugs and an I/O event observer, for tests only.
+//!
+//! Compiled only with the `planted-bugs` feature, which no normal build enables: every hook
+//! in the engine is a `#[cfg(feature = "planted-bugs")]` line, so release builds carry none
+//! of this. It exists to show, once and repeatably, that the reliability checks catch the
+//! bugs they are meant to catch (`npm run planted-bugs`, docs/RELIABILITY.md):
+//!
+//! - [`plant`] (or the `KEELDB_PLANT` environment variable, read on first use) switches on
+//!   one [`Bug`] at a time;
+//! - [`observe`] installs a callback that sees every write, sync, rename, truncation and
+//!   acknowledgement the engine makes, in order, which the crash-simulation harness in
+//!   `tests/planted_bugs.rs` uses to rebuild what a power loss at each point would leave.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+/// A bug that can be planted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// A write under `Durability::Fsync` is acknowledged after `write(2)` but before the
+    /// log's `fdatasync`.
+    AckBeforeFsync,
+    /// An atomic file replacement renames the temp file into place without fsyncing the
+    /// directory afterwards.
+    NoDirFsync,
+    /// Recovery leaves a torn log tail in place and the writer appends after it. Two layers
+    /// remove a torn tail today (the truncation in recovery, then the open-time checkpoint,
+    /// which empties the log), so this bug skips both.
+    AppendAfterTornTail,
+    /// A checkpoint empties the log before the vector file and the index are durable.
+    CutLogEarly,
+    /// Decoders reserve memory for a declared count before checking it against the bytes
+    /// that are actually there.
+    TrustLength,
+}
+
+impl Bug {
+    /// Every plantable bug.
+    pub const ALL: [Bug; 5] = [
+        Bug::AckBeforeFsync,
+        Bug::NoDirFsync,
+        Bug::AppendAfterTornTail,
+        Bug::CutLogEarly,
+        Bug::TrustLength,
+    ];
+
+    /// The bug's name, as `KEELDB_PLANT` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeFsync => "ack-before-fsync",
+            Bug::NoDirFsync => "no-dir-fsync",
+            Bug::AppendAfterTornTail => "append-after-torn-tail",
+            Bug::CutLogEarly => "cut-log-early",
+            Bug::TrustLength => "trust-length",
+        }
+    }
+
+    /// The bug named `name`.
+    pub fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+/// `None` until first read; then the planted bug, if any.
+static PLANTED: RwLock<Option<Option<Bug>>> = RwLock::new(None);
+
+/// Plants `bug` (or none) for the whole process, overriding `KEELDB_PLANT`.
+pub fn plant(bug: Option<Bug>) {
+    let mut guard = PLANTED.write().unwrap_or_else(|e| e.into_inner());
+    *guard = Some(bug);
+}
+
+/// The planted bug: the last [`plant`], else `KEELDB_PLANT`, else none.
+pub fn planted() -> Option<Bug> {
+    if let Some(bug) = *PLANTED.read().unwrap_or_else(|e| e.into_inner()) {
+        return bug;
+    }
+    let from_env = std::env::var("KEELDB_PLANT")
+        .ok()
+        .and_then(|name| Bug::from_name(&name));
+    plant(from_env);
+    from_env
+}
+
+/// Whether `bug` is planted.
+pub(crate) fn active(bug: Bug) -> bool {
+    planted() == Some(bug)
+}
+
+/// What the engine just did to the file system (or told its caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Bytes were handed to the OS (`write(2)`) at the end of a file.
+    Write,
+    /// A file's data was made durable (`fsync`, `fdatasync`, or `msync` then `fdatasync`).
+    SyncFile,
+    /// A directory was fsynced.
+    SyncDir,
+    /// A file was renamed to `path`.
+    Rename,
+    /// A file was cut to a shorter length.
+    Truncate,
+    /// An upsert or delete returned success to its caller.
+    Ack,
+}
+
+/// One observed event: what, and on which path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The file or directory (for `Rename`, the new name; for `Ack`, the collection's log).
+    pub path: PathBuf,
+}
+
+type Observer = Box<dyn Fn(&Event) + Send + Sync>;
+
+static OBSERVER: RwLock<Option<Observer>> = RwLock::new(None);
+
+/// Calls `observer` with every event from now on, in the thread that caused it, after the
+/// operation succeeded. The observer must not call back into keeldb.
+pub fn observe(observer: impl Fn(&Event) + Send + Sync + 'static) {
+    *OBSERVER.write().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(observer));
+}
+
+/// Removes the observer.
+pub fn stop_observing() {
+    *OBSERVER.write().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// Reports an event to the observer, if there is one.
+pub(crate) fn record(kind: EventKind, path: &Path) {
+    if let Some(observer) = OBSERVER.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        observer(&Event {
+            kind,
+            path: path.to_owned(),
+        });
+    }
+}

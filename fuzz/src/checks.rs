@@ -1,0 +1,467 @@
+//! The properties each fuzz target checks, as plain functions of the input bytes.
+//!
+//! One function per decoder. Each must return normally for every input: a panic (including a
+//! failed `assert!` below, an out-of-bounds index or an overflow, which the fuzz build checks)
+//! is a finding. Kept free of libFuzzer so that `crates/keeldb-core/tests/fuzz_corpus.rs` runs
+//! the same checks over the committed corpus and regression inputs in every `npm test`.
+//!
+//! To add a target for a new decoder (payload log, snapshot): write its `pub fn` here, a
+//! three-line file in `fuzz/fuzz_targets/`, a `[[bin]]` in `fuzz/Cargo.toml`, seeds in
+//! `src/bin/make_seeds.rs`, and a line in the `TARGETS` table of the corpus test.
+
+use std::fs;
+use std::path::Path;
+
+use keeldb_core::format::wal::{
+    decode_batch, encode_header as encode_wal_header, BatchEncoder, Op, RECORD_HEADER_LEN,
+    WAL_HEADER_LEN,
+};
+use keeldb_core::format::{config, f32s_from_le, index, vectors};
+use keeldb_core::wal::replay::replay;
+use keeldb_core::{Db, DbOptions, Error, Id, RecoveryPolicy};
+
+/// A fuzz target's check: it panics on a finding.
+pub type Check = fn(&[u8]);
+
+/// The targets, by name, for drivers that pick one at run time.
+pub const TARGETS: [(&str, Check); 5] = [
+    ("wal_replay", wal_replay),
+    ("index_file", index_file),
+    ("vector_header", vector_header),
+    ("collection_config", collection_config),
+    ("open_dir", open_dir),
+];
+
+/// Recomputes the CRC stored at `at` over the bytes before it, when the input is long enough.
+/// The fuzzer cannot forge a checksum by mutation; with this (chosen by a control bit of the
+/// input) it explores what the decoders do past the checksum with forged files.
+pub fn fix_crc_at(bytes: &mut [u8], at: usize) {
+    if bytes.len() >= at + 4 {
+        let crc = keeldb_core::format::crc32(&bytes[..at]);
+        bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Recomputes an index file's trailing CRC.
+pub fn fix_index_crc(bytes: &mut [u8]) {
+    if let Some(at) = bytes.len().checked_sub(4) {
+        fix_crc_at(bytes, at);
+    }
+}
+
+/// Recomputes both CRCs of every record frame found by walking declared lengths from the
+/// end of the file header (a frame that does not start with the sync marker, or does not
+/// fit, ends the walk), and the file header's CRC.
+pub fn fix_wal_crcs(image: &mut [u8]) {
+    fix_crc_at(image, WAL_HEADER_LEN - 4);
+    let mut pos = WAL_HEADER_LEN;
+    while pos + RECORD_HEADER_LEN <= image.len() && image[pos..pos + 4] == *b"KREC" {
+        fix_crc_at(&mut image[pos..], RECORD_HEADER_LEN - 4);
+        let body_len = u32::from_le_bytes([
+            image[pos + 8],
+            image[pos + 9],
+            image[pos + 10],
+            image[pos + 11],
+        ]);
+        let frame_len = RECORD_HEADER_LEN + body_len as usize + 4;
+        if image.len() - pos < frame_len {
+            break;
+        }
+        fix_crc_at(&mut image[pos..pos + frame_len], frame_len - 4);
+        pos += frame_len;
+    }
+}
+
+/// Re-encodes decoded ops as a record, so a decoded batch can be compared with its source.
+fn encode_ops(ops: &[Op<'_>], lsn: u64) -> Vec<u8> {
+    let mut enc = BatchEncoder::new(64);
+    for op in ops {
+        match op {
+            Op::Upsert {
+                id,
+                vector_le,
+                payload,
+            } => {
+                let mut vector = vec![0f32; vector_le.len() / 4];
+                f32s_from_le(vector_le, &mut vector);
+                enc.upsert_with_payload(id, &vector, *payload);
+            }
+            Op::Delete { id } => enc.delete(id),
+            Op::SetPayload { id, payload } => enc.set_payload(id, *payload),
+        }
+    }
+    enc.finish(lsn)
+}
+
+/// One replay of `image`: the outcome (or the error's code) and every applied record,
+/// re-encoded.
+type ReplayRun = (Result<(u64, u64, u64), &'static str>, Vec<(u64, Vec<u8>)>);
+
+fn run_replay(
+    image: &[u8],
+    dimension: u32,
+    checkpoint_lsn: u64,
+    policy: RecoveryPolicy,
+) -> ReplayRun {
+    let mut applied: Vec<(u64, Vec<u8>)> = Vec::new();
+    let result = replay(
+        Path::new("fuzz.wal"),
+        image,
+        dimension,
+        checkpoint_lsn,
+        policy,
+        |lsn, ops| {
+            assert!(
+                lsn > checkpoint_lsn,
+                "record {lsn} at or below the checkpoint was applied"
+            );
+            if let Some((last, _)) = applied.last() {
+                assert!(lsn > *last, "record {lsn} applied after {last}");
+            }
+            let record = encode_ops(&ops, lsn);
+            // The body round-trips: re-encoding what was decoded decodes to the same ops.
+            let body = &record[RECORD_HEADER_LEN..record.len() - 4];
+            assert_eq!(decode_batch(body, dimension).as_ref(), Ok(&ops));
+            applied.push((lsn, record));
+            Ok(())
+        },
+    );
+    let summary = result
+        .map(|out| {
+            assert_eq!(
+                out.end_offset + out.torn_bytes,
+                image.len() as u64,
+                "valid bytes and torn tail must cover the image"
+            );
+            assert!(out.end_offset >= WAL_HEADER_LEN as u64);
+            assert_eq!(out.records_replayed, applied.len() as u64);
+            (out.end_offset, out.torn_bytes, out.last_lsn)
+        })
+        .map_err(|e| e.code());
+    (summary, applied)
+}
+
+/// Log replay. Byte 0 chooses the dimension (bits 0-1: 1 to 4), the policy (bit 2), the
+/// checkpoint lsn (bits 3-5) and whether record CRCs are recomputed (bit 6, see
+/// [`fix_wal_crcs`]); with bit 7 set the rest is the whole file, header included, otherwise
+/// the rest follows a valid header.
+///
+/// Asserts: replay never panics; the valid bytes and the torn tail cover the file; applied
+/// records have increasing lsns above the checkpoint and bodies that round-trip; recovery is
+/// idempotent (replaying the file cut at the end of its valid bytes applies the same records
+/// and finds nothing torn); and a record appended there, as the writer would after recovery,
+/// is replayed next.
+pub fn wal_replay(data: &[u8]) {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let dimension = u32::from(control & 0x03) + 1;
+    let policy = if control & 0x04 == 0 {
+        RecoveryPolicy::Salvage
+    } else {
+        RecoveryPolicy::Strict
+    };
+    let checkpoint_lsn = u64::from((control >> 3) & 0x07);
+    let mut image: Vec<u8> = if control & 0x80 != 0 {
+        match keeldb_core::format::wal::decode_header(rest) {
+            Ok(header) if header.dimension == dimension && header.version == 1 => rest.to_vec(),
+            _ => return,
+        }
+    } else {
+        let mut image = encode_wal_header(dimension).to_vec();
+        image.extend_from_slice(rest);
+        image
+    };
+    if control & 0x40 != 0 {
+        fix_wal_crcs(&mut image);
+    }
+    let (result, applied) = run_replay(&image, dimension, checkpoint_lsn, policy);
+    let Ok((end_offset, _torn, last_lsn)) = result else {
+        return;
+    };
+    let end = usize::try_from(end_offset).unwrap_or(usize::MAX);
+    let kept = &image[..end];
+    let (again, applied_again) = run_replay(kept, dimension, checkpoint_lsn, policy);
+    assert_eq!(
+        again.map(|(end, torn, _)| (end, torn)),
+        Ok((end_offset, 0)),
+        "recovery is not idempotent"
+    );
+    assert_eq!(
+        applied_again, applied,
+        "a cut at the valid end changed what replays"
+    );
+
+    // What the writer appends after recovery is found by the next replay. (Past LSN_MAX,
+    // reachable only with a forged file, the writer refuses to append: nothing to check.)
+    let next_lsn = last_lsn.max(checkpoint_lsn) + 1;
+    if next_lsn > keeldb_core::types::LSN_MAX {
+        return;
+    }
+    let mut enc = BatchEncoder::new(16);
+    enc.upsert(&Id::Int(1), &vec![0.5; dimension as usize]);
+    let mut appended = kept.to_vec();
+    appended.extend_from_slice(&enc.finish(next_lsn));
+    let (after, applied_after) = run_replay(&appended, dimension, checkpoint_lsn, policy);
+    assert_eq!(after.map(|(_, torn, lsn)| (torn, lsn)), Ok((0, next_lsn)));
+    assert_eq!(applied_after.last().map(|(lsn, _)| *lsn), Some(next_lsn));
+}
+
+/// The id index file. Byte 0, bit 0: recompute the trailing CRC of the rest (a forged
+/// file). Asserts: decoding never panics; a decoded index re-encodes to bytes that decode to
+/// the same index, whose slots are exactly `0..slot_high_water`.
+pub fn index_file(data: &[u8]) {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if control & 1 != 0 {
+        fix_index_crc(&mut bytes);
+    }
+    let _ = keeldb_core::format::peek_version(&bytes, &index::INDEX_MAGIC);
+    let Ok(snapshot) = index::decode(&bytes) else {
+        return;
+    };
+    let mut slots: Vec<u32> = snapshot
+        .entries
+        .iter()
+        .map(|(_, slot)| *slot)
+        .chain(snapshot.free_slots.iter().copied())
+        .collect();
+    slots.sort_unstable();
+    assert!(slots.iter().copied().eq(0..snapshot.slot_high_water));
+    let again = index::decode(&index::encode(&snapshot)).expect("a decoded index re-encodes");
+    assert_eq!(
+        again,
+        index::IndexSnapshot {
+            version: index::INDEX_VERSION,
+            ..snapshot
+        }
+    );
+}
+
+/// The vector file header. Byte 0, bit 0: recompute the header CRC of the rest. Asserts:
+/// decoding never panics, and the header of the decoded dimension round-trips.
+pub fn vector_header(data: &[u8]) {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if control & 1 != 0 {
+        fix_crc_at(&mut bytes, 28);
+    }
+    let _ = keeldb_core::format::peek_version(&bytes, &vectors::VECTORS_MAGIC);
+    let Ok((_version, dimension)) = vectors::decode_header(&bytes) else {
+        return;
+    };
+    assert_eq!(
+        vectors::decode_header(&vectors::encode_header(dimension)),
+        Ok((vectors::VECTORS_VERSION, dimension))
+    );
+}
+
+/// The collection config. Asserts: decoding and version peeking never panic, and a decoded
+/// config round-trips.
+pub fn collection_config(data: &[u8]) {
+    let _ = config::peek_format_version(data);
+    let Ok(decoded) = config::decode(data) else {
+        return;
+    };
+    assert_eq!(config::decode(&config::encode(&decoded)), Ok(decoded));
+}
+
+/// The files of the `open_dir` fixture, in the order its input names them.
+pub const FIXTURE_FILES: [&str; 4] = ["collection.json", "ids.idx", "vectors.dat", "vectors.wal"];
+/// The fixture's dimension.
+pub const FIXTURE_DIMENSION: u32 = 4;
+/// Slots the fixture's trimmed vector file has room for, so that a replay needs no growth.
+const FIXTURE_SLOTS: usize = 64;
+
+/// The bytes of a valid collection `c` of dimension 4: ids 1 to 6 checkpointed (3 of them
+/// then deleted or replaced through the log), the log holding three records after the
+/// checkpoint, and the vector file trimmed to 64 slots so every fuzz run stays small.
+pub fn fixture_files() -> [Vec<u8>; 4] {
+    static FILES: std::sync::OnceLock<[Vec<u8>; 4]> = std::sync::OnceLock::new();
+    FILES.get_or_init(build_fixture).clone()
+}
+
+fn build_fixture() -> [Vec<u8>; 4] {
+    let dir = scratch_dir();
+    let dim = FIXTURE_DIMENSION as usize;
+    let ids = |ns: &[u64]| ns.iter().map(|&n| Id::Int(n)).collect::<Vec<_>>();
+    let vecs = |ns: &[u64]| {
+        ns.iter()
+            .flat_map(|&n| (0..dim).map(move |j| n as f32 + j as f32 / 8.0))
+            .collect::<Vec<f32>>()
+    };
+    let db = Db::open(dir.path(), DbOptions::default()).expect("fixture: open");
+    let c = db
+        .create_collection("c", FIXTURE_DIMENSION, keeldb_core::Metric::Cosine)
+        .expect("fixture: create");
+    c.upsert(&ids(&[1, 2, 3, 4, 5, 6]), &vecs(&[1, 2, 3, 4, 5, 6]), None)
+        .expect("fixture: upsert");
+    c.upsert(&[Id::from("s")], &vecs(&[7]), None)
+        .expect("fixture: upsert");
+    db.close().expect("fixture: close");
+    let db = Db::open(dir.path(), DbOptions::default()).expect("fixture: reopen");
+    let c = db.collection("c").expect("fixture: collection");
+    c.upsert(&ids(&[2, 8]), &vecs(&[20, 8]), None)
+        .expect("fixture: upsert");
+    c.delete(&ids(&[3, 9]), None).expect("fixture: delete");
+    c.upsert(&[Id::from("t")], &vecs(&[10]), None)
+        .expect("fixture: upsert");
+    drop(c);
+    drop(db); // a crash: the three records stay in the log
+    let col = dir.path().join("c");
+    let read = |name: &str| fs::read(col.join(name)).expect("fixture: read");
+    let mut vectors = read("vectors.dat");
+    vectors.truncate(vectors::VECTORS_HEADER_LEN + FIXTURE_SLOTS * dim * 4);
+    [
+        read("collection.json"),
+        read("ids.idx"),
+        vectors,
+        read("vectors.wal"),
+    ]
+}
+
+/// A scratch directory on tmpfs when there is one (fsync is then nearly free), else in the
+/// system temp directory.
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let builder = {
+        let mut b = tempfile::Builder::new();
+        b.prefix("keeldb-fuzz-");
+        b
+    };
+    if shm.is_dir() {
+        if let Ok(dir) = builder.tempdir_in(shm) {
+            return dir;
+        }
+    }
+    builder.tempdir().expect("scratch directory")
+}
+
+/// Applies the edits an `open_dir` input describes to the fixture's files. Byte 0 says
+/// which checksums to recompute after the edits (bit 0 the index's, bit 1 the log's header
+/// and records, bit 2 the vector file header's); then comes a list of edits, each
+/// `[control u8][at u16][len u8][len bytes]`: control bits 0-1 pick the file, bits 2-3 the
+/// edit (0 replace the whole file by the bytes, 1 overwrite at `at`, 2 truncate to `at`,
+/// 3 append).
+pub fn edited_files(data: &[u8]) -> [Vec<u8>; 4] {
+    let mut files = fixture_files();
+    let Some((&fix, mut rest)) = data.split_first() else {
+        return files;
+    };
+    while let [control, a0, a1, len, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        let (bytes, next) = tail.split_at(len);
+        rest = next;
+        let file = &mut files[usize::from(control & 0x03)];
+        let at = usize::from(u16::from_le_bytes([*a0, *a1]));
+        match (control >> 2) & 0x03 {
+            0 => *file = bytes.to_vec(),
+            1 => {
+                let end = at + bytes.len();
+                if file.len() < end {
+                    file.resize(end, 0);
+                }
+                file[at..end].copy_from_slice(bytes);
+            }
+            2 => file.truncate(at),
+            _ => file.extend_from_slice(bytes),
+        }
+    }
+    if fix & 1 != 0 {
+        fix_index_crc(&mut files[1]);
+    }
+    if fix & 2 != 0 {
+        fix_wal_crcs(&mut files[3]);
+    }
+    if fix & 4 != 0 {
+        fix_crc_at(&mut files[2], 28);
+    }
+    files
+}
+
+/// Opening a whole database directory whose collection files were edited by the input (see
+/// [`edited_files`]). Asserts: open returns (a typed error or a database), never panics; a
+/// refused open leaves the config, index and log as they were and the vector file's
+/// referenced slots too (replay may grow it and write free slots before meeting damage); and a database that opens is usable: every
+/// live id reads back, a new write is acknowledged, and after close the directory reopens
+/// with that write in it.
+pub fn open_dir(data: &[u8]) {
+    let files = edited_files(data);
+    let dir = scratch_dir();
+    let col = dir.path().join("c");
+    fs::create_dir(&col).expect("create the collection directory");
+    for (name, bytes) in FIXTURE_FILES.iter().zip(&files) {
+        fs::write(col.join(name), bytes).expect("write a fixture file");
+    }
+    let db = match Db::open(dir.path(), DbOptions::default()) {
+        Ok(db) => db,
+        Err(e) => {
+            assert_typed(&e);
+            for (name, bytes) in FIXTURE_FILES.iter().zip(&files) {
+                let now = fs::read(col.join(name)).unwrap_or_default();
+                let same = match *name {
+                    // Replay may have grown the vector file and written slots before it met
+                    // the damage; the slots the index references must be untouched.
+                    "vectors.dat" => {
+                        let kept = referenced_vector_bytes(&files).min(bytes.len());
+                        now.len() >= kept && now[..kept] == bytes[..kept]
+                    }
+                    _ => now == *bytes,
+                };
+                assert!(same, "a refused open changed {name}");
+            }
+            return;
+        }
+    };
+    let c = db.collection("c").expect("the collection opened");
+    let stats = c.stats().expect("stats");
+    let dim = stats.dimension as usize;
+    let probe: Vec<Id> = (0..12)
+        .map(Id::Int)
+        .chain([Id::from("s"), Id::from("t")])
+        .collect();
+    let mut live = 0;
+    for id in &probe {
+        if let Some(v) = c.get(id).expect("get") {
+            assert_eq!(v.len(), dim);
+            live += 1;
+        }
+    }
+    assert!(live <= stats.count);
+    let marker = vec![0.25f32; dim];
+    c.upsert(&[Id::from("fuzz-marker")], &marker, None)
+        .expect("a database that opened accepts a write");
+    drop(c);
+    db.close().expect("close");
+    let db = Db::open(dir.path(), DbOptions::default()).expect("reopen after a clean close");
+    let c = db.collection("c").expect("collection after reopen");
+    assert_eq!(c.get(&Id::from("fuzz-marker")).expect("get"), Some(marker));
+    db.close().expect("close after reopen");
+}
+
+/// How many leading bytes of the vector file hold the header and the slots the index
+/// references (the whole file when the config or the index does not decode, since open then
+/// fails before mapping it).
+fn referenced_vector_bytes(files: &[Vec<u8>; 4]) -> usize {
+    let decoded = config::decode(&files[0])
+        .ok()
+        .zip(index::decode(&files[1]).ok());
+    match decoded {
+        Some((c, i)) => vectors::VECTORS_HEADER_LEN
+            .saturating_add((i.slot_high_water as usize).saturating_mul(c.dimension as usize * 4)),
+        None => usize::MAX,
+    }
+}
+
+/// An error from opening hostile files must be one of the codes a damaged directory can give.
+fn assert_typed(e: &Error) {
+    assert!(
+        matches!(e.code(), "KEEL_CORRUPT" | "KEEL_UNSUPPORTED_VERSION"),
+        "unexpected error for hostile files: {} {e}",
+        e.code()
+    );
+}
