@@ -174,13 +174,13 @@ function loopRate(fn, ids, maxSeconds) {
  */
 async function getSyncLayers(ids, seconds) {
   const n = nativeHooks()
-  const db = await n.openDb(spec.dir, 'flush', 'salvage', undefined)
+  const db = await n.openDb(spec.dir, 'flush', 'salvage', {})
   const coll = db.collection('v')
   const dim = spec.dimension
   const layers = {
     noopNapi: loopRate(() => n.benchNoop(), ids, seconds),
     allocFloat32Array: loopRate(() => new Float32Array(dim), ids, seconds),
-    nativeGetSync: loopRate((id) => coll.getSync(id), ids, seconds),
+    nativeGetSync: loopRate((id) => coll.getSync(id, true, true), ids, seconds),
   }
   await db.close()
   return layers

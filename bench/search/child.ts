@@ -41,7 +41,7 @@ async function memscan(config: Config, report: Report, queries: Float32Array): P
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const native = require('../../index.js') as typeof import('../../index.js')
   const start = nowMs()
-  const db = await native.openDb(join(config.dir, 'db'), 'fsync', 'salvage', undefined)
+  const db = await native.openDb(join(config.dir, 'db'), 'fsync', 'salvage', {})
   const c = db.collection('bench')
   report.setupMs = nowMs() - start
   const list = queryList(queries, config)

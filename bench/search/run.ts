@@ -342,10 +342,10 @@ function render(
 
 const METHOD = `## Method
 
-- **One run, same data.** \`bench/run.ts\` generates the vectors (seeded, so every run has
+- **One run, same data.** \`bench/search/run.ts\` generates the vectors (seeded, so every run has
   the same data), writes them to a raw file, loads them into a keeldb collection, and
   computes a float64 reference for the recall check. Then, for each round, it starts one
-  fresh child process (\`bench/child.ts\`) per system, rotating the order each round. A
+  fresh child process (\`bench/search/child.ts\`) per system, rotating the order each round. A
   child gets ready (maps or reads the data, builds its structure: "setup"), runs every
   workload once as a warm-up (page faults, JIT, keeldb's lazily built cosine norms), then
   times the workloads in turn, repetition by repetition.
