@@ -137,3 +137,23 @@ pub(crate) fn record(kind: EventKind, path: &Path) {
         });
     }
 }
+
+/// A fault to inject: an operation fails the way a disk can make it fail. Unlike a [`Bug`],
+/// keeldb's code is unchanged; what is tested is how it handles the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every `fdatasync` of a write-ahead log fails with EIO.
+    LogSyncEio,
+}
+
+static FAULT: RwLock<Option<Fault>> = RwLock::new(None);
+
+/// Injects `fault` (or none) for the whole process from now on.
+pub fn inject(fault: Option<Fault>) {
+    *FAULT.write().unwrap_or_else(|e| e.into_inner()) = fault;
+}
+
+/// Whether `fault` is injected.
+pub(crate) fn failing(fault: Fault) -> bool {
+    *FAULT.read().unwrap_or_else(|e| e.into_inner()) == Some(fault)
+}

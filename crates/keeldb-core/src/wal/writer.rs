@@ -117,6 +117,11 @@ impl WalWriter {
     pub fn sync(&mut self) -> Result<()> {
         self.write_out()?;
         if !self.synced {
+            #[cfg(feature = "planted-bugs")]
+            if crate::planted::failing(crate::planted::Fault::LogSyncEio) {
+                let eio = std::io::Error::from_raw_os_error(libc::EIO);
+                return Err(Error::io("fdatasync", &self.path, eio));
+            }
             self.file
                 .sync_data()
                 .map_err(|e| Error::io("fdatasync", &self.path, e))?;
