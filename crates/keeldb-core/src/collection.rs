@@ -337,7 +337,6 @@ impl State {
             }
             _ => &[],
         };
-        let filter_error: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
         let space = Space {
             data: self.vectors.slots_f32(self.slot_high_water)?,
             dim,
@@ -345,27 +344,44 @@ impl State {
             metric,
             inverse_norms,
         };
-        let found = search::exact_search(
-            &space,
-            queries,
-            request.k,
-            Isa::best(),
-            |slot| self.slot_ids.get(slot).and_then(Option::as_ref),
-            |slot| match request.filter {
-                None => true,
-                Some(filter) => match self.payload_for_filter(slot as u32) {
-                    Ok(payload) => filter.matches(payload.as_ref()),
-                    Err(e) => {
-                        // The first failure is reported once the scan is over.
-                        filter_error.borrow_mut().get_or_insert(e);
-                        false
-                    }
+        let isa = Isa::best();
+        let key_of = |slot: usize| self.slot_ids.get(slot).and_then(Option::as_ref);
+        // One scan over `range`: the filter's first failure is returned once it is over.
+        let scan = |range: std::ops::Range<usize>| {
+            let mut failure = None;
+            let found = search::exact_search_range(
+                &space,
+                range,
+                queries,
+                request.k,
+                isa,
+                key_of,
+                |slot| match request.filter {
+                    None => true,
+                    Some(filter) => match self.payload_for_filter(slot as u32) {
+                        Ok(payload) => filter.matches(payload.as_ref()),
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            false
+                        }
+                    },
                 },
-            },
-        );
-        if let Some(e) = filter_error.into_inner() {
-            return Err(e);
-        }
+            );
+            failure.map_or(Ok(found), Err)
+        };
+        let query_count = queries.len() / dim.max(1);
+        let found = if search::worth_splitting(query_count, slot_count) {
+            let middle = slot_count / 2;
+            let (first, second) = std::thread::scope(|threads| {
+                let second = threads.spawn(|| scan(middle..slot_count));
+                (scan(0..middle), second.join())
+            });
+            // A panic in the second half is a bug in the scan: pass it on as one.
+            let second = second.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            search::merge_halves(first?, second?, request.k)
+        } else {
+            scan(0..slot_count)?
+        };
         found
             .into_iter()
             .map(|hits| {

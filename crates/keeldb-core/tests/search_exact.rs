@@ -344,3 +344,43 @@ fn a_search_during_writes_never_sees_a_torn_vector() {
     assert!(searches > 10, "only {searches} searches ran");
     db.close().expect("close");
 }
+
+#[test]
+fn a_large_batch_split_across_two_threads_equals_its_queries_one_by_one() {
+    // Past PARALLEL_SLOTS_MIN slots a batch of PARALLEL_QUERIES_MIN or more queries is
+    // scored by two threads over half the slots each; each query's result must be exactly
+    // what it gets alone (one thread), for every metric, with a filter and without.
+    use keeldb_core::search::{PARALLEL_QUERIES_MIN, PARALLEL_SLOTS_MIN};
+    for metric in [Metric::Cosine, Metric::Dot, Metric::Euclidean] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open_ok(dir.path());
+        let c = db.create_collection(NAME, 4, metric).expect("create");
+        let n = PARALLEL_SLOTS_MIN as u64 + 500;
+        let ids: Vec<Id> = (0..n).map(Id::Int).collect();
+        // Few distinct vectors, so many distances tie across the two halves.
+        let flat: Vec<f32> = (0..n).flat_map(|i| vector(i % 1009, 4)).collect();
+        c.upsert(&ids, &flat, Some(Durability::None))
+            .expect("upsert");
+        let nq = PARALLEL_QUERIES_MIN + 3;
+        let queries: Vec<f32> = (0..nq as u64).flat_map(|q| vector(50_000 + q, 4)).collect();
+        let filter =
+            Filter::parse(&serde_json::json!({ "missing": { "$exists": false } })).expect("filter");
+        for f in [None, Some(&filter)] {
+            let req = SearchRequest {
+                filter: f,
+                ..request(25)
+            };
+            let batch = c.search_batch(&queries, &req).expect("batch");
+            for (q, hits) in batch.iter().enumerate() {
+                let alone = c.search(&queries[q * 4..(q + 1) * 4], &req).expect("alone");
+                assert_eq!(
+                    hits,
+                    &alone,
+                    "{metric:?}, query {q}, filter {}",
+                    f.is_some()
+                );
+            }
+        }
+        db.close().expect("close");
+    }
+}

@@ -41,6 +41,37 @@ pub const SEARCH_VECTOR_FLOATS_MAX: usize = 1 << 28;
 /// Bytes of vectors gathered and scored per block: small next to the L2 cache, large enough
 /// that per-block work (gathering, heap updates) is amortised.
 pub const BLOCK_BYTES: usize = 256 << 10;
+/// A batch of at least this many queries is scored by two threads, each over half the
+/// slots: a batch is compute-bound (each vector block serves every query from L1), so a
+/// second core helps it, while a lone query is memory-bound and stays on one thread.
+pub const PARALLEL_QUERIES_MIN: usize = 4;
+/// ...and only over at least this many slots, so that starting a thread is a small cost.
+pub const PARALLEL_SLOTS_MIN: usize = 16_384;
+
+/// Whether [`exact_search`]'s caller should split this search across two threads (see
+/// [`PARALLEL_QUERIES_MIN`]) with [`exact_search_range`] and [`merge_halves`].
+pub fn worth_splitting(query_count: usize, slot_count: usize) -> bool {
+    query_count >= PARALLEL_QUERIES_MIN && slot_count >= PARALLEL_SLOTS_MIN
+}
+
+/// Merges the per-query results of two searches over disjoint slot ranges into the `k`
+/// best of each, in the same order one search over both ranges gives.
+pub fn merge_halves<K: Ord>(
+    first: Vec<Vec<Neighbour<K>>>,
+    second: Vec<Vec<Neighbour<K>>>,
+    k: usize,
+) -> Vec<Vec<Neighbour<K>>> {
+    first
+        .into_iter()
+        .zip(second)
+        .map(|(mut a, b)| {
+            a.extend(b);
+            a.sort_unstable();
+            a.truncate(k);
+            a
+        })
+        .collect()
+}
 
 /// The vectors a search scans.
 #[derive(Debug, Clone, Copy)]
@@ -127,9 +158,24 @@ pub fn exact_search<K: Ord + Copy>(
     k: usize,
     isa: Isa,
     key_of: impl Fn(usize) -> Option<K>,
+    accept: impl FnMut(usize) -> bool,
+) -> Vec<Vec<Neighbour<K>>> {
+    exact_search_range(space, 0..space.slot_count, queries, k, isa, key_of, accept)
+}
+
+/// [`exact_search`] over the slots in `range` only (which must lie below
+/// `space.slot_count`): the piece two threads each run over half the slots.
+pub fn exact_search_range<K: Ord + Copy>(
+    space: &Space<'_>,
+    range: std::ops::Range<usize>,
+    queries: &[f32],
+    k: usize,
+    isa: Isa,
+    key_of: impl Fn(usize) -> Option<K>,
     mut accept: impl FnMut(usize) -> bool,
 ) -> Vec<Vec<Neighbour<K>>> {
     let dim = space.dim;
+    assert!(range.end <= space.slot_count, "the range lies in the space");
     assert!(
         dim > 0 && queries.len().is_multiple_of(dim),
         "whole queries"
@@ -161,10 +207,10 @@ pub fn exact_search<K: Ord + Copy>(
     let mut slots: Vec<u32> = Vec::with_capacity(per_block);
     let mut keys: Vec<K> = Vec::with_capacity(per_block);
     let mut scores = vec![0f32; nq * per_block];
-    for start in (0..space.slot_count).step_by(per_block) {
+    for start in range.clone().step_by(per_block) {
         slots.clear();
         keys.clear();
-        for slot in start..(start + per_block).min(space.slot_count) {
+        for slot in start..(start + per_block).min(range.end) {
             if let Some(key) = key_of(slot) {
                 if accept(slot) {
                     // Slots are below slot_count, which the collection keeps in u32.
@@ -231,6 +277,52 @@ mod tests {
                 (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn two_halves_merged_equal_one_whole_search() {
+        // The two-thread split gives exactly what one scan over every slot gives, ties and
+        // free slots included, for every metric.
+        let (dim, slots, nq, k) = (5, 301, 6, 7);
+        let mut data: Vec<f32> = (0..slots as u64)
+            .flat_map(|i| vector(i % 97, dim))
+            .collect();
+        data.extend(vector(1, dim)); // a spare slot past slot_count
+        let queries: Vec<f32> = (0..nq as u64).flat_map(|i| vector(1000 + i, dim)).collect();
+        let norms: Vec<f32> = data.chunks_exact(dim).map(kernels::inverse_norm).collect();
+        let key_of = |slot: usize| (slot % 11 != 3).then_some(slot as u64);
+        for metric in [Metric::Euclidean, Metric::Dot, Metric::Cosine] {
+            let space = Space {
+                data: &data,
+                dim,
+                slot_count: slots,
+                metric,
+                inverse_norms: &norms,
+            };
+            let accept = |slot: usize| !slot.is_multiple_of(5);
+            let whole = exact_search(&space, &queries, k, Isa::Portable, key_of, accept);
+            for middle in [0, 1, 150, 300, slots] {
+                let a = exact_search_range(
+                    &space,
+                    0..middle,
+                    &queries,
+                    k,
+                    Isa::Portable,
+                    key_of,
+                    accept,
+                );
+                let b = exact_search_range(
+                    &space,
+                    middle..slots,
+                    &queries,
+                    k,
+                    Isa::Portable,
+                    key_of,
+                    accept,
+                );
+                assert_eq!(merge_halves(a, b, k), whole, "{metric:?} split at {middle}");
+            }
+        }
     }
 
     /// The float64 distance the module docs define.
