@@ -320,7 +320,7 @@ function render(
   const compare: [string, [string, string, number], [string, string, number]][] = [
     ['usearch exact single query (1 thread) / keeldb single query', ['usearch', 'single query (1 thread)', q], keelSingle],
     [`usearch exact batch of ${q} (1 thread) / keeldb batch of ${q}`, ['usearch', 'batch (1 thread)', q], keelBatch],
-    [`usearch exact batch of ${q} (all threads) / keeldb batch of ${q} (1 thread)`, ['usearch', 'batch (all threads)', q], keelBatch],
+    [`usearch exact batch of ${q} (all threads) / keeldb batch of ${q} (2 threads)`, ['usearch', 'batch (all threads)', q], keelBatch],
     ['hnswlib-node brute-force single query / keeldb single query', ['hnswlib-node', 'single query', q], keelSingle],
   ]
   for (const [label, a, b] of compare) lines.push(`| ${label} | ${ratio(a, b, 'wall')} | ${ratio(a, b, 'cpu')} |`)

@@ -48,6 +48,21 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
+/// Whether the last 4 bytes of `frame` are the CRC-32 of the bytes before them: the trailer
+/// of a log record and of a payload log frame.
+pub fn trailing_crc_ok(frame: &[u8]) -> bool {
+    let Some(crc_at) = frame.len().checked_sub(4) else {
+        return false;
+    };
+    let stored = u32::from_le_bytes([
+        frame[crc_at],
+        frame[crc_at + 1],
+        frame[crc_at + 2],
+        frame[crc_at + 3],
+    ]);
+    stored == crc32(&frame[..crc_at])
+}
+
 /// Tag byte of a string id.
 const ID_TAG_STR: u8 = 1;
 /// Tag byte of an integer id.

@@ -167,16 +167,7 @@ pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, HeaderProblem> {
 
 /// Checks the trailing CRC of a whole frame (`frame` is exactly `frame_len()` bytes).
 pub fn frame_crc_ok(frame: &[u8]) -> bool {
-    let Some(crc_at) = frame.len().checked_sub(4) else {
-        return false;
-    };
-    let stored = u32::from_le_bytes([
-        frame[crc_at],
-        frame[crc_at + 1],
-        frame[crc_at + 2],
-        frame[crc_at + 3],
-    ]);
-    stored == crc32(&frame[..crc_at])
+    super::trailing_crc_ok(frame)
 }
 
 /// Appends a frame of `kind` for `id` (with `payload` for a store) derived from record

@@ -176,16 +176,7 @@ pub fn decode_record_header(bytes: &[u8]) -> Result<RecordHeader, HeaderProblem>
 /// Checks the body CRC of a whole record frame (`frame` is exactly `header.frame_len()`
 /// bytes, starting with the header).
 pub fn frame_body_crc_ok(frame: &[u8]) -> bool {
-    let Some(crc_at) = frame.len().checked_sub(4) else {
-        return false;
-    };
-    let stored = u32::from_le_bytes([
-        frame[crc_at],
-        frame[crc_at + 1],
-        frame[crc_at + 2],
-        frame[crc_at + 3],
-    ]);
-    stored == crc32(&frame[..crc_at])
+    super::trailing_crc_ok(frame)
 }
 
 /// Builds the body of a batch record, then frames it. Use [`BatchEncoder::finish`] to get
