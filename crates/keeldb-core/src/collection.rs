@@ -21,7 +21,6 @@
 //! Compaction rewrites the payload log's live frames to a new generation without holding
 //! either lock for the copy (see [`Collection::compact`]).
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{
@@ -48,7 +47,7 @@ use crate::storage::fsio;
 use crate::storage::payload_log;
 use crate::storage::vectors::VectorFile;
 use crate::types::{
-    Durability, Id, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX, WAL_RECORD_BYTES_MAX,
+    Durability, Id, IdMap, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX, WAL_RECORD_BYTES_MAX,
 };
 use crate::wal::replay::replay;
 use crate::wal::writer::WalWriter;
@@ -199,7 +198,7 @@ pub struct SearchHit {
 #[derive(Debug)]
 struct State {
     vectors: VectorFile,
-    ids: HashMap<Id, u32>,
+    ids: IdMap<u32>,
     /// Free as of the last checkpoint: may be written now.
     free_slots: Vec<u32>,
     /// Freed since the last checkpoint: the checkpoint may still reference them.
@@ -548,17 +547,29 @@ impl Collection {
         let (payloads, payload_report) =
             PayloadStore::open(dir, snapshot.checkpoint_lsn, options.recovery, upgrading)?;
         let config = upgrade_config(dir, config)?;
+        // One pass builds both directions of the id map; the decoder checked every slot,
+        // this checks every id (one hash table, not two: it is most of an open's time).
         let mut slot_ids = vec![None; snapshot.slot_high_water as usize];
-        for (id, slot) in &snapshot.entries {
-            // The index decoder checked that every slot is below the high-water mark and
-            // appears once.
-            if let Some(entry) = slot_ids.get_mut(*slot as usize) {
+        let mut ids = IdMap::with_capacity_and_hasher(snapshot.entries.len(), Default::default());
+        for (id, slot) in snapshot.entries {
+            if let Some(entry) = slot_ids.get_mut(slot as usize) {
                 *entry = Some(id.clone());
+            }
+            if ids.insert(id, slot).is_some() {
+                let id = slot_ids.get(slot as usize).cloned().flatten();
+                return Err(Error::corrupted(
+                    dir.join(INDEX_FILE),
+                    0,
+                    format!(
+                        "id {} appears twice",
+                        id.map_or_else(String::new, |id| id.to_string())
+                    ),
+                ));
             }
         }
         let mut state = State {
             vectors,
-            ids: snapshot.entries.into_iter().collect(),
+            ids,
             free_slots: snapshot.free_slots,
             pending_free: Vec::new(),
             slot_high_water: snapshot.slot_high_water,

@@ -28,7 +28,7 @@ use crate::format::peek_version;
 use crate::format::wal::Op;
 use crate::storage::fsio;
 use crate::storage::payload_log::{self, CompactionWriter, PayloadLogFile};
-use crate::types::{Id, RecoveryPolicy};
+use crate::types::{Id, IdMap, RecoveryPolicy};
 
 /// The payload snapshot file, written at each checkpoint.
 pub const PAYLOAD_INDEX_FILE: &str = "payloads.idx";
@@ -54,7 +54,7 @@ pub struct PayloadOpenReport {
 #[derive(Debug)]
 pub struct PayloadStore {
     log: PayloadLogFile,
-    index: HashMap<Id, PayloadLoc>,
+    index: IdMap<PayloadLoc>,
     /// Sum of the frame lengths the index points at.
     live_bytes: u64,
 }
@@ -107,7 +107,7 @@ impl PayloadStore {
                 report.snapshot_used = true;
                 (s.entries.into_iter().collect(), s.log_end)
             }
-            None => (HashMap::new(), PAYLOAD_LOG_HEADER_LEN as u64),
+            None => (IdMap::default(), PAYLOAD_LOG_HEADER_LEN as u64),
         };
         let outcome = log.scan(from, checkpoint_lsn, policy, |offset, header, body| {
             match body.payload {

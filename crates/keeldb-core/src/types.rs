@@ -25,6 +25,9 @@ pub const PAYLOAD_BYTES_MAX: usize = 16 << 20;
 /// Deepest nesting of arrays and objects a payload may have (a scalar is depth 0, `{}` is 1).
 pub const PAYLOAD_DEPTH_MAX: usize = 64;
 
+/// A map keyed by record id, with the fast seeded hasher every id map of keeldb uses.
+pub type IdMap<V> = std::collections::HashMap<Id, V, foldhash::fast::RandomState>;
+
 /// A record's id: a string or a non-negative safe integer. The two never compare equal,
 /// so `"1"` and `1` are different records, as they are to a JavaScript caller.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -208,6 +208,18 @@ fn a_forged_index_is_checked_against_the_vector_file_and_the_lsn_limit() {
             },
             path.clone(),
         ),
+        // One id in two slots (the decoder checks slots; the open checks ids).
+        (
+            IndexSnapshot {
+                entries: {
+                    let mut e = good.entries.clone();
+                    e[1].0 = e[0].0.clone();
+                    e
+                },
+                ..good.clone()
+            },
+            path.clone(),
+        ),
         // More slots than the vector file holds: the vector file is the one found short.
         (
             IndexSnapshot {

@@ -77,7 +77,9 @@ pub fn encode(snapshot: &IndexSnapshot) -> Vec<u8> {
 }
 
 /// Decodes an index file, checking its checksum, its counts against its length, and that
-/// every slot is below the high-water mark and used once. Duplicate ids are refused too.
+/// every slot is below the high-water mark and used once. Duplicate ids are left to the
+/// caller, which builds the id map anyway (a second hash table here would double the cost of
+/// an open).
 pub fn decode(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
     if bytes.len() < INDEX_HEADER_LEN + 4 {
         return Err(DecodeError::new(0, "index file is shorter than its header"));
@@ -142,15 +144,11 @@ pub fn decode(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
         }
     };
     let mut entries = Vec::with_capacity(entry_count);
-    let mut ids = std::collections::HashSet::with_capacity(entry_count);
     for _ in 0..entry_count {
         let at = r.position();
         let id = r.id()?;
         let slot = r.u32("slot")?;
         mark(slot, at)?;
-        if !ids.insert(id.clone()) {
-            return Err(DecodeError::new(at, format!("id {id} appears twice")));
-        }
         entries.push((id, slot));
     }
     let mut free_slots = Vec::with_capacity(free_count);
