@@ -161,7 +161,7 @@ impl Db {
         let target = self.path.join(name);
         fs::rename(&staging, &target).map_err(|e| Error::io("rename", &target, e))?;
         fsio::sync_dir(&self.path)?;
-        let c = Collection::open(name, &target, self.collection_options())?;
+        let c = Collection::open(name, &target, collection_options(&self.options))?;
         open.collections.insert(name.to_owned(), Arc::clone(&c));
         Ok(c)
     }
@@ -217,10 +217,6 @@ impl Db {
         }
         drop(open);
         first_error.map_or(Ok(()), Err)
-    }
-
-    fn collection_options(&self) -> CollectionOptions {
-        collection_options(&self.options)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Option<Open>>> {
