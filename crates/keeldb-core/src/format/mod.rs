@@ -200,6 +200,23 @@ pub fn f32s_from_le(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Asserts that `decode` refuses `bytes` cut at every length and with any single bit flipped:
+/// the property every checksummed file format here must have.
+#[cfg(test)]
+pub(crate) fn assert_every_cut_and_flip_refused<T, E>(
+    bytes: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+) {
+    for cut in 0..bytes.len() {
+        assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    for bit in 0..bytes.len() * 8 {
+        let mut bad = bytes.to_vec();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        assert!(decode(&bad).is_err(), "bit {bit}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

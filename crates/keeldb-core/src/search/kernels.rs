@@ -321,18 +321,7 @@ pub fn sum(data: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
-    /// A deterministic vector with components in [-1, 1).
-    fn vector(seed: u64, dim: usize) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..dim)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::search::test_vector as vector;
 
     fn reference(kernel: Kernel, a: &[f32], b: &[f32]) -> f64 {
         a.iter()
