@@ -21,7 +21,6 @@
 //! Compaction rewrites the payload log's live frames to a new generation without holding
 //! either lock for the copy (see [`Collection::compact`]).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{
     mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
@@ -46,6 +45,7 @@ use crate::search::{self, Space};
 use crate::storage::fsio;
 use crate::storage::payload_log;
 use crate::storage::vectors::VectorFile;
+use crate::storage::vfs::Vfs;
 use crate::types::{
     Durability, Id, IdMap, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX, WAL_RECORD_BYTES_MAX,
 };
@@ -468,6 +468,8 @@ struct OpenReport {
 /// An open collection. Shared between threads (always behind an `Arc`); every method takes
 /// `&self`.
 pub struct Collection {
+    /// The file system the collection's files live on.
+    fs: Arc<dyn Vfs>,
     name: String,
     dir: PathBuf,
     config: CollectionConfig,
@@ -495,22 +497,22 @@ impl std::fmt::Debug for Collection {
 
 /// Creates a collection's files in `dir` (which must exist and be empty), each durable.
 /// The caller renames `dir` into place and syncs the parent.
-pub fn create_files(dir: &Path, dimension: u32, metric: Metric) -> Result<()> {
+pub fn create_files(fs: &dyn Vfs, dir: &Path, dimension: u32, metric: Metric) -> Result<()> {
     let config = CollectionConfig {
         format_version: COLLECTION_FORMAT_VERSION,
         dimension,
         metric,
     };
-    fsio::write_atomic(dir, CONFIG_FILE, &config::encode(&config))?;
-    VectorFile::create(&dir.join(VECTORS_FILE), dimension)?;
-    WalWriter::create(&dir.join(WAL_FILE), dimension)?;
-    payloads::create_files(dir)?;
+    fsio::write_atomic(fs, dir, CONFIG_FILE, &config::encode(&config))?;
+    VectorFile::create(fs, &dir.join(VECTORS_FILE), dimension)?;
+    WalWriter::create(fs, &dir.join(WAL_FILE), dimension)?;
+    payloads::create_files(fs, dir)?;
     let empty = IndexSnapshot {
         version: INDEX_VERSION,
         dimension,
         ..IndexSnapshot::default()
     };
-    fsio::write_atomic(dir, INDEX_FILE, &index::encode(&empty))?;
+    fsio::write_atomic(fs, dir, INDEX_FILE, &index::encode(&empty))?;
     let no_payloads = PayloadSnapshot {
         version: PAYLOAD_INDEX_VERSION,
         generation: 1,
@@ -519,6 +521,7 @@ pub fn create_files(dir: &Path, dimension: u32, metric: Metric) -> Result<()> {
         entries: Vec::new(),
     };
     fsio::write_atomic(
+        fs,
         dir,
         PAYLOAD_INDEX_FILE,
         &payload_index::encode(&no_payloads),
@@ -527,11 +530,16 @@ pub fn create_files(dir: &Path, dimension: u32, metric: Metric) -> Result<()> {
 
 impl Collection {
     /// Opens the collection in `dir`, replaying its log and checkpointing what was replayed.
-    pub fn open(name: &str, dir: &Path, options: CollectionOptions) -> Result<Arc<Collection>> {
-        let config = read_config(dir)?;
-        fsio::remove_stale_temps(dir)?;
-        let snapshot = read_index(dir, config.dimension)?;
-        let vectors = VectorFile::open(&dir.join(VECTORS_FILE), config.dimension)?;
+    pub fn open(
+        fs: Arc<dyn Vfs>,
+        name: &str,
+        dir: &Path,
+        options: CollectionOptions,
+    ) -> Result<Arc<Collection>> {
+        let config = read_config(&*fs, dir)?;
+        fsio::remove_stale_temps(&*fs, dir)?;
+        let snapshot = read_index(&*fs, dir, config.dimension)?;
+        let vectors = VectorFile::open(&*fs, &dir.join(VECTORS_FILE), config.dimension)?;
         if u64::from(snapshot.slot_high_water) > vectors.capacity_slots() {
             return Err(Error::corrupted(
                 dir.join(VECTORS_FILE),
@@ -545,8 +553,8 @@ impl Collection {
         }
         let upgrading = config.format_version < COLLECTION_FORMAT_VERSION;
         let (payloads, payload_report) =
-            PayloadStore::open(dir, snapshot.checkpoint_lsn, options.recovery, upgrading)?;
-        let config = upgrade_config(dir, config)?;
+            PayloadStore::open(&*fs, dir, snapshot.checkpoint_lsn, options.recovery, upgrading)?;
+        let config = upgrade_config(&*fs, dir, config)?;
         // One pass builds both directions of the id map; the decoder checked every slot,
         // this checks every id (one hash table, not two: it is most of an open's time).
         let mut slot_ids = vec![None; snapshot.slot_high_water as usize];
@@ -579,7 +587,7 @@ impl Collection {
             slot_ids,
             inverse_norms: None,
         };
-        let (wal, mut report) = recover_log(dir, &config, options.recovery, &mut state)?;
+        let (wal, mut report) = recover_log(&*fs, dir, &config, options.recovery, &mut state)?;
         // A payload log replayed without a snapshot gets one now, so the next open is fast.
         let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64
             || (!payload_report.snapshot_used
@@ -595,6 +603,7 @@ impl Collection {
             needs_checkpoint && !crate::planted::active(crate::planted::Bug::AppendAfterTornTail);
         let queue = Arc::new(CommitQueue::default());
         let collection = Arc::new_cyclic(|weak: &Weak<Collection>| Collection {
+            fs,
             name: name.to_owned(),
             dir: dir.to_owned(),
             config,
@@ -1199,7 +1208,7 @@ impl Collection {
             state.payloads.compaction_source()
         };
         // Step 2: the bulk of the copy, holding no lock.
-        let copy = source.copy(&self.dir)?;
+        let copy = source.copy(Arc::clone(&self.fs), &self.dir)?;
         // Step 3.
         let mut guard = self.lock_writer()?;
         let writer = match self.usable_writer(&mut guard) {
@@ -1225,8 +1234,8 @@ impl Collection {
         };
         // From the rename on, the new generation is current after a crash: a failure
         // now leaves memory and disk possibly apart, so it poisons.
-        let finished = fsio::sync_dir(&self.dir)
-            .and_then(|()| payload_log::remove(&self.dir, superseded))
+        let finished = fsio::sync_dir(&*self.fs, &self.dir)
+            .and_then(|()| payload_log::remove(&*self.fs, &self.dir, superseded))
             .and_then(|()| self.checkpoint_steps(writer));
         finished.map_err(|e| writer.poison(e))?;
         writer.compactions += 1;
@@ -1269,8 +1278,9 @@ impl Collection {
         };
         // The index first: a payload snapshot is never ahead of it, so a crash between the
         // two renames leaves an older snapshot, which open uses and replays on from.
-        fsio::write_atomic(&self.dir, INDEX_FILE, &index::encode(&snapshot))?;
+        fsio::write_atomic(&*self.fs, &self.dir, INDEX_FILE, &index::encode(&snapshot))?;
         fsio::write_atomic(
+            &*self.fs,
             &self.dir,
             PAYLOAD_INDEX_FILE,
             &payload_index::encode(&payload_snapshot),
@@ -1293,9 +1303,7 @@ impl Collection {
         let writer = writer_guard.as_ref().ok_or(Error::Closed("collection"))?;
         let state_guard = self.read_state()?;
         let state = state_guard.as_ref().ok_or(Error::Closed("collection"))?;
-        let index_file_bytes = fs::metadata(self.dir.join(INDEX_FILE))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let index_file_bytes = fsio::file_len(&*self.fs, &self.dir.join(INDEX_FILE)).unwrap_or(0);
         Ok(CollectionStats {
             count: state.ids.len() as u64,
             dimension: self.config.dimension,
@@ -1437,7 +1445,11 @@ fn read_record(state: &State, id: &Id, vector: bool, payload: bool) -> Result<Op
 
 /// Rewrites a format-1 config as format 2 once the payload log exists: from then on the
 /// log may hold payload ops, which a build that only knows format 1 must refuse.
-fn upgrade_config(dir: &Path, config: CollectionConfig) -> Result<CollectionConfig> {
+fn upgrade_config(
+    fs: &dyn Vfs,
+    dir: &Path,
+    config: CollectionConfig,
+) -> Result<CollectionConfig> {
     if config.format_version >= COLLECTION_FORMAT_VERSION {
         return Ok(config);
     }
@@ -1445,7 +1457,7 @@ fn upgrade_config(dir: &Path, config: CollectionConfig) -> Result<CollectionConf
         format_version: COLLECTION_FORMAT_VERSION,
         ..config
     };
-    fsio::write_atomic(dir, CONFIG_FILE, &config::encode(&upgraded))?;
+    fsio::write_atomic(fs, dir, CONFIG_FILE, &config::encode(&upgraded))?;
     Ok(upgraded)
 }
 
@@ -1472,9 +1484,9 @@ fn check_body_len(bytes: usize) -> Result<()> {
     Ok(())
 }
 
-fn read_config(dir: &Path) -> Result<CollectionConfig> {
+fn read_config(fs: &dyn Vfs, dir: &Path) -> Result<CollectionConfig> {
     let path = dir.join(CONFIG_FILE);
-    let bytes = fsio::read_small(&path, CONFIG_BYTES_MAX as u64)?;
+    let bytes = fsio::read_small(fs, &path, CONFIG_BYTES_MAX as u64)?;
     // The version first: a newer config may have fields this build would call corrupt.
     let version = config::peek_format_version(&bytes);
     if let Some(found) = version.filter(|v| *v > COLLECTION_FORMAT_VERSION || *v == 0) {
@@ -1488,9 +1500,9 @@ fn read_config(dir: &Path) -> Result<CollectionConfig> {
     config::decode(&bytes).map_err(|e| Error::corrupted(&path, e.offset, e.reason))
 }
 
-fn read_index(dir: &Path, dimension: u32) -> Result<IndexSnapshot> {
+fn read_index(fs: &dyn Vfs, dir: &Path, dimension: u32) -> Result<IndexSnapshot> {
     let path = dir.join(INDEX_FILE);
-    let bytes = fsio::read_small(&path, INDEX_BYTES_MAX)?;
+    let bytes = fsio::read_small(fs, &path, INDEX_BYTES_MAX)?;
     if let Some(version) = peek_version(&bytes, &INDEX_MAGIC).filter(|v| *v > INDEX_VERSION) {
         return Err(Error::UnsupportedVersion {
             file: path,
@@ -1527,14 +1539,15 @@ fn read_index(dir: &Path, dimension: u32) -> Result<IndexSnapshot> {
 /// Replays the log into `state`, cuts a torn tail (fsynced) and returns the writer, which
 /// appends right after the last valid record.
 fn recover_log(
+    fs: &dyn Vfs,
     dir: &Path,
     config: &CollectionConfig,
     policy: RecoveryPolicy,
     state: &mut State,
 ) -> Result<(WalWriter, OpenReport)> {
     let path = dir.join(WAL_FILE);
-    let file = fsio::open_regular_rw(&path)?;
-    let image = fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    let file = fsio::open_regular_rw(fs, &path)?;
+    let image = fsio::read_all(&*file, &path)?;
     if let Some(version) = peek_version(&image, &walfmt::WAL_MAGIC).filter(|v| *v > WAL_VERSION) {
         return Err(Error::UnsupportedVersion {
             file: path,

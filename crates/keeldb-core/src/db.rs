@@ -6,7 +6,6 @@
 //! crash never leaves half a collection visible.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -14,6 +13,7 @@ use crate::collection::{self, Collection, CollectionOptions};
 use crate::error::{Error, Result};
 use crate::storage::fsio;
 use crate::storage::lock::DirLock;
+use crate::storage::vfs::{NodeKind, RealFs, Vfs};
 use crate::types::{validate_collection_name, Durability, Metric, RecoveryPolicy, DIMENSION_MAX};
 
 /// Prefix of a collection directory being created.
@@ -65,6 +65,7 @@ struct Open {
 /// An open database. Shared between threads; every method takes `&self`.
 #[derive(Debug)]
 pub struct Db {
+    fs: Arc<dyn Vfs>,
     path: PathBuf,
     options: DbOptions,
     open: Mutex<Option<Open>>,
@@ -74,6 +75,11 @@ impl Db {
     /// Opens (creating if needed) the database in `path`: takes its lock, clears leftovers
     /// of interrupted creates and drops, and opens and recovers every collection.
     pub fn open(path: &Path, options: DbOptions) -> Result<Db> {
+        Db::open_in(RealFs::shared(), path, options)
+    }
+
+    /// [`Db::open`] on the file system `fs` (the crash tests pass a simulated disk).
+    pub fn open_in(fs: Arc<dyn Vfs>, path: &Path, options: DbOptions) -> Result<Db> {
         if options.checkpoint_threshold_bytes == 0 {
             return Err(Error::invalid(
                 "checkpoint threshold must be at least 1 byte",
@@ -85,27 +91,26 @@ impl Db {
                 "compaction garbage ratio must be above 0 and at most 1, got {ratio}"
             )));
         }
-        fs::create_dir_all(path).map_err(|e| Error::io("create directory", path, e))?;
-        let lock = DirLock::acquire(path)?;
+        fs.create_dir_all(path)
+            .map_err(|e| Error::io("create directory", path, e))?;
+        let lock = DirLock::acquire(&*fs, path)?;
         let mut collections = BTreeMap::new();
-        let entries = fs::read_dir(path).map_err(|e| Error::io("read directory", path, e))?;
+        let entries = fs
+            .read_dir(path)
+            .map_err(|e| Error::io("read directory", path, e))?;
         let mut names = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io("read directory", path, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let entry_path = entry.path();
+            let name = entry.name;
+            let entry_path = path.join(&name);
             if name.starts_with(CREATING_PREFIX) || name.starts_with(DROPPING_PREFIX) {
-                fs::remove_dir_all(&entry_path)
+                fs.remove_dir_all(&entry_path)
                     .map_err(|e| Error::io("remove leftover directory", &entry_path, e))?;
                 continue;
             }
             if validate_collection_name(&name).is_err() {
                 continue; // the lock file, or something that is not ours
             }
-            let file_type = entry
-                .file_type()
-                .map_err(|e| Error::io("stat", &entry_path, e))?;
-            if !file_type.is_dir() {
+            if entry.kind != NodeKind::Dir {
                 return Err(Error::corrupted(
                     &entry_path,
                     0,
@@ -114,12 +119,19 @@ impl Db {
             }
             names.push(name);
         }
-        fsio::sync_dir(path)?;
+        names.sort_unstable();
+        fsio::sync_dir(&*fs, path)?;
         for name in names {
-            let c = Collection::open(&name, &path.join(&name), collection_options(&options))?;
+            let c = Collection::open(
+                Arc::clone(&fs),
+                &name,
+                &path.join(&name),
+                collection_options(&options),
+            )?;
             collections.insert(name, c);
         }
         Ok(Db {
+            fs,
             path: path.to_owned(),
             options,
             open: Mutex::new(Some(Open {
@@ -153,15 +165,24 @@ impl Db {
             return Err(Error::Exists(name.to_owned()));
         }
         let staging = self.path.join(format!("{CREATING_PREFIX}{name}"));
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
+        let fs = &*self.fs;
+        if fs.kind(&staging).is_ok() {
+            fs.remove_dir_all(&staging)
+                .map_err(|e| Error::io("remove", &staging, e))?;
         }
-        fs::create_dir(&staging).map_err(|e| Error::io("create directory", &staging, e))?;
-        collection::create_files(&staging, dimension, metric)?;
+        fs.create_dir(&staging)
+            .map_err(|e| Error::io("create directory", &staging, e))?;
+        collection::create_files(fs, &staging, dimension, metric)?;
         let target = self.path.join(name);
-        fs::rename(&staging, &target).map_err(|e| Error::io("rename", &target, e))?;
-        fsio::sync_dir(&self.path)?;
-        let c = Collection::open(name, &target, collection_options(&self.options))?;
+        fs.rename(&staging, &target)
+            .map_err(|e| Error::io("rename", &target, e))?;
+        fsio::sync_dir(fs, &self.path)?;
+        let c = Collection::open(
+            Arc::clone(&self.fs),
+            name,
+            &target,
+            collection_options(&self.options),
+        )?;
         open.collections.insert(name.to_owned(), Arc::clone(&c));
         Ok(c)
     }
@@ -195,10 +216,13 @@ impl Db {
         // Its handles see `Closed` from now on; nothing of it needs to be durable any more.
         c.close_without_checkpoint()?;
         let doomed = self.path.join(format!("{DROPPING_PREFIX}{name}"));
-        fs::rename(self.path.join(name), &doomed).map_err(|e| Error::io("rename", &doomed, e))?;
-        fsio::sync_dir(&self.path)?;
-        fs::remove_dir_all(&doomed).map_err(|e| Error::io("remove", &doomed, e))?;
-        fsio::sync_dir(&self.path)
+        let fs = &*self.fs;
+        fs.rename(&self.path.join(name), &doomed)
+            .map_err(|e| Error::io("rename", &doomed, e))?;
+        fsio::sync_dir(fs, &self.path)?;
+        fs.remove_dir_all(&doomed)
+            .map_err(|e| Error::io("remove", &doomed, e))?;
+        fsio::sync_dir(fs, &self.path)
     }
 
     /// Checkpoints and closes every collection, then releases the lock. Later calls get

@@ -15,7 +15,6 @@
 //! vector and payload from the same write.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,6 +27,7 @@ use crate::format::peek_version;
 use crate::format::wal::Op;
 use crate::storage::fsio;
 use crate::storage::payload_log::{self, CompactionWriter, PayloadLogFile};
+use crate::storage::vfs::{Vfs, VfsFile};
 use crate::types::{Id, IdMap, RecoveryPolicy};
 
 /// The payload snapshot file, written at each checkpoint.
@@ -70,7 +70,7 @@ pub struct PayloadChange {
 /// readable through the handle whatever happens to the store meanwhile.
 #[derive(Debug)]
 pub struct CompactionSource {
-    file: Arc<File>,
+    file: Arc<dyn VfsFile>,
     path: PathBuf,
     generation: u64,
     /// The log's length at the checkpoint: frames after it are copied at the end.
@@ -94,14 +94,15 @@ impl PayloadStore {
     /// `upgrading`: the collection is of format 1, which had no payload log; one is
     /// created. Otherwise a missing payload log is corruption.
     pub fn open(
+        fs: &dyn Vfs,
         dir: &Path,
         checkpoint_lsn: u64,
         policy: RecoveryPolicy,
         upgrading: bool,
     ) -> Result<(PayloadStore, PayloadOpenReport)> {
-        let mut log = open_current_generation(dir, upgrading)?;
+        let mut log = open_current_generation(fs, dir, upgrading)?;
         let mut report = PayloadOpenReport::default();
-        let snapshot = read_snapshot(dir, &log, checkpoint_lsn, policy, &mut report)?;
+        let snapshot = read_snapshot(fs, dir, &log, checkpoint_lsn, policy, &mut report)?;
         let (mut index, from) = match snapshot {
             Some(s) => {
                 report.snapshot_used = true;
@@ -310,7 +311,7 @@ impl PayloadStore {
         let tail_start = writer.len_bytes();
         let copied = writer
             .copy_range(
-                &self.log.handle(),
+                &*self.log.handle(),
                 self.log.path(),
                 end,
                 self.log.len_bytes(),
@@ -365,12 +366,12 @@ impl CompactionSource {
     /// Copies every live frame (checking each one's CRC: a damaged frame stops compaction
     /// rather than being laundered into the new generation) into the next generation's
     /// temporary file, without any lock: the source frames are never modified.
-    pub fn copy(self, dir: &Path) -> Result<CompactionCopy> {
+    pub fn copy(self, fs: Arc<dyn Vfs>, dir: &Path) -> Result<CompactionCopy> {
         let generation = self.generation + 1;
-        let mut writer = CompactionWriter::create(dir, generation)?;
+        let mut writer = CompactionWriter::create(fs, dir, generation)?;
         let mut moved = Vec::with_capacity(self.live.len());
         for loc in &self.live {
-            let frame = match payload_log::read_frame(&self.file, &self.path, *loc) {
+            let frame = match payload_log::read_frame(&*self.file, &self.path, *loc) {
                 Ok(frame) => frame,
                 Err(e) => {
                     writer.abandon();
@@ -403,16 +404,16 @@ impl CompactionCopy {
 }
 
 /// Creates the payload log of a new collection (generation 1), fsynced.
-pub fn create_files(dir: &Path) -> Result<()> {
-    PayloadLogFile::create(dir, 1).map(|_| ())
+pub fn create_files(fs: &dyn Vfs, dir: &Path) -> Result<()> {
+    PayloadLogFile::create(fs, dir, 1).map(|_| ())
 }
 
 /// Opens the highest generation (compaction renames a new one into place only once it is
 /// whole and durable, so the highest is current) and deletes the lower ones, which a crash
 /// after that rename may have left. A format-1 collection (`upgrading`) without a
 /// payload log gets an empty generation 1.
-fn open_current_generation(dir: &Path, upgrading: bool) -> Result<PayloadLogFile> {
-    let generations = payload_log::list_generations(dir)?;
+fn open_current_generation(fs: &dyn Vfs, dir: &Path, upgrading: bool) -> Result<PayloadLogFile> {
+    let generations = payload_log::list_generations(fs, dir)?;
     let Some((&current, superseded)) = generations.split_last() else {
         if !upgrading {
             return Err(Error::corrupted(
@@ -421,16 +422,16 @@ fn open_current_generation(dir: &Path, upgrading: bool) -> Result<PayloadLogFile
                 "the collection has no payload log (payloads-<n>.log): file is missing",
             ));
         }
-        let log = PayloadLogFile::create(dir, 1)?;
-        fsio::sync_dir(dir)?;
+        let log = PayloadLogFile::create(fs, dir, 1)?;
+        fsio::sync_dir(fs, dir)?;
         return Ok(log);
     };
-    let log = PayloadLogFile::open(dir, current)?;
+    let log = PayloadLogFile::open(fs, dir, current)?;
     for &old in superseded {
-        payload_log::remove(dir, old)?;
+        payload_log::remove(fs, dir, old)?;
     }
     if !superseded.is_empty() {
-        fsio::sync_dir(dir)?;
+        fsio::sync_dir(fs, dir)?;
     }
     Ok(log)
 }
@@ -439,6 +440,7 @@ fn open_current_generation(dir: &Path, upgrading: bool) -> Result<PayloadLogFile
 /// checkpoint and within the log. A missing or stale one is normal after some crashes; a
 /// damaged one, or one claiming more log than there is, is reported.
 fn read_snapshot(
+    fs: &dyn Vfs,
     dir: &Path,
     log: &PayloadLogFile,
     checkpoint_lsn: u64,
@@ -446,10 +448,11 @@ fn read_snapshot(
     report: &mut PayloadOpenReport,
 ) -> Result<Option<PayloadSnapshot>> {
     let path = dir.join(PAYLOAD_INDEX_FILE);
-    if !path.exists() {
-        return Ok(None);
+    match fs.kind(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
     }
-    let bytes = fsio::read_small(&path, PAYLOAD_INDEX_BYTES_MAX)?;
+    let bytes = fsio::read_small(fs, &path, PAYLOAD_INDEX_BYTES_MAX)?;
     if let Some(v) =
         peek_version(&bytes, &PAYLOAD_INDEX_MAGIC).filter(|v| *v > PAYLOAD_INDEX_VERSION)
     {

@@ -1,19 +1,17 @@
 //! Small file-system protocols shared by every file keeldb writes.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
+use super::vfs::{NodeKind, OpenMode, Vfs, VfsFile};
 use crate::error::{Error, Result};
 
 /// Suffix of a file being written by [`write_atomic`]; such files are removed at open.
 pub const TEMP_SUFFIX: &str = ".tmp";
 
 /// fsyncs a directory, making the creates, renames and unlinks in it durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    let handle = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
-    handle
-        .sync_all()
+pub fn sync_dir(fs: &dyn Vfs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;
     #[cfg(feature = "planted-bugs")]
     crate::planted::record(crate::planted::EventKind::SyncDir, dir);
@@ -22,40 +20,39 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Replaces `dir/name` with `bytes` so that a crash leaves either the old file or the new
 /// one: write a temp file, fsync it, rename it over the target, fsync the directory.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(fs: &dyn Vfs, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let target = dir.join(name);
     let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)
+    let file = fs
+        .open(&temp, OpenMode::Replace)
         .map_err(|e| Error::io("create", &temp, e))?;
-    file.write_all(bytes)
+    file.write_all_at(bytes, 0)
         .map_err(|e| Error::io("write", &temp, e))?;
     file.sync_all().map_err(|e| Error::io("fsync", &temp, e))?;
     #[cfg(feature = "planted-bugs")]
     crate::planted::record(crate::planted::EventKind::SyncFile, &temp);
     drop(file);
-    fs::rename(&temp, &target).map_err(|e| Error::io("rename", &target, e))?;
+    fs.rename(&temp, &target)
+        .map_err(|e| Error::io("rename", &target, e))?;
     #[cfg(feature = "planted-bugs")]
     crate::planted::record(crate::planted::EventKind::Rename, &target);
     #[cfg(feature = "planted-bugs")]
     if crate::planted::active(crate::planted::Bug::NoDirFsync) {
         return Ok(());
     }
-    sync_dir(dir)
+    sync_dir(fs, dir)
 }
 
 /// Removes the temp files a crash in [`write_atomic`] may have left in `dir`.
-pub fn remove_stale_temps(dir: &Path) -> Result<()> {
-    let entries = fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+pub fn remove_stale_temps(fs: &dyn Vfs, dir: &Path) -> Result<()> {
+    let entries = fs
+        .read_dir(dir)
+        .map_err(|e| Error::io("read directory", dir, e))?;
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
-        let is_temp = entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX);
-        if is_temp && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-            let path = entry.path();
-            fs::remove_file(&path).map_err(|e| Error::io("remove stale temp file", &path, e))?;
+        if entry.name.ends_with(TEMP_SUFFIX) && entry.kind == NodeKind::File {
+            let path = dir.join(&entry.name);
+            fs.remove_file(&path)
+                .map_err(|e| Error::io("remove stale temp file", &path, e))?;
         }
     }
     Ok(())
@@ -63,12 +60,9 @@ pub fn remove_stale_temps(dir: &Path) -> Result<()> {
 
 /// Reads a whole small file, refusing one larger than `limit_bytes` before reading it (a
 /// hostile file must not make keeldb allocate its declared size).
-pub fn read_small(path: &Path, limit_bytes: u64) -> Result<Vec<u8>> {
-    let file = open_regular(path)?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
+pub fn read_small(fs: &dyn Vfs, path: &Path, limit_bytes: u64) -> Result<Vec<u8>> {
+    let file = open_regular(fs, path)?;
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     if len > limit_bytes {
         return Err(Error::corrupted(
             path,
@@ -76,6 +70,12 @@ pub fn read_small(path: &Path, limit_bytes: u64) -> Result<Vec<u8>> {
             format!("file is {len} bytes, more than the {limit_bytes} keeldb ever writes there"),
         ));
     }
+    read_all(&*file, path)
+}
+
+/// Reads the whole of an open file.
+pub fn read_all(file: &dyn VfsFile, path: &Path) -> Result<Vec<u8>> {
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     // A file can be as large as its limit (64 GiB for the index) or be sparse: ask for the
     // memory without aborting, so that a refusal is a typed error.
     let mut bytes = Vec::new();
@@ -88,34 +88,41 @@ pub fn read_small(path: &Path, limit_bytes: u64) -> Result<Vec<u8>> {
             );
             Error::io("read", path, source)
         })?;
-    file.take(limit_bytes)
-        .read_to_end(&mut bytes)
+    bytes.resize(len as usize, 0);
+    let got = file
+        .read_at(&mut bytes, 0)
         .map_err(|e| Error::io("read", path, e))?;
+    bytes.truncate(got);
     Ok(bytes)
+}
+
+/// The length of the regular file `path`.
+pub fn file_len(fs: &dyn Vfs, path: &Path) -> Result<u64> {
+    open_regular(fs, path)?
+        .len()
+        .map_err(|e| Error::io("stat", path, e))
 }
 
 /// Opens a file for reading, refusing anything that is not a regular file (a symlink
 /// planted in a collection directory is refused, not followed).
-pub fn open_regular(path: &Path) -> Result<File> {
-    check_regular(path)?;
-    File::open(path).map_err(|e| Error::io("open", path, e))
+pub fn open_regular(fs: &dyn Vfs, path: &Path) -> Result<Arc<dyn VfsFile>> {
+    check_regular(fs, path)?;
+    fs.open(path, OpenMode::Read)
+        .map_err(|e| Error::io("open", path, e))
 }
 
 /// Opens a file for reading and writing, refusing anything that is not a regular file.
-pub fn open_regular_rw(path: &Path) -> Result<File> {
-    check_regular(path)?;
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
+pub fn open_regular_rw(fs: &dyn Vfs, path: &Path) -> Result<Arc<dyn VfsFile>> {
+    check_regular(fs, path)?;
+    fs.open(path, OpenMode::ReadWrite)
         .map_err(|e| Error::io("open", path, e))
 }
 
 /// A file keeldb wrote must exist and be a regular file: a missing one means the collection
 /// was damaged, a symlink or directory means someone else put it there.
-fn check_regular(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_file() => Ok(()),
+fn check_regular(fs: &dyn Vfs, path: &Path) -> Result<()> {
+    match fs.kind(path) {
+        Ok(NodeKind::File) => Ok(()),
         Ok(_) => Err(Error::corrupted(path, 0, "expected a regular file")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(Error::corrupted(path, 0, "file is missing"))

@@ -6,13 +6,11 @@
 //! as the generation exists. Nothing here syncs by itself: the collection syncs the log at
 //! each checkpoint, before `ids.idx` names a sequence number the log must hold.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::fsio::{self, TEMP_SUFFIX};
+use super::vfs::{OpenMode, Vfs, VfsFile};
 use crate::error::{Error, Result};
 use crate::format::payload_index::PayloadLoc;
 use crate::format::payload_log::{
@@ -45,11 +43,13 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 }
 
 /// The generations of every payload log in `dir`, ascending.
-pub fn list_generations(dir: &Path) -> Result<Vec<u64>> {
+pub fn list_generations(fs: &dyn Vfs, dir: &Path) -> Result<Vec<u64>> {
     let mut generations = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
-        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
-        if let Some(generation) = entry.file_name().to_str().and_then(parse_file_name) {
+    let entries = fs
+        .read_dir(dir)
+        .map_err(|e| Error::io("read directory", dir, e))?;
+    for entry in entries {
+        if let Some(generation) = parse_file_name(&entry.name) {
             generations.push(generation);
         }
     }
@@ -58,9 +58,9 @@ pub fn list_generations(dir: &Path) -> Result<Vec<u64>> {
 }
 
 /// Deletes payload log `generation` (a superseded one). The caller syncs the directory.
-pub fn remove(dir: &Path, generation: u64) -> Result<()> {
+pub fn remove(fs: &dyn Vfs, dir: &Path, generation: u64) -> Result<()> {
     let path = dir.join(file_name(generation));
-    match fs::remove_file(&path) {
+    match fs.remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove superseded payload log", &path, e)),
@@ -72,7 +72,7 @@ pub fn remove(dir: &Path, generation: u64) -> Result<()> {
 pub struct PayloadLogFile {
     path: PathBuf,
     generation: u64,
-    file: Arc<File>,
+    file: Arc<dyn VfsFile>,
     /// Bytes in the file, header included; the next frame goes here.
     len: u64,
 }
@@ -80,13 +80,10 @@ pub struct PayloadLogFile {
 impl PayloadLogFile {
     /// Creates an empty log (its header only) for `generation`, fsynced; the caller syncs
     /// the directory.
-    pub fn create(dir: &Path, generation: u64) -> Result<PayloadLogFile> {
+    pub fn create(fs: &dyn Vfs, dir: &Path, generation: u64) -> Result<PayloadLogFile> {
         let path = dir.join(file_name(generation));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = fs
+            .open(&path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", &path, e))?;
         file.write_all_at(&encode_header(generation), 0)
             .map_err(|e| Error::io("write", &path, e))?;
@@ -94,21 +91,18 @@ impl PayloadLogFile {
         Ok(PayloadLogFile {
             path,
             generation,
-            file: Arc::new(file),
+            file,
             len: PAYLOAD_LOG_HEADER_LEN as u64,
         })
     }
 
     /// Opens log `generation`, checking its header (`UnsupportedVersion` for a newer one).
-    pub fn open(dir: &Path, generation: u64) -> Result<PayloadLogFile> {
+    pub fn open(fs: &dyn Vfs, dir: &Path, generation: u64) -> Result<PayloadLogFile> {
         let path = dir.join(file_name(generation));
-        let file = fsio::open_regular_rw(&path)?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", &path, e))?
-            .len();
+        let file = fsio::open_regular_rw(fs, &path)?;
+        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
         let mut header = [0u8; PAYLOAD_LOG_HEADER_LEN];
-        let got = read_up_to(&file, &path, 0, &mut header)?;
+        let got = read_up_to(&*file, &path, 0, &mut header)?;
         let header = decode_header(&header[..got])
             .map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
         if header.version > PAYLOAD_LOG_VERSION || header.version == 0 {
@@ -132,7 +126,7 @@ impl PayloadLogFile {
         Ok(PayloadLogFile {
             path,
             generation,
-            file: Arc::new(file),
+            file,
             len,
         })
     }
@@ -153,7 +147,7 @@ impl PayloadLogFile {
     }
 
     /// A handle on the file that stays valid after a compaction swaps the log out.
-    pub fn handle(&self) -> Arc<File> {
+    pub fn handle(&self) -> Arc<dyn VfsFile> {
         Arc::clone(&self.file)
     }
 
@@ -190,7 +184,7 @@ impl PayloadLogFile {
     /// The payload of the store frame at `loc`, which must be `id`'s. Any mismatch is
     /// reported as corruption of this file at that offset.
     pub fn read_payload(&self, loc: PayloadLoc, id: &Id) -> Result<Vec<u8>> {
-        read_store_frame(&self.file, &self.path, loc, id)
+        read_store_frame(&*self.file, &self.path, loc, id)
     }
 
     /// Reads frames from `from` on, handing each one with `lsn <= checkpoint_lsn` to
@@ -205,7 +199,7 @@ impl PayloadLogFile {
         policy: RecoveryPolicy,
         mut visit: impl FnMut(u64, &FrameHeader, FrameBody<'_>),
     ) -> Result<ScanOutcome> {
-        let mut w = Window::new(&self.file, &self.path, self.len);
+        let mut w = Window::new(&*self.file, &self.path, self.len);
         let mut out = ScanOutcome::default();
         let mut pos = from;
         while pos < self.len {
@@ -322,7 +316,7 @@ pub struct ScanOutcome {
 }
 
 /// Reads and checks the store frame at `loc` of `file`, which must hold `id`'s payload.
-pub fn read_store_frame(file: &File, path: &Path, loc: PayloadLoc, id: &Id) -> Result<Vec<u8>> {
+pub fn read_store_frame(file: &dyn VfsFile, path: &Path, loc: PayloadLoc, id: &Id) -> Result<Vec<u8>> {
     let frame = read_frame(file, path, loc)?;
     let body = &frame[FRAME_HEADER_LEN..frame.len() - 4];
     let corrupt = |reason: String| Error::corrupted(path, loc.offset, reason);
@@ -339,7 +333,7 @@ pub fn read_store_frame(file: &File, path: &Path, loc: PayloadLoc, id: &Id) -> R
 }
 
 /// Reads the whole frame at `loc`, checking its header, length and CRC.
-pub fn read_frame(file: &File, path: &Path, loc: PayloadLoc) -> Result<Vec<u8>> {
+pub fn read_frame(file: &dyn VfsFile, path: &Path, loc: PayloadLoc) -> Result<Vec<u8>> {
     let mut frame = vec![0u8; loc.frame_len as usize];
     let got = read_up_to(file, path, loc.offset, &mut frame)?;
     let intact = got == frame.len()
@@ -356,22 +350,14 @@ pub fn read_frame(file: &File, path: &Path, loc: PayloadLoc) -> Result<Vec<u8>> 
 }
 
 /// Reads into `buf` from `offset` until it is full or the file ends; returns the count.
-fn read_up_to(file: &File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("read", path, e)),
-        }
-    }
-    Ok(filled)
+fn read_up_to(file: &dyn VfsFile, path: &Path, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    file.read_at(buf, offset)
+        .map_err(|e| Error::io("read", path, e))
 }
 
 /// A read window over a file, so that a scan reads it in large pieces.
 struct Window<'f> {
-    file: &'f File,
+    file: &'f dyn VfsFile,
     path: &'f Path,
     file_len: u64,
     start: u64,
@@ -379,7 +365,7 @@ struct Window<'f> {
 }
 
 impl<'f> Window<'f> {
-    fn new(file: &'f File, path: &'f Path, file_len: u64) -> Self {
+    fn new(file: &'f dyn VfsFile, path: &'f Path, file_len: u64) -> Self {
         Window {
             file,
             path,
@@ -444,29 +430,30 @@ impl<'f> Window<'f> {
 /// The next generation being written by compaction, under a temporary name until
 /// [`CompactionWriter::install`] renames it into place.
 pub struct CompactionWriter {
+    fs: Arc<dyn Vfs>,
     dir: PathBuf,
     temp: PathBuf,
     generation: u64,
-    out: BufWriter<File>,
+    file: Arc<dyn VfsFile>,
+    /// Bytes not yet written to the file; they start at `len - buffer.len()`.
+    buffer: Vec<u8>,
     len: u64,
 }
 
 impl CompactionWriter {
     /// Starts `payloads-<generation>.log.tmp` with its header.
-    pub fn create(dir: &Path, generation: u64) -> Result<CompactionWriter> {
+    pub fn create(fs: Arc<dyn Vfs>, dir: &Path, generation: u64) -> Result<CompactionWriter> {
         let temp = dir.join(format!("{}{TEMP_SUFFIX}", file_name(generation)));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
+        let file = fs
+            .open(&temp, OpenMode::Replace)
             .map_err(|e| Error::io("create", &temp, e))?;
         let mut writer = CompactionWriter {
+            fs,
             dir: dir.to_owned(),
             temp,
             generation,
-            out: BufWriter::with_capacity(COPY_BUFFER_BYTES, file),
+            file,
+            buffer: Vec::with_capacity(COPY_BUFFER_BYTES),
             len: 0,
         };
         writer.write(&encode_header(generation))?;
@@ -480,17 +467,30 @@ impl CompactionWriter {
 
     /// Appends bytes (whole frames).
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out
-            .write_all(bytes)
-            .map_err(|e| Error::io("write", &self.temp, e))?;
+        self.buffer.extend_from_slice(bytes);
         self.len += bytes.len() as u64;
+        if self.buffer.len() >= COPY_BUFFER_BYTES {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let at = self.len - self.buffer.len() as u64;
+        self.file
+            .write_all_at(&self.buffer, at)
+            .map_err(|e| Error::io("write", &self.temp, e))?;
+        self.buffer.clear();
         Ok(())
     }
 
     /// Copies `source[from..to]` to the end.
     pub fn copy_range(
         &mut self,
-        source: &File,
+        source: &dyn VfsFile,
         source_path: &Path,
         from: u64,
         to: u64,
@@ -515,11 +515,8 @@ impl CompactionWriter {
 
     /// Writes out and fsyncs what has been written so far.
     pub fn sync(&mut self) -> Result<()> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io("write", &self.temp, e))?;
-        self.out
-            .get_ref()
+        self.write_out()?;
+        self.file
             .sync_all()
             .map_err(|e| Error::io("fsync", &self.temp, e))
     }
@@ -534,23 +531,21 @@ impl CompactionWriter {
             return Err(e);
         }
         let path = self.dir.join(file_name(self.generation));
-        if let Err(e) = fs::rename(&self.temp, &path) {
+        if let Err(e) = self.fs.rename(&self.temp, &path) {
             self.abandon();
             return Err(Error::io("rename", &path, e));
         }
-        // Flushed by `sync` above, so taking the file out of the buffer cannot fail.
-        let (file, _) = self.out.into_parts();
         Ok(PayloadLogFile {
             path,
             generation: self.generation,
-            file: Arc::new(file),
+            file: self.file,
             len: self.len,
         })
     }
 
     /// Gives up: removes the temporary file (open would remove it anyway).
     pub fn abandon(self) {
-        let _ = fs::remove_file(&self.temp);
+        let _ = self.fs.remove_file(&self.temp);
     }
 }
 

@@ -9,14 +9,11 @@
 //!   hands out slots copy-on-write), so an unsynced page written back early can only touch
 //!   bytes that replay rewrites anyway.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
-use memmap2::MmapMut;
+use std::sync::Arc;
 
 use super::fsio;
+use super::vfs::{OpenMode, Vfs, VfsFile, VfsMap};
 use crate::error::{Error, Result};
 use crate::format::vectors::{
     decode_header, encode_header, VECTORS_HEADER_LEN, VECTORS_MAGIC, VECTORS_VERSION,
@@ -38,24 +35,21 @@ pub const GROWTH_FLOOR_BYTES: u64 = 64 << 20;
 #[derive(Debug)]
 pub struct VectorFile {
     path: PathBuf,
-    file: File,
-    map: MmapMut,
+    file: Arc<dyn VfsFile>,
+    map: Box<dyn VfsMap>,
     slot_bytes: usize,
 }
 
 impl VectorFile {
     /// Creates a vector file of [`INITIAL_BYTES`] for vectors of `dimension`, durable on
     /// return (the caller syncs the directory).
-    pub fn create(path: &Path, dimension: u32) -> Result<()> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
+    pub fn create(fs: &dyn Vfs, path: &Path, dimension: u32) -> Result<()> {
+        let file = fs
+            .open(path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", path, e))?;
-        file.write_all(&encode_header(dimension))
+        file.write_all_at(&encode_header(dimension), 0)
             .map_err(|e| Error::io("write", path, e))?;
-        allocate(&file, path, VECTORS_HEADER_LEN as u64, INITIAL_BYTES)?;
+        allocate(&*file, path, VECTORS_HEADER_LEN as u64, INITIAL_BYTES)?;
         file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
         #[cfg(feature = "planted-bugs")]
         crate::planted::record(crate::planted::EventKind::SyncFile, path);
@@ -63,12 +57,9 @@ impl VectorFile {
     }
 
     /// Opens and maps the vector file of a collection of `dimension`.
-    pub fn open(path: &Path, dimension: u32) -> Result<VectorFile> {
-        let file = fsio::open_regular_rw(path)?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("stat", path, e))?
-            .len();
+    pub fn open(fs: &dyn Vfs, path: &Path, dimension: u32) -> Result<VectorFile> {
+        let file = fsio::open_regular_rw(fs, path)?;
+        let len = file.len().map_err(|e| Error::io("stat", path, e))?;
         if len < VECTORS_HEADER_LEN as u64 {
             return Err(Error::corrupted(
                 path,
@@ -78,10 +69,10 @@ impl VectorFile {
                 ),
             ));
         }
-        let map = map_file(&file, path)?;
+        let map = map_file(&*file, path)?;
         // A newer version is refused as such before its header is checked with this
         // build's layout.
-        if let Some(version) = peek_version(&map, &VECTORS_MAGIC).filter(|v| *v > VECTORS_VERSION) {
+        if let Some(version) = peek_version(map.bytes(), &VECTORS_MAGIC).filter(|v| *v > VECTORS_VERSION) {
             return Err(Error::UnsupportedVersion {
                 file: path.into(),
                 what: "format version",
@@ -90,7 +81,7 @@ impl VectorFile {
             });
         }
         let (_version, found_dimension) =
-            decode_header(&map).map_err(|e| Error::corrupted(path, e.offset, e.reason))?;
+            decode_header(map.bytes()).map_err(|e| Error::corrupted(path, e.offset, e.reason))?;
         if found_dimension != dimension {
             return Err(Error::corrupted(
                 path,
@@ -113,12 +104,12 @@ impl VectorFile {
 
     /// How many slots fit in the file as it is now.
     pub fn capacity_slots(&self) -> u64 {
-        ((self.map.len() - VECTORS_HEADER_LEN) / self.slot_bytes) as u64
+        ((self.map.bytes().len() - VECTORS_HEADER_LEN) / self.slot_bytes) as u64
     }
 
     /// Size of the file in bytes.
     pub fn len_bytes(&self) -> u64 {
-        self.map.len() as u64
+        self.map.bytes().len() as u64
     }
 
     /// Makes sure slots `0..slot_count` exist, growing the file if they do not.
@@ -134,21 +125,21 @@ impl VectorFile {
         let new_len = needed
             .max(old_len.saturating_mul(2))
             .max(old_len + GROWTH_FLOOR_BYTES);
-        allocate(&self.file, &self.path, old_len, new_len)?;
-        self.map = map_file(&self.file, &self.path)?;
+        allocate(&*self.file, &self.path, old_len, new_len)?;
+        self.map = map_file(&*self.file, &self.path)?;
         Ok(())
     }
 
     fn slot_range(&self, slot: u32) -> Result<std::ops::Range<usize>> {
         let start = VECTORS_HEADER_LEN + slot as usize * self.slot_bytes;
         let end = start + self.slot_bytes;
-        if end > self.map.len() {
+        if end > self.map.bytes().len() {
             return Err(Error::corrupted(
                 &self.path,
                 start as u64,
                 format!(
                     "slot {slot} lies beyond the end of the {}-byte file",
-                    self.map.len()
+                    self.map.bytes().len()
                 ),
             ));
         }
@@ -160,7 +151,7 @@ impl VectorFile {
     pub fn write_slot_le(&mut self, slot: u32, vector_le: &[u8]) -> Result<()> {
         let range = self.slot_range(slot)?;
         debug_assert_eq!(vector_le.len(), self.slot_bytes);
-        self.map[range].copy_from_slice(vector_le);
+        self.map.write(range.start, vector_le);
         Ok(())
     }
 
@@ -168,9 +159,9 @@ impl VectorFile {
     pub fn write_slot(&mut self, slot: u32, vector: &[f32]) -> Result<()> {
         let range = self.slot_range(slot)?;
         debug_assert_eq!(vector.len() * 4, self.slot_bytes);
-        for (dst, v) in self.map[range].chunks_exact_mut(4).zip(vector) {
-            dst.copy_from_slice(&v.to_le_bytes());
-        }
+        // Little-endian targets only (checked at compile time above): the f32s' own bytes
+        // are the slot's.
+        self.map.write(range.start, bytemuck::cast_slice(vector));
         Ok(())
     }
 
@@ -178,7 +169,7 @@ impl VectorFile {
     pub fn read_slot(&self, slot: u32) -> Result<Vec<f32>> {
         let range = self.slot_range(slot)?;
         let mut out = vec![0f32; self.slot_bytes / 4];
-        f32s_from_le(&self.map[range], &mut out);
+        f32s_from_le(&self.map.bytes()[range], &mut out);
         Ok(out)
     }
 
@@ -188,20 +179,20 @@ impl VectorFile {
         let end = (count as usize)
             .checked_mul(self.slot_bytes)
             .and_then(|b| b.checked_add(VECTORS_HEADER_LEN))
-            .filter(|&end| end <= self.map.len())
+            .filter(|&end| end <= self.map.bytes().len())
             .ok_or_else(|| {
                 Error::corrupted(
                     &self.path,
-                    self.map.len() as u64,
+                    self.map.bytes().len() as u64,
                     format!(
                         "{count} slots lie beyond the end of the {}-byte file",
-                        self.map.len()
+                        self.map.bytes().len()
                     ),
                 )
             })?;
         // The mapping is page-aligned and the header is one page, so the cast cannot fail on
         // alignment; it is checked anyway rather than assumed.
-        bytemuck::try_cast_slice(&self.map[VECTORS_HEADER_LEN..end]).map_err(|e| {
+        bytemuck::try_cast_slice(&self.map.bytes()[VECTORS_HEADER_LEN..end]).map_err(|e| {
             Error::corrupted(
                 &self.path,
                 VECTORS_HEADER_LEN as u64,
@@ -225,38 +216,13 @@ impl VectorFile {
 }
 
 /// Extends `file` from `old_len` to `new_len` with allocated (not sparse) blocks.
-fn allocate(file: &File, path: &Path, old_len: u64, new_len: u64) -> Result<()> {
-    let offset = i64::try_from(old_len).map_err(|_| Error::invalid("file offset overflow"))?;
-    let len = i64::try_from(new_len - old_len).map_err(|_| Error::invalid("file size overflow"))?;
-    let rc = fallocate(file, offset, len);
-    if rc != 0 {
-        return Err(Error::io(
-            "posix_fallocate",
-            path,
-            std::io::Error::from_raw_os_error(rc),
-        ));
-    }
-    Ok(())
+fn allocate(file: &dyn VfsFile, path: &Path, old_len: u64, new_len: u64) -> Result<()> {
+    file.allocate(old_len, new_len - old_len)
+        .map_err(|e| Error::io("posix_fallocate", path, e))
 }
 
-#[expect(
-    unsafe_code,
-    reason = "posix_fallocate is a plain libc call on an fd we own"
-)]
-fn fallocate(file: &File, offset: i64, len: i64) -> i32 {
-    // SAFETY: the fd is open and owned by `file` for the duration of the call; the call
-    // reads no memory of ours.
-    unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, len) }
-}
-
-#[expect(unsafe_code, reason = "memory-mapping a file is unsafe by nature")]
-fn map_file(file: &File, path: &Path) -> Result<MmapMut> {
-    // SAFETY: the mapping is only valid while no one truncates or rewrites the file behind
-    // our back. keeldb holds an exclusive flock on the database directory while open, the
-    // file only grows while mapped, and we never hand out references into the mapping that
-    // outlive a remap (reads copy). Another program ignoring the lock is outside this
-    // contract (documented in docs/ARCHITECTURE.md).
-    unsafe { MmapMut::map_mut(file) }.map_err(|e| Error::io("mmap", path, e))
+fn map_file(file: &dyn VfsFile, path: &Path) -> Result<Box<dyn VfsMap>> {
+    file.map_mut().map_err(|e| Error::io("mmap", path, e))
 }
 
 /// Encodes `vector` as the little-endian bytes of one slot.
@@ -269,13 +235,14 @@ pub fn vector_to_le(vector: &[f32]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::vfs::RealFs;
 
     #[test]
     fn grows_geometrically_and_keeps_contents() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vectors.dat");
-        VectorFile::create(&path, 1024).expect("create");
-        let mut vf = VectorFile::open(&path, 1024).expect("open");
+        VectorFile::create(&RealFs, &path, 1024).expect("create");
+        let mut vf = VectorFile::open(&RealFs, &path, 1024).expect("open");
         assert_eq!(vf.len_bytes(), INITIAL_BYTES);
         let first = vf.capacity_slots();
         vf.write_slot(0, &[1.5; 1024]).expect("write");
@@ -303,9 +270,9 @@ mod tests {
     fn wrong_dimension_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vectors.dat");
-        VectorFile::create(&path, 8).expect("create");
+        VectorFile::create(&RealFs, &path, 8).expect("create");
         assert_eq!(
-            VectorFile::open(&path, 9).err().map(|e| e.code()),
+            VectorFile::open(&RealFs, &path, 9).err().map(|e| e.code()),
             Some("KEEL_CORRUPT")
         );
     }

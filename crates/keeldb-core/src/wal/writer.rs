@@ -1,11 +1,11 @@
 //! Appends framed records to the log, buffering, writing and syncing per [`Durability`].
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::wal::{encode_header, WAL_HEADER_LEN};
+use crate::storage::vfs::{OpenMode, Vfs, VfsFile};
 use crate::types::Durability;
 
 /// Under [`Durability::None`], buffered log bytes are written out once they pass this size.
@@ -15,7 +15,7 @@ pub const BUFFER_BYTES_MAX: usize = 1 << 20;
 #[derive(Debug)]
 pub struct WalWriter {
     path: PathBuf,
-    file: File,
+    file: Arc<dyn VfsFile>,
     /// Bytes in the file (header included); the next write goes here.
     written_len: u64,
     /// Bytes appended but not yet handed to the OS.
@@ -29,11 +29,9 @@ pub struct WalWriter {
 impl WalWriter {
     /// Creates an empty log (just its header), durable on return; the caller syncs the
     /// directory.
-    pub fn create(path: &Path, dimension: u32) -> Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
+    pub fn create(fs: &dyn Vfs, path: &Path, dimension: u32) -> Result<()> {
+        let file = fs
+            .open(path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", path, e))?;
         file.write_all_at(&encode_header(dimension), 0)
             .map_err(|e| Error::io("write", path, e))?;
@@ -45,7 +43,7 @@ impl WalWriter {
 
     /// Wraps a log file that replay has checked: its valid bytes end at `end_offset`, and
     /// nothing after that offset remains (replay truncated any torn tail).
-    pub fn new(path: PathBuf, file: File, end_offset: u64, next_lsn: u64) -> Self {
+    pub fn new(path: PathBuf, file: Arc<dyn VfsFile>, end_offset: u64, next_lsn: u64) -> Self {
         WalWriter {
             path,
             file,

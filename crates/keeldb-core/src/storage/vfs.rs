@@ -1,0 +1,298 @@
+//! The one door between keeldb and the file system.
+//!
+//! Every file keeldb opens, writes, syncs, maps, renames or deletes goes through a [`Vfs`]:
+//! [`RealFs`] in production, the simulated disk of `storage::sim` in the crash tests, which
+//! keeps the bytes a power loss would keep apart from those it might not.
+//!
+//! Invariant: nothing in the engine calls `std::fs` (or maps a file) except [`RealFs`];
+//! a path given to a `Vfs` is always one keeldb built from the database directory.
+
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::MmapMut;
+
+/// How a file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write a new file; fails if the name exists.
+    CreateNew,
+    /// Read and write, creating the file or emptying an existing one.
+    Replace,
+}
+
+/// What a name refers to, without following symlinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symlink, device, socket or anything else keeldb never creates.
+    Other,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name (lossily converted if it is not UTF-8).
+    pub name: String,
+    /// What it is.
+    pub kind: NodeKind,
+}
+
+/// A held exclusive lock; dropping it releases the lock.
+pub type LockGuard = Box<dyn Debug + Send + Sync>;
+
+/// A file system.
+pub trait Vfs: Debug + Send + Sync {
+    /// Opens `path`.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>>;
+    /// What `path` is, without following a symlink (`NotFound` if nothing is there).
+    fn kind(&self, path: &Path) -> io::Result<NodeKind>;
+    /// The entries of directory `dir`, in no particular order.
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
+    /// Renames `from` to `to` (same directory), replacing `to` if it is a file.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Unlinks a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory; its parent must exist.
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory and any missing parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes the creates, renames and unlinks in directory `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on the file `path` (creating it), or returns `None` at once
+    /// if another holder has it.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
+}
+
+/// An open file.
+pub trait VfsFile: Debug + Send + Sync {
+    /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `offset`, extending the file if needed.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// The file's length.
+    fn len(&self) -> io::Result<u64>;
+    /// Cuts or extends (with zeros) the file to `len`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Extends the file to at least `offset + len` with allocated (not sparse) blocks.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// fdatasync: the data and the length are durable on return.
+    fn sync_data(&self) -> io::Result<()>;
+    /// fsync: data and metadata are durable on return.
+    fn sync_all(&self) -> io::Result<()>;
+    /// Maps the whole file for reading and writing.
+    fn map_mut(&self) -> io::Result<Box<dyn VfsMap>>;
+}
+
+/// A writable shared mapping of a whole file. Writes go through [`VfsMap::write`] so that a
+/// simulated disk sees each one; they reach the disk at [`VfsMap::flush`] at the latest,
+/// and (like a kernel writing dirty pages back early) possibly sooner.
+pub trait VfsMap: Debug + Send + Sync {
+    /// The mapped bytes.
+    fn bytes(&self) -> &[u8];
+    /// Copies `data` to `offset`. The caller has checked the range against `bytes().len()`.
+    fn write(&mut self, offset: usize, data: &[u8]);
+    /// msync: every write so far is handed to the disk (the file's `sync_data` then makes it
+    /// durable).
+    fn flush(&self) -> io::Result<()>;
+}
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+impl RealFs {
+    /// The real file system, shared.
+    pub fn shared() -> Arc<dyn Vfs> {
+        Arc::new(RealFs)
+    }
+}
+
+impl Vfs for RealFs {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
+        let mut options = OpenOptions::new();
+        match mode {
+            OpenMode::Read => options.read(true),
+            OpenMode::ReadWrite => options.read(true).write(true),
+            OpenMode::CreateNew => options.read(true).write(true).create_new(true),
+            OpenMode::Replace => options.read(true).write(true).create(true).truncate(true),
+        };
+        Ok(Arc::new(RealFile(options.open(path)?)))
+    }
+
+    fn kind(&self, path: &Path) -> io::Result<NodeKind> {
+        let file_type = fs::symlink_metadata(path)?.file_type();
+        Ok(if file_type.is_file() {
+            NodeKind::File
+        } else if file_type.is_dir() {
+            NodeKind::Dir
+        } else {
+            NodeKind::Other
+        })
+    }
+
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let file_type = entry.file_type()?;
+            let kind = if file_type.is_file() {
+                NodeKind::File
+            } else if file_type.is_dir() {
+                NodeKind::Dir
+            } else {
+                NodeKind::Other
+            };
+            out.push(DirEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir(path)
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // flock belongs to the open file description: a second handle in this process is
+        // refused like one in another process, and the kernel releases it if we die.
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(file))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// A file of the operating system.
+#[derive(Debug)]
+struct RealFile(File);
+
+impl VfsFile for RealFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.0.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "file size overflow");
+        let offset = i64::try_from(offset).map_err(|_| too_big())?;
+        let len = i64::try_from(len).map_err(|_| too_big())?;
+        match fallocate(&self.0, offset, len) {
+            0 => Ok(()),
+            rc => Err(io::Error::from_raw_os_error(rc)),
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+
+    fn map_mut(&self) -> io::Result<Box<dyn VfsMap>> {
+        Ok(Box::new(RealMap(map_file(&self.0)?)))
+    }
+}
+
+#[expect(
+    unsafe_code,
+    reason = "posix_fallocate is a plain libc call on an fd we own"
+)]
+fn fallocate(file: &File, offset: i64, len: i64) -> i32 {
+    // SAFETY: the fd is open and owned by `file` for the duration of the call; the call
+    // reads no memory of ours.
+    unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, len) }
+}
+
+#[expect(unsafe_code, reason = "memory-mapping a file is unsafe by nature")]
+fn map_file(file: &File) -> io::Result<MmapMut> {
+    // SAFETY: the mapping is only valid while no one truncates or rewrites the file behind
+    // our back. keeldb holds an exclusive lock on the database directory while open, the
+    // vector file only grows while mapped, and no reference into the mapping outlives a
+    // remap (slices borrow the `VectorFile`). Another program ignoring the lock is outside
+    // this contract (docs/ARCHITECTURE.md).
+    unsafe { MmapMut::map_mut(file) }
+}
+
+/// A shared mapping of an operating-system file.
+#[derive(Debug)]
+struct RealMap(MmapMut);
+
+impl VfsMap for RealMap {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn write(&mut self, offset: usize, data: &[u8]) {
+        self.0[offset..offset + data.len()].copy_from_slice(data);
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
