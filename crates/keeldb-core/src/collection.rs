@@ -895,6 +895,7 @@ impl Collection {
         writer.stats.records += logged_records as u64;
         writer.stats.groups += 1;
         let mut results = Vec::with_capacity(group.len());
+        let mut logged_but_failed = None;
         {
             let mut state_guard = match self.write_state() {
                 Ok(guard) => guard,
@@ -915,9 +916,14 @@ impl Collection {
                         .and_then(|ops| state.apply(lsn, &ops))
                 });
                 // After a failed apply the records that follow are logged but not applied:
-                // refuse them too (reopening replays them, as for any unacknowledged write).
+                // fail them too, with the same error (reopening replays them, as for any
+                // unacknowledged write, so "refused" would be untrue).
                 let failed = applied.is_err() || writer.poisoned.is_some();
-                results.push(applied.map_err(|e| writer.poison(e)));
+                let applied = applied.map_err(|e| writer.poison(e));
+                if let Err(e) = &applied {
+                    logged_but_failed = Some(commit::echo(e, &self.name));
+                }
+                results.push(applied);
                 if failed {
                     break;
                 }
@@ -937,9 +943,12 @@ impl Collection {
         let mut results = results.into_iter();
         for request in group {
             let result = results.next().unwrap_or_else(|| {
-                Err(Error::Poisoned {
-                    what: format!("collection '{}'", self.name),
-                    cause: poisoned.clone().unwrap_or_default(),
+                Err(match &logged_but_failed {
+                    Some(e) => commit::echo(e, &self.name),
+                    None => Error::Poisoned {
+                        what: format!("collection '{}'", self.name),
+                        cause: poisoned.clone().unwrap_or_default(),
+                    },
                 })
             });
             request.complete(result);

@@ -151,10 +151,18 @@ pub(crate) fn strongest(group: &[Request]) -> Durability {
 }
 
 /// The error the other requests of a failed group get: the same code where it says
-/// something about the collection's state, else "poisoned" with the first error as cause.
+/// something about the collection's state or about their records, else "poisoned" with the
+/// first error as cause. An I/O error stays one: the group's records went to the log
+/// together, so each of them may or may not be there, which `KEEL_IO` says and
+/// `KEEL_POISONED` (refused, nothing written) would deny.
 pub(crate) fn echo(first: &Error, collection: &str) -> Error {
     match first {
         Error::Closed(what) => Error::Closed(what),
+        Error::Io { op, path, source } => Error::Io {
+            op,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
         Error::Poisoned { what, cause } => Error::Poisoned {
             what: what.clone(),
             cause: cause.clone(),

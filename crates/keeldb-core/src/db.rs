@@ -91,8 +91,7 @@ impl Db {
                 "compaction garbage ratio must be above 0 and at most 1, got {ratio}"
             )));
         }
-        fs.create_dir_all(path)
-            .map_err(|e| Error::io("create directory", path, e))?;
+        create_dir_durably(&*fs, path)?;
         let lock = DirLock::acquire(&*fs, path)?;
         let mut collections = BTreeMap::new();
         let entries = fs
@@ -249,6 +248,29 @@ impl Db {
             cause: "a thread panicked while holding its lock".to_owned(),
         })
     }
+}
+
+/// Creates `path` and any missing parents, each made durable in its parent (a database
+/// directory that a power loss could unlink would take acknowledged writes with it).
+fn create_dir_durably(fs: &dyn Vfs, path: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(dir) = at {
+        match fs.kind(dir) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.push(dir),
+            Err(e) => return Err(Error::io("stat", dir, e)),
+        }
+        at = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    }
+    fs.create_dir_all(path)
+        .map_err(|e| Error::io("create directory", path, e))?;
+    for dir in missing {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsio::sync_dir(fs, parent)?;
+        }
+    }
+    Ok(())
 }
 
 fn collection_options(options: &DbOptions) -> CollectionOptions {
