@@ -201,6 +201,7 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
                 .zip(burst(&c, writes, *d))
                 .collect(),
             _ => {
+                let mut changed = true;
                 let result = match step {
                     Step::Put(ids, tag, d) => {
                         let (ids, vectors, payloads) = upsert_args(ids, *tag);
@@ -210,12 +211,12 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
                     }
                     Step::Delete(ids, d) => {
                         let ids: Vec<Id> = ids.iter().map(|&i| Id::Int(i)).collect();
-                        c.delete(&ids, Some(*d)).map(|_| ())
+                        c.delete(&ids, Some(*d)).map(|removed| changed = removed > 0)
                     }
                     Step::SetPayload(id, tag, d) => {
                         let p = tag.map(|t| payload(*id, t));
                         c.update_payload(&Id::Int(*id), p.as_deref(), false, Some(*d))
-                            .map(|_| ())
+                            .map(|exists| changed = exists)
                     }
                     Step::Flush => c.flush(),
                     Step::Checkpoint => c.checkpoint(),
@@ -229,6 +230,10 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
                     }),
                     Step::Burst(..) => unreachable!("handled above"),
                 };
+                if !changed {
+                    // Nothing to change, so nothing was logged or synced: no sync point.
+                    continue;
+                }
                 vec![(step.clone(), result)]
             }
         };
