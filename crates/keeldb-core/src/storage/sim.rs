@@ -343,6 +343,8 @@ struct State {
     at_crash: Option<Image>,
     faults: Vec<FaultRule>,
     locks: HashSet<PathBuf>,
+    /// Print each mutating operation (`KEELDB_SIM_TRACE_OPS`), to debug a failing seed.
+    trace: bool,
 }
 
 impl State {
@@ -352,6 +354,19 @@ impl State {
             return Err(power_lost());
         }
         self.ops += 1;
+        if self.trace {
+            eprintln!(
+                "sim op {}: {class:?} {}",
+                self.ops,
+                std::backtrace::Backtrace::force_capture()
+                    .to_string()
+                    .lines()
+                    .filter(|l| l.contains("keeldb_core::") && !l.contains("storage::sim"))
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" <- ")
+            );
+        }
         if self.crash_at == Some(self.ops) {
             self.at_crash = Some(self.image.clone());
             return Err(power_lost());
@@ -477,6 +492,7 @@ impl SimDisk {
             me: me.clone(),
             state: Mutex::new(State {
                 image,
+                trace: std::env::var_os("KEELDB_SIM_TRACE_OPS").is_some(),
                 ..State::default()
             }),
         })
