@@ -24,7 +24,7 @@ set -euo pipefail
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 cd "$(dirname "$SELF")/../fuzz"
 
-TARGETS=(wal_replay index_file vector_header collection_config open_dir)
+TARGETS=(wal_replay index_file vector_header collection_config open_dir payload_log payload_index)
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
 export CARGO_TARGET_DIR="$PWD/target"
 

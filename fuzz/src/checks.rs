@@ -5,18 +5,28 @@
 //! is a finding. Kept free of libFuzzer so that `crates/keeldb-core/tests/fuzz_corpus.rs` runs
 //! the same checks over the committed corpus and regression inputs in every `npm test`.
 //!
-//! To add a target for a new decoder (payload log, snapshot): write its `pub fn` here, a
+//! To add a target for a new decoder: write its `pub fn` here and add it to [`TARGETS`], a
 //! three-line file in `fuzz/fuzz_targets/`, a `[[bin]]` in `fuzz/Cargo.toml`, seeds in
-//! `src/bin/make_seeds.rs`, and a line in the `TARGETS` table of the corpus test.
+//! `src/bin/make_seeds.rs`, and its name in `TARGETS` of `scripts/fuzz.sh`.
 
 use std::fs;
 use std::path::Path;
 
+use keeldb_core::format::payload_index::{self, PayloadLoc, PAYLOAD_INDEX_HEADER_LEN};
+use keeldb_core::format::payload_log::{
+    decode_frame_body, decode_frame_header, decode_header as decode_payload_log_header,
+    encode_frame, encode_header as encode_payload_log_header, frame_crc_ok, FrameKind,
+    FRAME_BODY_BYTES_MAX, FRAME_HEADER_LEN, FRAME_OVERHEAD, PAYLOAD_LOG_HEADER_LEN,
+    PAYLOAD_LOG_VERSION,
+};
 use keeldb_core::format::wal::{
     decode_batch, encode_header as encode_wal_header, BatchEncoder, Op, RECORD_HEADER_LEN,
     WAL_HEADER_LEN,
 };
 use keeldb_core::format::{config, f32s_from_le, index, vectors};
+use keeldb_core::storage::payload_log::{
+    read_frame, read_store_frame, PayloadLogFile, ScanOutcome,
+};
 use keeldb_core::wal::replay::replay;
 use keeldb_core::{Db, DbOptions, Error, Id, RecoveryPolicy};
 
@@ -24,12 +34,14 @@ use keeldb_core::{Db, DbOptions, Error, Id, RecoveryPolicy};
 pub type Check = fn(&[u8]);
 
 /// The targets, by name, for drivers that pick one at run time.
-pub const TARGETS: [(&str, Check); 5] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("wal_replay", wal_replay),
     ("index_file", index_file),
     ("vector_header", vector_header),
     ("collection_config", collection_config),
     ("open_dir", open_dir),
+    ("payload_log", payload_log),
+    ("payload_index", payload_index),
 ];
 
 /// Recomputes the CRC stored at `at` over the bytes before it, when the input is long enough.
@@ -463,5 +475,296 @@ fn assert_typed(e: &Error) {
         matches!(e.code(), "KEEL_CORRUPT" | "KEEL_UNSUPPORTED_VERSION"),
         "unexpected error for hostile files: {} {e}",
         e.code()
+    );
+}
+
+/// Recomputes a payload log's header CRC and both CRCs of every frame found by walking
+/// declared lengths from the end of the header (a frame that does not start with the sync
+/// marker, or does not fit, ends the walk), as [`fix_wal_crcs`] does for the log.
+pub fn fix_payload_log_crcs(image: &mut [u8]) {
+    fix_crc_at(image, PAYLOAD_LOG_HEADER_LEN - 4);
+    let mut pos = PAYLOAD_LOG_HEADER_LEN;
+    while pos + FRAME_HEADER_LEN <= image.len() && image[pos..pos + 4] == *b"KPAY" {
+        fix_crc_at(&mut image[pos..], FRAME_HEADER_LEN - 4);
+        let body_len = u32::from_le_bytes([
+            image[pos + 8],
+            image[pos + 9],
+            image[pos + 10],
+            image[pos + 11],
+        ]);
+        let frame_len = FRAME_OVERHEAD + body_len as usize;
+        if image.len() - pos < frame_len {
+            break;
+        }
+        fix_crc_at(&mut image[pos..pos + frame_len], frame_len - 4);
+        pos += frame_len;
+    }
+}
+
+/// The payload log. Byte 0 chooses the checkpoint lsn (bits 0-2), the policy (bit 3),
+/// whether the header and frame CRCs are recomputed (bit 4, see [`fix_payload_log_crcs`]) and
+/// whether the rest is the whole file (bit 5) or frames after a valid header of generation 1.
+///
+/// First the decoders on the bare rest (see [`payload_log_decoders`]). Then the file is
+/// opened and scanned as recovery does (`PayloadLogFile::open`, `scan`). Asserts: neither
+/// panics, and an error is typed; what the scan hands over checks out (see [`run_scan`]);
+/// recovery is idempotent (the log cut where the scan says, as `PayloadStore::open` cuts it,
+/// scans to the same frames); and a frame appended there, as the collection does when it
+/// replays a log record after the checkpoint, is found by the next scan.
+pub fn payload_log(data: &[u8]) {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    payload_log_decoders(rest);
+    let checkpoint_lsn = u64::from(control & 0x07);
+    let policy = if control & 0x08 == 0 {
+        RecoveryPolicy::Salvage
+    } else {
+        RecoveryPolicy::Strict
+    };
+    let mut image = if control & 0x20 != 0 {
+        rest.to_vec()
+    } else {
+        [&encode_payload_log_header(1)[..], rest].concat()
+    };
+    if control & 0x10 != 0 {
+        fix_payload_log_crcs(&mut image);
+    }
+    // Name the file after the generation its header names, so a forged header is read past.
+    let generation = decode_payload_log_header(&image).map_or(1, |h| h.generation);
+    let dir = scratch_dir();
+    let name = keeldb_core::storage::payload_log::file_name(generation);
+    fs::write(dir.path().join(name), &image).expect("write the payload log");
+    let mut log = match PayloadLogFile::open(dir.path(), generation) {
+        Ok(log) => log,
+        Err(e) => return assert_typed(&e),
+    };
+    let (first, visited) = match run_scan(&log, checkpoint_lsn, policy) {
+        Ok(scanned) => scanned,
+        Err(e) => return assert_typed(&e),
+    };
+
+    log.truncate(first.end_offset).expect("cut the log");
+    let (again, visited_again) =
+        run_scan(&log, checkpoint_lsn, policy).expect("a log cut where its scan said scans again");
+    assert_eq!(
+        again.end_offset, first.end_offset,
+        "recovery is not idempotent"
+    );
+    assert_eq!(
+        visited_again, visited,
+        "a cut at the valid end changed what is read"
+    );
+    assert!(again.corrupt_ranges_skipped <= first.corrupt_ranges_skipped);
+
+    let next_lsn = checkpoint_lsn + 1;
+    let mut frame = Vec::new();
+    encode_frame(&mut frame, FrameKind::Store, next_lsn, &Id::Int(1), b"{}");
+    log.append(&frame).expect("append a frame");
+    let (after, visited_after) =
+        run_scan(&log, next_lsn, policy).expect("a log with an appended frame scans");
+    assert_eq!(after.end_offset, first.end_offset + frame.len() as u64);
+    assert_eq!(
+        visited_after.len(),
+        visited.len() + 1,
+        "the appended frame was not read"
+    );
+    assert_eq!(visited_after[..visited.len()], visited[..]);
+}
+
+/// A frame a scan handed over: offset, length, lsn, kind byte, id and payload.
+type ScannedFrame = (u64, u64, u64, u8, Id, Option<Vec<u8>>);
+
+/// Scans `log` from the end of its header as recovery does, and checks what comes back:
+/// only frames the checkpoint covers, in order and not overlapping (back to back unless
+/// damage was reported), each of which reads back whole through `read_frame` (and, for a
+/// store, `read_store_frame`); the outcome's counts agree with what was handed over, `Strict`
+/// skips nothing, and the log is to be cut right after the last frame kept.
+fn run_scan(
+    log: &PayloadLogFile,
+    checkpoint_lsn: u64,
+    policy: RecoveryPolicy,
+) -> Result<(ScanOutcome, Vec<ScannedFrame>), Error> {
+    let mut frames: Vec<ScannedFrame> = Vec::new();
+    let from = PAYLOAD_LOG_HEADER_LEN as u64;
+    let outcome = log.scan(from, checkpoint_lsn, policy, |offset, header, body| {
+        assert!(
+            header.lsn <= checkpoint_lsn,
+            "a frame of record {} was read past checkpoint {checkpoint_lsn}",
+            header.lsn
+        );
+        let payload = body.payload.map(<[u8]>::to_vec);
+        frames.push((
+            offset,
+            header.frame_len(),
+            header.lsn,
+            header.kind,
+            body.id,
+            payload,
+        ));
+    })?;
+    assert_eq!(outcome.frames_read, frames.len() as u64);
+    assert_eq!(
+        outcome.corrupt_ranges_skipped,
+        outcome.warnings.len() as u64
+    );
+    if policy == RecoveryPolicy::Strict {
+        assert_eq!(outcome.corrupt_ranges_skipped, 0, "strict skipped damage");
+    }
+    let file = log.handle();
+    let mut end = from;
+    for (offset, frame_len, _lsn, kind, id, payload) in &frames {
+        assert!(*offset >= end, "frame at {offset} overlaps the one before");
+        if outcome.corrupt_ranges_skipped == 0 {
+            assert_eq!(
+                *offset, end,
+                "a gap before frame at {offset}, with no damage reported"
+            );
+        }
+        let loc = PayloadLoc {
+            offset: *offset,
+            frame_len: u32::try_from(*frame_len).expect("frame length is within its limit"),
+        };
+        read_frame(&file, log.path(), loc).expect("a scanned frame reads back");
+        assert_eq!(payload.is_some(), *kind == FrameKind::Store as u8);
+        if let Some(payload) = payload {
+            let read =
+                read_store_frame(&file, log.path(), loc, id).expect("a scanned payload reads back");
+            assert_eq!(read, *payload);
+        }
+        end = offset + frame_len;
+    }
+    assert_eq!(
+        outcome.end_offset, end,
+        "the log would be cut elsewhere than after the last frame kept"
+    );
+    assert!(outcome.end_offset <= log.len_bytes());
+    Ok((outcome, frames))
+}
+
+/// The payload log's decoders on bare bytes: the file header, a frame header, the trailing
+/// CRC, and a frame body of either kind (the bytes themselves, and the body of the frame
+/// they start with). Asserts: none panics; a header or frame that decodes re-encodes to a
+/// value that decodes the same, and to the very same bytes when its reserved bytes are zero;
+/// a body that decodes re-encodes to the same bytes; a declared length is within its limit.
+fn payload_log_decoders(bytes: &[u8]) {
+    if let Ok(header) = decode_payload_log_header(bytes) {
+        let encoded = encode_payload_log_header(header.generation);
+        let again = decode_payload_log_header(&encoded).expect("an encoded header decodes");
+        assert_eq!(
+            (again.version, again.generation),
+            (PAYLOAD_LOG_VERSION, header.generation)
+        );
+        let canonical = header.version == PAYLOAD_LOG_VERSION
+            && bytes[12..16] == [0; 4]
+            && bytes[24..28] == [0; 4];
+        if canonical {
+            assert_eq!(encoded[..], bytes[..PAYLOAD_LOG_HEADER_LEN]);
+        }
+    }
+    let _ = frame_crc_ok(bytes);
+    body_round_trips(FrameKind::Store, bytes);
+    body_round_trips(FrameKind::Delete, bytes);
+    let Ok(header) = decode_frame_header(bytes) else {
+        return;
+    };
+    assert!(header.body_len <= FRAME_BODY_BYTES_MAX);
+    let Some(frame) = usize::try_from(header.frame_len())
+        .ok()
+        .and_then(|len| bytes.get(..len))
+    else {
+        return;
+    };
+    let body = &frame[FRAME_HEADER_LEN..frame.len() - 4];
+    body_round_trips(FrameKind::Store, body);
+    body_round_trips(FrameKind::Delete, body);
+    let (Some(kind), true) = (FrameKind::from_byte(header.kind), frame_crc_ok(frame)) else {
+        return;
+    };
+    let Ok(decoded) = decode_frame_body(kind, body) else {
+        return;
+    };
+    let mut again = Vec::new();
+    let payload = decoded.payload.unwrap_or_default();
+    let len = encode_frame(&mut again, kind, header.lsn, &decoded.id, payload);
+    assert_eq!(len as usize, frame.len());
+    if frame[5..8] == [0; 3] {
+        assert_eq!(again, frame, "a decoded frame re-encodes to other bytes");
+    }
+}
+
+/// Decodes `body` as a frame body of `kind`; if it decodes, checks the payload's limits and
+/// that encoding the id and payload again gives back `body`.
+fn body_round_trips(kind: FrameKind, body: &[u8]) {
+    let Ok(decoded) = decode_frame_body(kind, body) else {
+        return;
+    };
+    assert_eq!(decoded.payload.is_some(), kind == FrameKind::Store);
+    if let Some(payload) = decoded.payload {
+        assert!(!payload.is_empty() && payload.len() <= keeldb_core::types::PAYLOAD_BYTES_MAX);
+    }
+    let mut frame = Vec::new();
+    encode_frame(
+        &mut frame,
+        kind,
+        0,
+        &decoded.id,
+        decoded.payload.unwrap_or_default(),
+    );
+    assert_eq!(
+        &frame[FRAME_HEADER_LEN..frame.len() - 4],
+        body,
+        "a decoded frame body re-encodes to other bytes"
+    );
+}
+
+/// The payload snapshot (`payloads.idx`). Byte 0, bit 0: recompute the trailing CRC of the
+/// rest (a forged file). Asserts: version peeking and decoding never panic; a decoded
+/// snapshot keeps the promises of `payload_index::decode` (valid ids, none twice, every frame
+/// between the log header and `log_end`); it re-encodes to bytes that decode to the same
+/// snapshot, and to the very same bytes when its version is this build's and its reserved
+/// fields are zero.
+pub fn payload_index(data: &[u8]) {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if control & 1 != 0 {
+        fix_index_crc(&mut bytes);
+    }
+    let _ = keeldb_core::format::peek_version(&bytes, &payload_index::PAYLOAD_INDEX_MAGIC);
+    let Ok(snapshot) = payload_index::decode(&bytes) else {
+        return;
+    };
+    assert!(snapshot.log_end >= PAYLOAD_LOG_HEADER_LEN as u64);
+    let mut ids = std::collections::HashSet::new();
+    for (id, loc) in &snapshot.entries {
+        assert!(id.validate().is_ok(), "invalid id {id} decoded");
+        assert!(ids.insert(id), "id {id} decoded twice");
+        let inside = loc.offset >= PAYLOAD_LOG_HEADER_LEN as u64
+            && loc.frame_len as usize > FRAME_OVERHEAD
+            && loc.offset.saturating_add(u64::from(loc.frame_len)) <= snapshot.log_end;
+        assert!(
+            inside,
+            "frame {loc:?} outside the covered log {}",
+            snapshot.log_end
+        );
+    }
+    let encoded = payload_index::encode(&snapshot);
+    let canonical = snapshot.version == payload_index::PAYLOAD_INDEX_VERSION
+        && bytes[12..16] == [0; 4]
+        && bytes[PAYLOAD_INDEX_HEADER_LEN - 4..PAYLOAD_INDEX_HEADER_LEN] == [0; 4];
+    if canonical {
+        assert_eq!(
+            encoded, bytes,
+            "a decoded snapshot re-encodes to other bytes"
+        );
+    }
+    assert_eq!(
+        payload_index::decode(&encoded),
+        Ok(payload_index::PayloadSnapshot {
+            version: payload_index::PAYLOAD_INDEX_VERSION,
+            ..snapshot
+        })
     );
 }

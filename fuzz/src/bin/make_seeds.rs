@@ -8,6 +8,8 @@ use std::path::Path;
 
 use keeldb_core::format::config::{self, CollectionConfig};
 use keeldb_core::format::index::{self, IndexSnapshot, INDEX_VERSION};
+use keeldb_core::format::payload_index::{self, PayloadLoc, PayloadSnapshot};
+use keeldb_core::format::payload_log::{self, FrameKind, PAYLOAD_LOG_HEADER_LEN};
 use keeldb_core::format::vectors;
 use keeldb_core::format::wal::{encode_header, BatchEncoder};
 use keeldb_core::{Id, Metric};
@@ -153,4 +155,95 @@ fn main() {
     }
     let seeds = seeds.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
     write_all(dir, "open_dir", seeds);
+
+    // payload_log: control byte (checkpoint lsn 3, salvage), then frames after a valid
+    // header: two stores, a delete, a store after the checkpoint (cut by recovery); the
+    // same under strict, torn, with a flipped byte (strict and salvage), with an unknown kind
+    // and the CRCs recomputed (0x10), and as a whole file of generation 4 (0x20).
+    let mut frames = Vec::new();
+    let mut ends = Vec::new();
+    for (kind, lsn, id, payload) in [
+        (FrameKind::Store, 1, Id::Int(1), &br#"{"a":1}"#[..]),
+        (
+            FrameKind::Store,
+            2,
+            Id::from("doc"),
+            &br#"[true,null,"x"]"#[..],
+        ),
+        (FrameKind::Delete, 3, Id::Int(1), &b""[..]),
+        (FrameKind::Store, 5, Id::Int(2), &b"2"[..]),
+    ] {
+        payload_log::encode_frame(&mut frames, kind, lsn, &id, payload);
+        ends.push(frames.len());
+    }
+    let control = 0x03u8;
+    let strict = control | 0x08;
+    let mut torn = frames.clone();
+    torn.truncate(ends[1] - 5);
+    let mut flipped = frames.clone();
+    flipped[ends[0] + 30] ^= 0x10;
+    let mut unknown_kind = frames.clone();
+    unknown_kind[ends[0] + 4] = 3;
+    let whole_file = [&payload_log::encode_header(4)[..], &frames].concat();
+    let with = |control: u8, bytes: &[u8]| [&[control][..], bytes].concat();
+    write_all(
+        dir,
+        "payload_log",
+        vec![
+            ("four-frames", with(control, &frames)),
+            ("four-frames-strict", with(strict, &frames)),
+            ("torn-tail", with(control, &torn)),
+            ("mid-log-flip", with(control, &flipped)),
+            ("mid-log-flip-strict", with(strict, &flipped)),
+            (
+                "unknown-kind-crc-fixup",
+                with(control | 0x10, &unknown_kind),
+            ),
+            ("whole-file", with(control | 0x20, &whole_file)),
+        ],
+    );
+
+    // payload_index: an empty snapshot, one whose entries point at the frames above, and the
+    // latter with its CRC recomputed (byte 0 = 1).
+    let empty = PayloadSnapshot {
+        version: payload_index::PAYLOAD_INDEX_VERSION,
+        generation: 1,
+        checkpoint_lsn: 0,
+        log_end: PAYLOAD_LOG_HEADER_LEN as u64,
+        entries: Vec::new(),
+    };
+    let header_len = PAYLOAD_LOG_HEADER_LEN as u64;
+    let loc = |from: usize, to: usize| PayloadLoc {
+        offset: header_len + from as u64,
+        frame_len: (to - from) as u32,
+    };
+    let full = PayloadSnapshot {
+        version: payload_index::PAYLOAD_INDEX_VERSION,
+        generation: 1,
+        checkpoint_lsn: 3,
+        log_end: header_len + ends[2] as u64,
+        entries: vec![(Id::from("doc"), loc(ends[0], ends[1]))],
+    };
+    let two = PayloadSnapshot {
+        checkpoint_lsn: 5,
+        log_end: header_len + ends[3] as u64,
+        entries: vec![
+            (Id::from("doc"), loc(ends[0], ends[1])),
+            (Id::Int(2), loc(ends[2], ends[3])),
+        ],
+        ..full.clone()
+    };
+    write_all(
+        dir,
+        "payload_index",
+        vec![
+            ("empty", with(0, &payload_index::encode(&empty))),
+            ("one-entry", with(0, &payload_index::encode(&full))),
+            ("two-entries", with(0, &payload_index::encode(&two))),
+            (
+                "two-entries-crc-fixup",
+                with(1, &payload_index::encode(&two)),
+            ),
+        ],
+    );
 }
