@@ -535,7 +535,7 @@ pub fn payload_log(data: &[u8]) {
     let dir = scratch_dir();
     let name = keeldb_core::storage::payload_log::file_name(generation);
     fs::write(dir.path().join(name), &image).expect("write the payload log");
-    let mut log = match PayloadLogFile::open(dir.path(), generation) {
+    let mut log = match PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), generation) {
         Ok(log) => log,
         Err(e) => return assert_typed(&e),
     };
@@ -625,11 +625,11 @@ fn run_scan(
             offset: *offset,
             frame_len: u32::try_from(*frame_len).expect("frame length is within its limit"),
         };
-        read_frame(&file, log.path(), loc).expect("a scanned frame reads back");
+        read_frame(&*file, log.path(), loc).expect("a scanned frame reads back");
         assert_eq!(payload.is_some(), *kind == FrameKind::Store as u8);
         if let Some(payload) = payload {
             let read =
-                read_store_frame(&file, log.path(), loc, id).expect("a scanned payload reads back");
+                read_store_frame(&*file, log.path(), loc, id).expect("a scanned payload reads back");
             assert_eq!(read, *payload);
         }
         end = offset + frame_len;
