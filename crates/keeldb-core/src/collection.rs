@@ -981,10 +981,10 @@ impl Collection {
         let first_lsn = writer.wal.next_lsn();
         for request in group.iter_mut() {
             if let Some(batch) = &mut request.batch {
-                let lsn = writer.wal.next_lsn();
+                let (lsn, flags) = (writer.wal.next_lsn(), writer.wal.next_record_flags());
                 writer
                     .wal
-                    .append(batch.encoder.seal(lsn), Durability::None)?;
+                    .append(batch.encoder.seal(lsn, flags), Durability::None)?;
             }
         }
         writer.wal.settle(durability)?;
@@ -1010,7 +1010,7 @@ impl Collection {
             }
         }
         let lsn = writer.wal.next_lsn();
-        let record = enc.finish(lsn);
+        let record = enc.finish_with_flags(lsn, writer.wal.next_record_flags());
         if let Err(e) = writer.wal.append(&record, durability) {
             return Err(writer.poison(e));
         }

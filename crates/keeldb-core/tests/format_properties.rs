@@ -7,7 +7,7 @@ use std::path::Path;
 use keeldb_core::format::index::{self, IndexSnapshot, INDEX_VERSION};
 use keeldb_core::format::wal::{
     self, decode_batch, decode_record_header, frame_body_crc_ok, BatchEncoder, Op,
-    RECORD_HEADER_LEN, WAL_HEADER_LEN,
+    RECORD_FLAG_AFTER_SYNC, RECORD_HEADER_LEN, WAL_HEADER_LEN,
 };
 use keeldb_core::format::{config, vectors};
 use keeldb_core::types::{ID_INTEGER_MAX, ID_STRING_BYTES_MAX};
@@ -53,7 +53,7 @@ fn encode(ops: &[RawOp], lsn: u64) -> Vec<u8> {
             None => enc.delete(id),
         }
     }
-    enc.finish(lsn)
+    enc.finish_with_flags(lsn, RECORD_FLAG_AFTER_SYNC)
 }
 
 /// Whether `frame` reads as one whole, checksum-valid record.

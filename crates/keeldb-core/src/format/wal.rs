@@ -11,7 +11,7 @@
 //! record (RECORD_OVERHEAD + body_len bytes)
 //!   0  sync         u32      RECORD_SYNC, lets replay find the next record after damage
 //!   4  kind         u8       RecordKind
-//!   5  flags        u8       zero
+//!   5  flags        u8       RECORD_FLAG_AFTER_SYNC, or zero
 //!   6  reserved     u16      zero
 //!   8  body_len     u32      at most WAL_RECORD_BYTES_MAX
 //!  12  lsn          u64      log sequence number, strictly increasing
@@ -57,6 +57,13 @@ pub const RECORD_OVERHEAD: usize = RECORD_HEADER_LEN + 4;
 
 const _: () = assert!(WAL_HEADER_CRC_AT == WAL_MAGIC.len() + 4 + 4 + 12);
 const _: () = assert!(RECORD_HEADER_CRC_AT == 4 + 1 + 1 + 2 + 4 + 8);
+
+/// Record flag: every byte of the log before this record was durable (fdatasynced) when the
+/// writer appended it. Replay uses it to tell damage in synced bytes (mid-log damage, handled
+/// per recovery policy) from a torn write of records that were never synced together (a torn
+/// tail, cut), since a crash can keep the sectors of unsynced writes in any order. Builds
+/// before it wrote zero here and ignore the byte, so the log version did not change.
+pub const RECORD_FLAG_AFTER_SYNC: u8 = 1;
 
 /// The record kinds this build understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +129,8 @@ pub fn decode_header(bytes: &[u8]) -> Result<WalHeader, DecodeError> {
 pub struct RecordHeader {
     /// The record kind byte (possibly unknown to this build).
     pub kind: u8,
+    /// The flags byte ([`RECORD_FLAG_AFTER_SYNC`]; other bits are ignored).
+    pub flags: u8,
     /// Length of the body.
     pub body_len: u32,
     /// The record's log sequence number.
@@ -168,6 +177,7 @@ pub fn decode_record_header(bytes: &[u8]) -> Result<RecordHeader, HeaderProblem>
     lsn.copy_from_slice(&bytes[12..20]);
     Ok(RecordHeader {
         kind: bytes[4],
+        flags: bytes[5],
         body_len,
         lsn: u64::from_le_bytes(lsn),
     })
@@ -242,13 +252,19 @@ impl BatchEncoder {
 
     /// Frames the batch as record `lsn` and returns the record bytes.
     pub fn finish(mut self, lsn: u64) -> Vec<u8> {
-        self.seal(lsn);
+        self.seal(lsn, 0);
         self.buf
     }
 
-    /// Frames the batch in place as record `lsn` (header fields, both CRCs) and returns the
-    /// record bytes. Sealing again, with another lsn, reframes it.
-    pub fn seal(&mut self, lsn: u64) -> &[u8] {
+    /// [`BatchEncoder::finish`] with the header's flags byte set to `flags`.
+    pub fn finish_with_flags(mut self, lsn: u64, flags: u8) -> Vec<u8> {
+        self.seal(lsn, flags);
+        self.buf
+    }
+
+    /// Frames the batch in place as record `lsn` with `flags` (header fields, both CRCs) and
+    /// returns the record bytes. Sealing again, with another lsn, reframes it.
+    pub fn seal(&mut self, lsn: u64, flags: u8) -> &[u8] {
         let body_end = RECORD_HEADER_LEN + self.body_len_unsealed();
         self.buf.truncate(body_end);
         let body_len = u32::try_from(body_end - RECORD_HEADER_LEN).unwrap_or(u32::MAX);
@@ -256,6 +272,7 @@ impl BatchEncoder {
         self.buf[count_at..count_at + 4].copy_from_slice(&self.op_count.to_le_bytes());
         self.buf[0..4].copy_from_slice(&RECORD_SYNC.to_le_bytes());
         self.buf[4] = RecordKind::Batch as u8;
+        self.buf[5] = flags;
         self.buf[8..12].copy_from_slice(&body_len.to_le_bytes());
         self.buf[12..20].copy_from_slice(&lsn.to_le_bytes());
         let header_crc = crc32(&self.buf[..RECORD_HEADER_CRC_AT]);

@@ -1,18 +1,30 @@
 //! Replays a log image: finds where its valid records end, hands each record after the last
 //! checkpoint to the caller, and classifies every damaged byte range.
 //!
+//! Damage is *mid-log* only if a valid record after it carries `RECORD_FLAG_AFTER_SYNC`:
+//! then the damaged bytes had been fdatasynced before that record was written, so a crash
+//! cannot explain them. Otherwise they belong to writes that were never synced, whose
+//! sectors a power loss may keep in any order (a later record whole, an earlier one torn):
+//! that is a torn tail, cut there, records after it included. None of those records was
+//! acknowledged under `fsync` (its group's sync would have flagged the next record).
+//!
 //! The rules, in the order they are checked at each position:
 //! 1. Bytes that are not a record header (bad sync marker or header CRC, or too short):
-//!    if a valid record follows somewhere later, the range up to it is mid-log damage
-//!    (`Salvage`: skip and count it; `Strict`: refuse); otherwise it is a torn tail.
+//!    if a valid record follows somewhere later and a flagged one at or after it, the range
+//!    up to it is mid-log damage (`Salvage`: skip and count it; `Strict`: refuse);
+//!    otherwise it is a torn tail.
 //! 2. A header that checks out but declares more than `WAL_RECORD_BYTES_MAX`: keeldb never
 //!    writes that, so the file is refused under every policy (no allocation is attempted).
 //! 3. A body that runs past the end of the file: a torn tail.
-//! 4. A body whose CRC fails: mid-log damage if a valid record follows, else a torn tail.
+//! 4. A body whose CRC fails: mid-log damage if a valid record follows and a flagged one
+//!    at or after it, else a torn tail.
 //! 5. A record kind this build does not know: refused (`UnsupportedVersion`), because
 //!    appending after bytes that were not understood could destroy a newer writer's data.
 //! 6. A sequence number not above the previous record's, or above `LSN_MAX`: refused as
-//!    corruption.
+//!    corruption, unless it is also at or below the checkpoint's: then the record is a
+//!    stale one from before the log was last emptied (newer records were written over the
+//!    start of the old ones after an emptying that did not reach the disk), and the log
+//!    ends there like at a torn tail.
 //! 7. A record at or below the checkpoint's sequence number is already in the vector file:
 //!    skipped. Any other record is decoded whole (refused as corruption if it does not
 //!    decode: its CRC held, so keeldb wrote it wrong or someone forged it) and applied.
@@ -22,7 +34,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::wal::{
     decode_batch, decode_record_header, frame_body_crc_ok, HeaderProblem, Op, RecordHeader,
-    RECORD_HEADER_LEN, RECORD_KIND_MAX, RECORD_SYNC, WAL_HEADER_LEN,
+    RECORD_FLAG_AFTER_SYNC, RECORD_HEADER_LEN, RECORD_KIND_MAX, RECORD_SYNC, WAL_HEADER_LEN,
 };
 use crate::types::{RecoveryPolicy, LSN_MAX};
 
@@ -69,6 +81,12 @@ pub fn replay(
             }
         }
     };
+    // The offset of the last flagged valid record, found on the first damage.
+    let mut last_flagged: Option<Option<usize>> = None;
+    let mut synced_after = |damage_at: usize| {
+        let last = *last_flagged.get_or_insert_with(|| last_flagged_record(image, damage_at));
+        last.is_some_and(|at| at > damage_at)
+    };
     while pos < image.len() {
         let header = match decode_record_header(&image[pos..]) {
             Ok(header) => header,
@@ -80,7 +98,7 @@ pub fn replay(
                 ));
             }
             Err(HeaderProblem::Short | HeaderProblem::NotAHeader) => {
-                match find_next_record(image, pos + 1) {
+                match find_next_record(image, pos + 1).filter(|_| synced_after(pos)) {
                     Some(next) => {
                         skip_damage(pos, next, &mut out)?;
                         pos = next;
@@ -96,7 +114,7 @@ pub fn replay(
         }
         let frame_end = frame_end as usize;
         if !frame_body_crc_ok(&image[pos..frame_end]) {
-            match find_next_record(image, frame_end) {
+            match find_next_record(image, frame_end).filter(|_| synced_after(pos)) {
                 Some(next) => {
                     skip_damage(pos, next, &mut out)?;
                     pos = next;
@@ -104,6 +122,12 @@ pub fn replay(
                 }
                 None => break,
             }
+        }
+        if header.lsn <= out.last_lsn && header.lsn <= checkpoint_lsn {
+            // A record from before the last emptying of the log, which the checkpoint
+            // covers: the emptying's sync failed or did not happen, and newer records were
+            // written over the start of the old ones. Everything from here is stale.
+            break;
         }
         check_record(path, pos, &header, out.last_lsn)?;
         out.last_lsn = header.lsn;
@@ -160,6 +184,22 @@ fn check_record(path: &Path, pos: usize, header: &RecordHeader, last_lsn: u64) -
     Ok(())
 }
 
+/// The offset of the last whole, checksum-valid record after `from` that carries
+/// `RECORD_FLAG_AFTER_SYNC`.
+fn last_flagged_record(image: &[u8], from: usize) -> Option<usize> {
+    let mut last = None;
+    let mut at = find_next_record(image, from + 1);
+    while let Some(pos) = at {
+        // `find_next_record` only returns whole, checksum-valid records.
+        let header = decode_record_header(&image[pos..]).ok()?;
+        if header.flags & RECORD_FLAG_AFTER_SYNC != 0 {
+            last = Some(pos);
+        }
+        at = find_next_record(image, pos + header.frame_len() as usize);
+    }
+    last
+}
+
 /// The offset of the first whole, checksum-valid record starting at or after `from`.
 fn find_next_record(image: &[u8], from: usize) -> Option<usize> {
     let sync = RECORD_SYNC.to_le_bytes();
@@ -181,17 +221,22 @@ fn find_next_record(image: &[u8], from: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::wal::{encode_header, BatchEncoder};
+    use crate::format::wal::{encode_header, BatchEncoder, RECORD_FLAG_AFTER_SYNC};
     use crate::types::Id;
 
+    /// A log of one-record groups, each written after the previous one was synced.
     fn log(records: &[u64]) -> (Vec<u8>, Vec<usize>) {
+        log_flagged(records, RECORD_FLAG_AFTER_SYNC)
+    }
+
+    fn log_flagged(records: &[u64], flags: u8) -> (Vec<u8>, Vec<usize>) {
         let mut image = encode_header(2).to_vec();
         let mut starts = Vec::new();
         for &lsn in records {
             starts.push(image.len());
             let mut enc = BatchEncoder::new(16);
             enc.upsert(&Id::Int(lsn), &[lsn as f32, 0.5]);
-            image.extend(enc.finish(lsn));
+            image.extend(enc.finish_with_flags(lsn, flags));
         }
         (image, starts)
     }
@@ -234,6 +279,30 @@ mod tests {
     }
 
     #[test]
+    fn damage_followed_only_by_records_never_synced_is_a_torn_tail() {
+        // One unsynced group of three records, torn in the middle by a crash that kept the
+        // last one's sectors: records after the damage are cut under either policy, so the
+        // state is a prefix of the log (a flag on the last record makes it mid-log damage).
+        for (flags, policy, seen) in [
+            (0, RecoveryPolicy::Strict, vec![1]),
+            (0, RecoveryPolicy::Salvage, vec![1]),
+            (RECORD_FLAG_AFTER_SYNC, RecoveryPolicy::Salvage, vec![1, 3]),
+        ] {
+            let (mut image, starts) = log_flagged(&[1, 2, 3], 0);
+            let (last, _) = log_flagged(&[3], flags);
+            image.truncate(starts[2]);
+            image.extend(last);
+            image[starts[1] + RECORD_HEADER_LEN + 3] ^= 0x10;
+            let (out, got) = run(&image, policy).expect("replay");
+            assert_eq!(got, seen, "flags {flags}, {policy:?}");
+            if flags == 0 {
+                assert_eq!(out.end_offset as usize, starts[1]);
+                assert_eq!(out.corrupt_records_skipped, 0);
+            }
+        }
+    }
+
+    #[test]
     fn a_flip_in_the_last_record_is_a_torn_tail() {
         let (mut image, starts) = log(&[1, 2]);
         image[starts[1] + RECORD_HEADER_LEN + 1] ^= 1;
@@ -252,6 +321,26 @@ mod tests {
             (seen, out.end_offset as usize, out.torn_bytes),
             (vec![1], end, 4096)
         );
+    }
+
+    #[test]
+    fn stale_records_after_newer_ones_end_the_log_unless_the_checkpoint_misses_them() {
+        // Records 7 and 8 written over the start of an older log (3..6) whose emptying
+        // never reached the disk: with a checkpoint at 6 the old ones are stale and cut;
+        // with none (a forged or broken log) they are refused as corruption.
+        let (mut image, _) = log(&[7, 8]);
+        let (old, starts) = log(&[3, 4, 5, 6]);
+        let end_of_new = image.len();
+        image.extend_from_slice(&old[starts[2]..]);
+        let mut seen = Vec::new();
+        let out = replay(Path::new("t"), &image, 2, 6, RecoveryPolicy::Strict, |lsn, _| {
+            seen.push(lsn);
+            Ok(())
+        })
+        .expect("stale records are a tail");
+        assert_eq!((seen, out.end_offset as usize), (vec![7, 8], end_of_new));
+        let err = run(&image, RecoveryPolicy::Salvage).expect_err("no checkpoint covers them");
+        assert_eq!(err.code(), "KEEL_CORRUPT");
     }
 
     #[test]

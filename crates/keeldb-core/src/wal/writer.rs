@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::wal::{encode_header, WAL_HEADER_LEN};
+use crate::format::wal::{encode_header, RECORD_FLAG_AFTER_SYNC, WAL_HEADER_LEN};
 use crate::storage::vfs::{OpenMode, Vfs, VfsFile};
 use crate::types::Durability;
 
@@ -58,6 +58,16 @@ impl WalWriter {
     /// The sequence number the next record gets.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
+    }
+
+    /// The flags of the record appended next: [`RECORD_FLAG_AFTER_SYNC`] when everything
+    /// before it is durable (nothing buffered, nothing written since the last sync).
+    pub fn next_record_flags(&self) -> u8 {
+        if self.synced && self.buffer.is_empty() {
+            RECORD_FLAG_AFTER_SYNC
+        } else {
+            0
+        }
     }
 
     /// Size of the log including bytes still buffered.
