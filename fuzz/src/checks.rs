@@ -587,7 +587,7 @@ fn run_scan(
 ) -> Result<(ScanOutcome, Vec<ScannedFrame>), Error> {
     let mut frames: Vec<ScannedFrame> = Vec::new();
     let from = PAYLOAD_LOG_HEADER_LEN as u64;
-    let outcome = log.scan(from, checkpoint_lsn, policy, |offset, header, body| {
+    let outcome = log.scan(from, checkpoint_lsn, from, policy, |offset, header, body| {
         assert!(
             header.lsn <= checkpoint_lsn,
             "a frame of record {} was read past checkpoint {checkpoint_lsn}",

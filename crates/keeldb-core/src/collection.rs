@@ -420,6 +420,9 @@ impl State {
                 .map(|(id, slot)| (id.clone(), *slot))
                 .collect(),
             free_slots,
+            // The caller synced the payload log just before, under the writer lock.
+            payload_generation: self.payloads.generation(),
+            payload_log_end: self.payloads.log_bytes(),
         }
     }
 }
@@ -510,6 +513,8 @@ pub fn create_files(fs: &dyn Vfs, dir: &Path, dimension: u32, metric: Metric) ->
     let empty = IndexSnapshot {
         version: INDEX_VERSION,
         dimension,
+        payload_generation: 1,
+        payload_log_end: PAYLOAD_LOG_HEADER_LEN as u64,
         ..IndexSnapshot::default()
     };
     fsio::write_atomic(fs, dir, INDEX_FILE, &index::encode(&empty))?;
@@ -553,7 +558,7 @@ impl Collection {
         }
         let upgrading = config.format_version < COLLECTION_FORMAT_VERSION;
         let (payloads, payload_report) =
-            PayloadStore::open(&*fs, dir, snapshot.checkpoint_lsn, options.recovery, upgrading)?;
+            PayloadStore::open(&*fs, dir, &snapshot, options.recovery, upgrading)?;
         let config = upgrade_config(&*fs, dir, config)?;
         // One pass builds both directions of the id map; the decoder checked every slot,
         // this checks every id (one hash table, not two: it is most of an open's time).

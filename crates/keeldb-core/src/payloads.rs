@@ -23,6 +23,7 @@ use crate::format::payload_index::{
     self, PayloadLoc, PayloadSnapshot, PAYLOAD_INDEX_MAGIC, PAYLOAD_INDEX_VERSION,
 };
 use crate::format::payload_log::{encode_frame, FrameKind, PAYLOAD_LOG_HEADER_LEN};
+use crate::format::index::IndexSnapshot;
 use crate::format::peek_version;
 use crate::format::wal::Op;
 use crate::storage::fsio;
@@ -96,13 +97,26 @@ impl PayloadStore {
     pub fn open(
         fs: &dyn Vfs,
         dir: &Path,
-        checkpoint_lsn: u64,
+        checkpoint: &IndexSnapshot,
         policy: RecoveryPolicy,
         upgrading: bool,
     ) -> Result<(PayloadStore, PayloadOpenReport)> {
+        let checkpoint_lsn = checkpoint.checkpoint_lsn;
         let mut log = open_current_generation(fs, dir, upgrading)?;
+        // What the checkpoint synced of this generation (a compaction may have installed a
+        // newer one since): at least the header.
+        let synced_end = match checkpoint.payload_generation == log.generation() {
+            true => checkpoint.payload_log_end,
+            false => PAYLOAD_LOG_HEADER_LEN as u64,
+        };
         let mut report = PayloadOpenReport::default();
         let snapshot = read_snapshot(fs, dir, &log, checkpoint_lsn, policy, &mut report)?;
+        // A log shorter than what was synced is reported once: by the snapshot's check if
+        // that found it.
+        let synced_end = match report.corrupt_records_skipped {
+            0 => synced_end,
+            _ => synced_end.min(log.len_bytes()),
+        };
         let (mut index, from) = match snapshot {
             Some(s) => {
                 report.snapshot_used = true;
@@ -110,7 +124,7 @@ impl PayloadStore {
             }
             None => (IdMap::default(), PAYLOAD_LOG_HEADER_LEN as u64),
         };
-        let outcome = log.scan(from, checkpoint_lsn, policy, |offset, header, body| {
+        let outcome = log.scan(from, checkpoint_lsn, synced_end, policy, |offset, header, body| {
             match body.payload {
                 Some(_) => {
                     let frame_len = u32::try_from(header.frame_len()).unwrap_or(u32::MAX);

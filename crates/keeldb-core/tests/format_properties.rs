@@ -287,6 +287,8 @@ fn any_snapshot() -> impl Strategy<Value = IndexSnapshot> {
                 slot_high_water: slots.len() as u32,
                 entries: ids.into_iter().zip(live.iter().copied()).collect(),
                 free_slots: free_slots.to_vec(),
+                payload_generation: checkpoint_lsn % 7,
+                payload_log_end: checkpoint_lsn.rotate_left(17),
             }
         })
 }

@@ -118,7 +118,7 @@ fn newer_binary_headers_are_unsupported() {
             let dir = closed_fixture();
             let path = path_of(dir.path());
             let crc_at = if fix_crc { crc_at } else { None };
-            set_version(&path, 2, crc_at);
+            set_version(&path, 3, crc_at);
             if fix_crc && crc_at.is_none() {
                 // The index's CRC covers the whole file and sits at its end.
                 let mut bytes = read(&path);

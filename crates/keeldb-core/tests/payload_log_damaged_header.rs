@@ -1,9 +1,9 @@
 //! A payload frame the checkpoint covers was synced, so damage to it is corruption, whichever
 //! of its bytes were hit: a whole-log scan under `strict` must refuse it, not cut it off as a
-//! torn tail. Today that holds for damage in the frame's body but not in its header, when the
-//! next valid frame comes from a record after the checkpoint: the scan cannot tell the bytes
-//! from a torn, unsynced frame. The header case is ignored until the scan can (see
-//! docs/RELIABILITY.md, "Not covered yet"); run it with `--ignored` to see it fail.
+//! torn tail. With damage in its header and the next valid frame from a record after the
+//! checkpoint, the bytes alone look like a torn, unsynced frame; what tells them apart is the
+//! payload log length the checkpoint synced, which `ids.idx` records (index version 2). The
+//! last test shows the scan without it (version 1 indexes) still reads it as a torn tail.
 
 use keeldb_core::format::payload_log::{encode_frame, encode_header, FrameKind};
 use keeldb_core::storage::payload_log::{file_name, PayloadLogFile, ScanOutcome};
@@ -15,6 +15,12 @@ const CHECKPOINT_LSN: u64 = 3;
 /// three), with one bit flipped at `offset_in_third` of the third frame, scanned whole under
 /// `strict` as open does without a snapshot.
 fn scan_with_flip_in_third_frame(offset_in_third: usize) -> Result<ScanOutcome, Error> {
+    scan_flipped(offset_in_third, true)
+}
+
+/// `synced_known`: the scan is told the length the checkpoint synced (the end of the third
+/// frame), else only the header's.
+fn scan_flipped(offset_in_third: usize, synced_known: bool) -> Result<ScanOutcome, Error> {
     let mut image = encode_header(1).to_vec();
     let mut starts = Vec::new();
     for (kind, lsn, id, payload) in [
@@ -31,7 +37,8 @@ fn scan_with_flip_in_third_frame(offset_in_third: usize) -> Result<ScanOutcome, 
     std::fs::write(dir.path().join(file_name(1)), &image).expect("write the log");
     let log = PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), 1).expect("open the log");
     let from = starts[0] as u64;
-    log.scan(from, CHECKPOINT_LSN, RecoveryPolicy::Strict, |_, _, _| {})
+    let synced_end = if synced_known { starts[3] } else { starts[0] } as u64;
+    log.scan(from, CHECKPOINT_LSN, synced_end, RecoveryPolicy::Strict, |_, _, _| {})
 }
 
 #[test]
@@ -42,9 +49,16 @@ fn damage_in_the_body_of_a_checkpointed_frame_is_refused_under_strict() {
 }
 
 #[test]
-#[ignore = "known gap: the scan reads a damaged header of a checkpointed frame as a torn tail (docs/RELIABILITY.md, Not covered yet)"]
 fn damage_in_the_header_of_a_checkpointed_frame_is_refused_under_strict() {
     // Byte 12: the lsn field of the frame header.
     let outcome = scan_with_flip_in_third_frame(12);
     assert_eq!(outcome.map_err(|e| e.code()), Err("KEEL_CORRUPT"));
+}
+
+#[test]
+fn without_the_synced_length_a_damaged_header_reads_as_a_torn_tail() {
+    // What the scan did before index version 2, and still does for a version 1 index: the
+    // frame is cut off with the torn tail, records 1 and 2 read.
+    let outcome = scan_flipped(12, false).expect("a torn tail is no error");
+    assert_eq!(outcome.frames_read, 2);
 }

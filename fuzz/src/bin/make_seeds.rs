@@ -89,6 +89,8 @@ fn main() {
         slot_high_water: 4,
         entries: vec![(Id::from("x"), 2), (Id::Int(5), 0), (Id::Int(6), 3)],
         free_slots: vec![1],
+        payload_generation: 1,
+        payload_log_end: 32,
     };
     write_all(
         dir,

@@ -9,10 +9,15 @@
 //!  28  entry_count      u32
 //!  32  free_count       u32
 //!  36  reserved         u32      zero
-//!  40  entries          entry_count x (id, slot u32)
+//!  40  payload_generation u64    the payload log generation synced by this checkpoint
+//!  48  payload_log_end    u64    its length then: every byte below is durable frames
+//!  56  entries          entry_count x (id, slot u32)
 //!      free slots       free_count x u32
 //!  end-4  crc           u32      crc32 of every byte before it
 //! ```
+//!
+//! Version 1 (before 2026-11-21) had no payload fields: its entries start at byte 40, and it
+//! decodes with `payload_generation` 0 (unknown).
 //!
 //! Written whole, atomically (temp file, fsync, rename, fsync of the directory), so a
 //! checksum failure means disk damage, never a torn write.
@@ -23,9 +28,11 @@ use crate::types::Id;
 /// First bytes of an index file.
 pub const INDEX_MAGIC: [u8; 8] = *b"KEELIDX\0";
 /// The index format this build writes and the newest it reads.
-pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_VERSION: u32 = 2;
 /// Bytes before the first entry.
-pub const INDEX_HEADER_LEN: usize = 40;
+pub const INDEX_HEADER_LEN: usize = 56;
+/// Bytes before the first entry in a version 1 index.
+const INDEX_V1_HEADER_LEN: usize = 40;
 const ENTRY_BYTES_MIN: usize = ID_ENCODED_BYTES_MIN + 4;
 
 /// The state a checkpoint makes durable.
@@ -43,6 +50,10 @@ pub struct IndexSnapshot {
     pub entries: Vec<(Id, u32)>,
     /// Slots below `slot_high_water` that hold no live record.
     pub free_slots: Vec<u32>,
+    /// The payload log generation the checkpoint synced, or 0 if unknown (version 1).
+    pub payload_generation: u64,
+    /// Its length at the checkpoint: the bytes below are durable, whole frames.
+    pub payload_log_end: u64,
 }
 
 /// Encodes an index file.
@@ -63,6 +74,8 @@ pub fn encode(snapshot: &IndexSnapshot) -> Vec<u8> {
     out.extend_from_slice(&count(snapshot.entries.len()).to_le_bytes());
     out.extend_from_slice(&count(snapshot.free_slots.len()).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&snapshot.payload_generation.to_le_bytes());
+    out.extend_from_slice(&snapshot.payload_log_end.to_le_bytes());
     debug_assert_eq!(out.len(), INDEX_HEADER_LEN);
     for (id, slot) in &snapshot.entries {
         put_id(&mut out, id);
@@ -81,7 +94,7 @@ pub fn encode(snapshot: &IndexSnapshot) -> Vec<u8> {
 /// caller, which builds the id map anyway (a second hash table here would double the cost of
 /// an open).
 pub fn decode(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
-    if bytes.len() < INDEX_HEADER_LEN + 4 {
+    if bytes.len() < INDEX_V1_HEADER_LEN + 4 {
         return Err(DecodeError::new(0, "index file is shorter than its header"));
     }
     if bytes[0..8] != INDEX_MAGIC {
@@ -101,6 +114,10 @@ pub fn decode(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
     let entry_count = r.u32("entry count")? as usize;
     let free_count = r.u32("free count")? as usize;
     r.u32("reserved")?;
+    let (payload_generation, payload_log_end) = match version {
+        1 => (0, 0),
+        _ => (r.u64("payload generation")?, r.u64("payload log end")?),
+    };
     let needed = entry_count
         .saturating_mul(ENTRY_BYTES_MIN)
         .saturating_add(free_count.saturating_mul(4));
@@ -166,6 +183,8 @@ pub fn decode(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
         slot_high_water,
         entries,
         free_slots,
+        payload_generation,
+        payload_log_end,
     })
 }
 
@@ -181,7 +200,22 @@ mod tests {
             slot_high_water: 4,
             entries: vec![(Id::from("x"), 2), (Id::Int(5), 0), (Id::Int(6), 3)],
             free_slots: vec![1],
+            payload_generation: 3,
+            payload_log_end: 4096,
         }
+    }
+
+    #[test]
+    fn a_version_1_index_decodes_with_the_payload_log_end_unknown() {
+        let v2 = encode(&sample());
+        let mut v1 = v2[..INDEX_V1_HEADER_LEN].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        v1.extend_from_slice(&v2[INDEX_HEADER_LEN..v2.len() - 4]);
+        let crc = crc32(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let decoded = decode(&v1).expect("version 1 decodes");
+        assert_eq!((decoded.payload_generation, decoded.payload_log_end), (0, 0));
+        assert_eq!(decoded.entries, sample().entries);
     }
 
     #[test]

@@ -190,12 +190,14 @@ impl PayloadLogFile {
     /// Reads frames from `from` on, handing each one with `lsn <= checkpoint_lsn` to
     /// `visit`, and says where the log must be cut: at the first frame derived from a log
     /// record after the checkpoint (the write-ahead log replays those again), or where the
-    /// valid frames end. Damage followed by a frame the checkpoint covers is mid-log damage,
-    /// handled per `policy`.
+    /// valid frames end. Damage is mid-log damage, handled per `policy`, when it lies below
+    /// `synced_end` (the length the last checkpoint synced: whole frames only, so no crash
+    /// explains damage there) or is followed by a frame the checkpoint covers.
     pub fn scan(
         &self,
         from: u64,
         checkpoint_lsn: u64,
+        synced_end: u64,
         policy: RecoveryPolicy,
         mut visit: impl FnMut(u64, &FrameHeader, FrameBody<'_>),
     ) -> Result<ScanOutcome> {
@@ -205,10 +207,17 @@ impl PayloadLogFile {
         while pos < self.len {
             let Some(header) = w.frame_at(pos)? else {
                 match w.next_frame(pos + 1)? {
-                    Some((next, h)) if h.lsn <= checkpoint_lsn => {
+                    Some((next, h)) if h.lsn <= checkpoint_lsn || pos < synced_end => {
                         self.damage(policy, pos, next, &mut out)?;
                         pos = next;
                         continue;
+                    }
+                    _ if pos < synced_end => {
+                        let reason = format!(
+                            "damaged bytes from {pos} to the end, below the {synced_end} the last checkpoint synced"
+                        );
+                        self.damaged(policy, pos, reason, &mut out)?;
+                        break;
                     }
                     _ => {
                         self.check_torn_frame(&mut w, pos, checkpoint_lsn, policy, &mut out)?;
@@ -240,6 +249,13 @@ impl PayloadLogFile {
             out.frames_read += 1;
             pos += header.frame_len();
         }
+        if pos >= self.len && self.len < synced_end {
+            let reason = format!(
+                "the file is {} bytes, shorter than the {synced_end} the last checkpoint synced",
+                self.len
+            );
+            self.damaged(policy, self.len, reason, &mut out)?;
+        }
         out.end_offset = pos;
         Ok(out)
     }
@@ -255,6 +271,16 @@ impl PayloadLogFile {
             "{} damaged bytes before the payload frame at byte {to}",
             to - from
         );
+        self.damaged(policy, from, reason, out)
+    }
+
+    fn damaged(
+        &self,
+        policy: RecoveryPolicy,
+        from: u64,
+        reason: String,
+        out: &mut ScanOutcome,
+    ) -> Result<()> {
         match policy {
             RecoveryPolicy::Strict => Err(Error::corrupted(&self.path, from, reason)),
             RecoveryPolicy::Salvage => {

@@ -123,7 +123,12 @@ pub fn replay(
                 None => break,
             }
         }
-        if header.lsn <= out.last_lsn && header.lsn <= checkpoint_lsn {
+        // (lsn 0 is never written: that one is forged or damaged.)
+        let stale = header.lsn != 0
+            && header.lsn <= out.last_lsn
+            && header.lsn <= checkpoint_lsn
+            && out.last_lsn > checkpoint_lsn;
+        if stale {
             // A record from before the last emptying of the log, which the checkpoint
             // covers: the emptying's sync failed or did not happen, and newer records were
             // written over the start of the old ones. Everything from here is stale.

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use keeldb_core::format::crc32;
+use keeldb_core::format::index::INDEX_HEADER_LEN;
 
 use super::child::{self, Outcome};
 use super::{
@@ -131,8 +132,8 @@ pub const CASES: &[Case] = &[
         "index first id: a string of 64 KiB",
         |d| {
             forge_index(d, |b| {
-                b[40] = 1; // string tag
-                b[41..43].copy_from_slice(&u16::MAX.to_le_bytes());
+                b[INDEX_HEADER_LEN] = 1; // string tag
+                b[INDEX_HEADER_LEN + 1..INDEX_HEADER_LEN + 3].copy_from_slice(&u16::MAX.to_le_bytes());
             })
         },
         Expect::Corrupt,
