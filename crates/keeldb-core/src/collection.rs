@@ -1038,6 +1038,14 @@ impl Collection {
         Ok(removed)
     }
 
+    /// Holds the committer thread (`true`) until released (`false`): writes queued meanwhile
+    /// are committed as one group. The simulated-disk tests use it to make group commits
+    /// deterministic, so that a failing seed replays exactly.
+    #[cfg(feature = "sim")]
+    pub fn hold_commits(&self, held: bool) {
+        self.queue.hold(held);
+    }
+
     /// Grows the vector file so that `additional` more records fit without a remap, ahead of
     /// a bulk load.
     pub fn reserve(&self, additional: u64) -> Result<()> {

@@ -77,6 +77,8 @@ impl Drop for Request {
 struct QueueState {
     pending: Vec<Request>,
     closed: bool,
+    /// While set, the committer leaves queued requests alone (see [`CommitQueue::hold`]).
+    held: bool,
 }
 
 /// The queue between writers and the committer thread.
@@ -104,7 +106,7 @@ impl CommitQueue {
     /// the queue is closed and empty.
     pub(crate) fn next_group(&self) -> Option<Vec<Request>> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        while state.pending.is_empty() && !state.closed {
+        while (state.pending.is_empty() || state.held) && !state.closed {
             state = self
                 .wake
                 .wait(state)
@@ -124,6 +126,16 @@ impl CommitQueue {
             .count()
             .max(1);
         Some(state.pending.drain(..take).collect())
+    }
+
+    /// Holds the committer (`true`) so that requests queued meanwhile form one group once it
+    /// is released (`false`). For deterministic tests; closing the queue releases it.
+    pub(crate) fn hold(&self, held: bool) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .held = held;
+        self.wake.notify_all();
     }
 
     /// Refuses new requests; the committer drains what is queued, then stops.
