@@ -7,7 +7,8 @@
 //!
 //! Simulated: seeded random streams of operations (mixed durabilities, checkpoints,
 //! compactions, reopens, flushes) with a random power cut or disk fault. A failing seed is
-//! printed; `KEELDB_SIM_SEED=<seed>` replays just that one, `KEELDB_SIM_SEEDS=<n>` runs more.
+//! printed; `KEELDB_SIM_SEED=<seed>` replays just that one, `KEELDB_SIM_SEEDS=<n>` runs more
+//! (from `KEELDB_SIM_FIRST_SEED`, 0 by default).
 //!
 //! After every recovery: the open succeeds; the state equals the state after some prefix of
 //! the issued writes that includes every write acknowledged under `fsync` and every write
@@ -596,11 +597,14 @@ fn seeded_random_operations_and_faults() {
     let seeds: Vec<u64> = match std::env::var("KEELDB_SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("KEELDB_SIM_SEED is a number")],
         Err(_) => {
-            let n = std::env::var("KEELDB_SIM_SEEDS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(300u64);
-            (0..n).collect()
+            let var = |name: &str, default: u64| {
+                std::env::var(name)
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(default)
+            };
+            let (first, n) = (var("KEELDB_SIM_FIRST_SEED", 0), var("KEELDB_SIM_SEEDS", 300));
+            (first..first.saturating_add(n)).collect()
         }
     };
     let mut failures = Vec::new();
