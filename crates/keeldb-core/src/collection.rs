@@ -1367,9 +1367,18 @@ impl Collection {
         self.stop_committer();
         let _token = self.compaction.lock().map_err(|_| self.lock_poisoned())?;
         let mut guard = self.lock_writer()?;
+        // A poisoned collection cannot checkpoint, and whatever it acknowledged without
+        // `fsync` since its last sync is lost with its buffers: say so (the handle is closed
+        // all the same).
         let result = match guard.as_mut() {
-            Some(writer) if writer.poisoned.is_none() => self.checkpoint_locked(writer),
-            _ => Ok(()),
+            Some(writer) => match &writer.poisoned {
+                None => self.checkpoint_locked(writer),
+                Some(cause) => Err(Error::Poisoned {
+                    what: format!("collection '{}'", self.name),
+                    cause: cause.clone(),
+                }),
+            },
+            None => Ok(()),
         };
         *guard = None;
         *self.write_state()? = None;

@@ -130,6 +130,7 @@ impl CommitQueue {
 
     /// Holds the committer (`true`) so that requests queued meanwhile form one group once it
     /// is released (`false`). For deterministic tests; closing the queue releases it.
+    #[cfg(feature = "sim")]
     pub(crate) fn hold(&self, held: bool) {
         self.state
             .lock()

@@ -230,13 +230,17 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
                     Step::Flush => c.flush(),
                     Step::Checkpoint => c.checkpoint(),
                     Step::Compact => c.compact(),
-                    Step::Reopen => db.close().and_then(|()| {
-                        let (d2, c2) = open(disk)?;
-                        db = d2;
-                        c = c2;
-                        poisoned = false;
-                        Ok(())
-                    }),
+                    Step::Reopen => {
+                        // Reopen even when the close reports an error (a poisoned
+                        // collection), which is recorded like any other.
+                        let closed = db.close();
+                        open(disk).and_then(|(d2, c2)| {
+                            db = d2;
+                            c = c2;
+                            poisoned = false;
+                            closed
+                        })
+                    }
                     Step::Burst(..) => unreachable!("handled above"),
                 };
                 if !changed {
