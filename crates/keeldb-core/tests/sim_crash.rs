@@ -1,7 +1,7 @@
 //! Crash and fault checkers on the simulated disk (feature `sim`; `npm run test:sim`).
 //!
-//! Enumerated: each workload (loads, batches, updates, deletes, checkpoints, payload-log
-//! compaction, reopen) runs once to count its mutating disk operations, then once per
+//! Enumerated: each workload (loads, batches, updates and deletes, checkpoints and payload-log
+//! compaction, reopens, group commits) runs once to count its mutating disk operations, then once per
 //! operation with the power cut there; each cut is recovered under several damages (only
 //! durable bytes, every pending write, seeded subsets, tears and extensions).
 //!
