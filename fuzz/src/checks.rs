@@ -535,10 +535,11 @@ pub fn payload_log(data: &[u8]) {
     let dir = scratch_dir();
     let name = keeldb_core::storage::payload_log::file_name(generation);
     fs::write(dir.path().join(name), &image).expect("write the payload log");
-    let mut log = match PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), generation) {
-        Ok(log) => log,
-        Err(e) => return assert_typed(&e),
-    };
+    let mut log =
+        match PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), generation) {
+            Ok(log) => log,
+            Err(e) => return assert_typed(&e),
+        };
     let (first, visited) = match run_scan(&log, checkpoint_lsn, policy) {
         Ok(scanned) => scanned,
         Err(e) => return assert_typed(&e),
@@ -587,22 +588,28 @@ fn run_scan(
 ) -> Result<(ScanOutcome, Vec<ScannedFrame>), Error> {
     let mut frames: Vec<ScannedFrame> = Vec::new();
     let from = PAYLOAD_LOG_HEADER_LEN as u64;
-    let outcome = log.scan(from, checkpoint_lsn, from, policy, |offset, header, body| {
-        assert!(
-            header.lsn <= checkpoint_lsn,
-            "a frame of record {} was read past checkpoint {checkpoint_lsn}",
-            header.lsn
-        );
-        let payload = body.payload.map(<[u8]>::to_vec);
-        frames.push((
-            offset,
-            header.frame_len(),
-            header.lsn,
-            header.kind,
-            body.id,
-            payload,
-        ));
-    })?;
+    let outcome = log.scan(
+        from,
+        checkpoint_lsn,
+        from,
+        policy,
+        |offset, header, body| {
+            assert!(
+                header.lsn <= checkpoint_lsn,
+                "a frame of record {} was read past checkpoint {checkpoint_lsn}",
+                header.lsn
+            );
+            let payload = body.payload.map(<[u8]>::to_vec);
+            frames.push((
+                offset,
+                header.frame_len(),
+                header.lsn,
+                header.kind,
+                body.id,
+                payload,
+            ));
+        },
+    )?;
     assert_eq!(outcome.frames_read, frames.len() as u64);
     assert_eq!(
         outcome.corrupt_ranges_skipped,
@@ -628,8 +635,8 @@ fn run_scan(
         read_frame(&*file, log.path(), loc).expect("a scanned frame reads back");
         assert_eq!(payload.is_some(), *kind == FrameKind::Store as u8);
         if let Some(payload) = payload {
-            let read =
-                read_store_frame(&*file, log.path(), loc, id).expect("a scanned payload reads back");
+            let read = read_store_frame(&*file, log.path(), loc, id)
+                .expect("a scanned payload reads back");
             assert_eq!(read, *payload);
         }
         end = offset + frame_len;

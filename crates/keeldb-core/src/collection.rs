@@ -1476,11 +1476,7 @@ fn read_record(state: &State, id: &Id, vector: bool, payload: bool) -> Result<Op
 
 /// Rewrites a format-1 config as format 2 once the payload log exists: from then on the
 /// log may hold payload ops, which a build that only knows format 1 must refuse.
-fn upgrade_config(
-    fs: &dyn Vfs,
-    dir: &Path,
-    config: CollectionConfig,
-) -> Result<CollectionConfig> {
+fn upgrade_config(fs: &dyn Vfs, dir: &Path, config: CollectionConfig) -> Result<CollectionConfig> {
     if config.format_version >= COLLECTION_FORMAT_VERSION {
         return Ok(config);
     }

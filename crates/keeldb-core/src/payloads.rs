@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::format::index::IndexSnapshot;
 use crate::format::payload_index::{
     self, PayloadLoc, PayloadSnapshot, PAYLOAD_INDEX_MAGIC, PAYLOAD_INDEX_VERSION,
 };
 use crate::format::payload_log::{encode_frame, FrameKind, PAYLOAD_LOG_HEADER_LEN};
-use crate::format::index::IndexSnapshot;
 use crate::format::peek_version;
 use crate::format::wal::Op;
 use crate::storage::fsio;
@@ -124,15 +124,21 @@ impl PayloadStore {
             }
             None => (IdMap::default(), PAYLOAD_LOG_HEADER_LEN as u64),
         };
-        let outcome = log.scan(from, checkpoint_lsn, synced_end, policy, |offset, header, body| {
-            match body.payload {
-                Some(_) => {
-                    let frame_len = u32::try_from(header.frame_len()).unwrap_or(u32::MAX);
-                    index.insert(body.id, PayloadLoc { offset, frame_len })
-                }
-                None => index.remove(&body.id),
-            };
-        })?;
+        let outcome = log.scan(
+            from,
+            checkpoint_lsn,
+            synced_end,
+            policy,
+            |offset, header, body| {
+                match body.payload {
+                    Some(_) => {
+                        let frame_len = u32::try_from(header.frame_len()).unwrap_or(u32::MAX);
+                        index.insert(body.id, PayloadLoc { offset, frame_len })
+                    }
+                    None => index.remove(&body.id),
+                };
+            },
+        )?;
         report.records_replayed = outcome.frames_read;
         report.corrupt_records_skipped += outcome.corrupt_ranges_skipped;
         report.warnings.extend(outcome.warnings);

@@ -35,10 +35,17 @@ fn scan_flipped(offset_in_third: usize, synced_known: bool) -> Result<ScanOutcom
     image[starts[2] + offset_in_third] ^= 1;
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join(file_name(1)), &image).expect("write the log");
-    let log = PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), 1).expect("open the log");
+    let log = PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), 1)
+        .expect("open the log");
     let from = starts[0] as u64;
     let synced_end = if synced_known { starts[3] } else { starts[0] } as u64;
-    log.scan(from, CHECKPOINT_LSN, synced_end, RecoveryPolicy::Strict, |_, _, _| {})
+    log.scan(
+        from,
+        CHECKPOINT_LSN,
+        synced_end,
+        RecoveryPolicy::Strict,
+        |_, _, _| {},
+    )
 }
 
 #[test]

@@ -74,7 +74,11 @@ fn vector(id: u64, tag: u32) -> Vec<f32> {
 }
 
 fn payload(id: u64, tag: u32) -> Vec<u8> {
-    format!(r#"{{"id":{id},"tag":{tag},"pad":"{}"}}"#, "x".repeat(tag as usize % 40)).into_bytes()
+    format!(
+        r#"{{"id":{id},"tag":{tag},"pad":"{}"}}"#,
+        "x".repeat(tag as usize % 40)
+    )
+    .into_bytes()
 }
 
 /// What a collection holds: id -> (vector, payload).
@@ -84,7 +88,7 @@ fn apply(state: &mut State, step: &Step) {
     match step {
         Step::Put(ids, tag, _) => {
             for &id in ids {
-                let p = (tag % 2 == 0).then(|| payload(id, *tag));
+                let p = tag.is_multiple_of(2).then(|| payload(id, *tag));
                 state.insert(id, (vector(id, *tag), p));
             }
         }
@@ -108,7 +112,7 @@ fn upsert_args(ids: &[u64], tag: u32) -> (Vec<Id>, Vec<f32>, Vec<Option<Vec<u8>>
     let vectors: Vec<f32> = ids.iter().flat_map(|&i| vector(i, tag)).collect();
     let payloads = ids
         .iter()
-        .map(|&i| (tag % 2 == 0).then(|| payload(i, tag)))
+        .map(|&i| tag.is_multiple_of(2).then(|| payload(i, tag)))
         .collect();
     (ids_, vectors, payloads)
 }
@@ -220,7 +224,8 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
                     }
                     Step::Delete(ids, d) => {
                         let ids: Vec<Id> = ids.iter().map(|&i| Id::Int(i)).collect();
-                        c.delete(&ids, Some(*d)).map(|removed| changed = removed > 0)
+                        c.delete(&ids, Some(*d))
+                            .map(|removed| changed = removed > 0)
                     }
                     Step::SetPayload(id, tag, d) => {
                         let p = tag.map(|t| payload(*id, t));
@@ -265,8 +270,9 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
             match result {
                 Ok(()) => {
                     if poisoned && step.writes() {
-                        out.violations
-                            .push(format!("{step:?} was acknowledged by a poisoned collection"));
+                        out.violations.push(format!(
+                            "{step:?} was acknowledged by a poisoned collection"
+                        ));
                     }
                     // (A write that found nothing to change logged nothing either.)
                     if step.durability().is_none_or(|d| d == Durability::Fsync) {
@@ -282,7 +288,8 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
                         entry.1 = false;
                     }
                     if !matches!(e.code(), "KEEL_IO" | "KEEL_POISONED" | "KEEL_CLOSED") {
-                        out.violations.push(format!("{step:?} failed with {}: {e}", e.code()));
+                        out.violations
+                            .push(format!("{step:?} failed with {}: {e}", e.code()));
                     }
                     out.error.get_or_insert(e);
                     stop = disk.crashed() || !keep_going;
@@ -339,7 +346,10 @@ fn check_recovery(crashed: &SimDisk, damage: Damage, run: &Run, ids: u64) -> Res
         for c in &candidates {
             let mut applied = c.clone();
             apply(&mut applied, step);
-            for s in [(!certain).then(|| c.clone()), Some(applied)].into_iter().flatten() {
+            for s in [(!certain).then(|| c.clone()), Some(applied)]
+                .into_iter()
+                .flatten()
+            {
                 if !next.contains(&s) {
                     next.push(s);
                 }
@@ -355,9 +365,18 @@ fn check_recovery(crashed: &SimDisk, damage: Damage, run: &Run, ids: u64) -> Res
                 apply(&mut model, step);
                 let differ: Vec<_> = (0..ids)
                     .filter(|id| model.get(id) != state.get(id))
-                    .map(|id| (id, model.get(&id).map(|v| v.0[1]), state.get(&id).map(|v| v.0[1])))
+                    .map(|id| {
+                        (
+                            id,
+                            model.get(&id).map(|v| v.0[1]),
+                            state.get(&id).map(|v| v.0[1]),
+                        )
+                    })
                     .collect();
-                eprintln!("after write {}: ids differing (id, model tag, found tag): {differ:?}", i + 1);
+                eprintln!(
+                    "after write {}: ids differing (id, model tag, found tag): {differ:?}",
+                    i + 1
+                );
             }
         }
         return Err(format!(
@@ -369,7 +388,9 @@ fn check_recovery(crashed: &SimDisk, damage: Damage, run: &Run, ids: u64) -> Res
     // The same image recovers to the same state.
     let again = recover(&crashed.crash(damage), ids)?;
     if again != state {
-        return Err(format!("a second recovery of the same image gave {again:?}"));
+        return Err(format!(
+            "a second recovery of the same image gave {again:?}"
+        ));
     }
     // Recovery left its work durable: a crash right after it changes nothing.
     let after = recover(&disk.crash(Damage::DurableOnly), ids)?;
@@ -392,7 +413,9 @@ fn check_recovery(crashed: &SimDisk, damage: Damage, run: &Run, ids: u64) -> Res
     expected.insert(id, (vector(id, 999), Some(payload(id, 999))));
     let last = recover(&disk.crash(damage), ids)?;
     if last != expected {
-        return Err(format!("after a second crash: {last:?}, expected {expected:?}"));
+        return Err(format!(
+            "after a second crash: {last:?}, expected {expected:?}"
+        ));
     }
     Ok(())
 }
@@ -408,18 +431,30 @@ fn damages(point: u64) -> Vec<Damage> {
 fn enumerate(name: &str, steps: &[Step], ids: u64) -> (u64, u64) {
     let clean = SimDisk::new();
     let full = run(&clean, steps, false);
-    assert!(full.error.is_none(), "{name}: the workload fails without a crash: {full:?}");
+    assert!(
+        full.error.is_none(),
+        "{name}: the workload fails without a crash: {full:?}"
+    );
     let total = clean.ops();
     let mut recoveries = 0;
-    let only: Option<u64> = std::env::var("KEELDB_SIM_POINT").ok().and_then(|p| p.parse().ok());
+    let only: Option<u64> = std::env::var("KEELDB_SIM_POINT")
+        .ok()
+        .and_then(|p| p.parse().ok());
     for point in (1..=total).filter(|p| only.is_none_or(|o| o == *p)) {
         let disk = SimDisk::new();
         disk.crash_at(point);
         let r = run(&disk, steps, false);
         if only.is_some() {
-            eprintln!("issued {:?}\nmust keep {} error {:?}", r.issued, r.must_keep, r.error);
+            eprintln!(
+                "issued {:?}\nmust keep {} error {:?}",
+                r.issued, r.must_keep, r.error
+            );
         }
-        assert!(r.violations.is_empty(), "{name} @ {point}: {:?}", r.violations);
+        assert!(
+            r.violations.is_empty(),
+            "{name} @ {point}: {:?}",
+            r.violations
+        );
         for damage in damages(point) {
             if let Err(why) = check_recovery(&disk, damage, &r, ids) {
                 panic!("{name}: power cut at operation {point} of {total}, {damage:?}: {why}");
@@ -577,7 +612,10 @@ fn simulate(seed: u64) -> Result<Vec<u64>, String> {
     let r = run(&disk, &steps, keep_going);
     if std::env::var("KEELDB_SIM_TRACE").is_ok() {
         eprintln!("steps: {steps:?}\nops without faults: {total}; {what}");
-        eprintln!("issued {:?}\nmust keep {} error {:?}", r.issued, r.must_keep, r.error);
+        eprintln!(
+            "issued {:?}\nmust keep {} error {:?}",
+            r.issued, r.must_keep, r.error
+        );
     }
     if !r.violations.is_empty() {
         return Err(format!("{:?}", r.violations));
@@ -607,7 +645,10 @@ fn seeded_random_operations_and_faults() {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(default)
             };
-            let (first, n) = (var("KEELDB_SIM_FIRST_SEED", 0), var("KEELDB_SIM_SEEDS", 300));
+            let (first, n) = (
+                var("KEELDB_SIM_FIRST_SEED", 0),
+                var("KEELDB_SIM_SEEDS", 300),
+            );
             (first..first.saturating_add(n)).collect()
         }
     };
@@ -637,7 +678,11 @@ fn bit_flips_in_durable_bytes_give_a_typed_error_or_a_consistent_state() {
     // with a typed error. (Which writes survive a flip is the recovery policy's business,
     // checked in tests/recovery_corruption.rs.)
     let mut steps = puts(0..6, 0);
-    steps.extend([Step::Checkpoint, Step::Put(vec![2, 3], 30, F), Step::Delete(vec![1], F)]);
+    steps.extend([
+        Step::Checkpoint,
+        Step::Put(vec![2, 3], 30, F),
+        Step::Delete(vec![1], F),
+    ]);
     let disk = SimDisk::new();
     let r = run(&disk, &steps, false);
     assert!(r.error.is_none(), "{r:?}");
@@ -655,7 +700,11 @@ fn bit_flips_in_durable_bytes_give_a_typed_error_or_a_consistent_state() {
                     recovery: policy,
                     ..options()
                 };
-                match Db::open_in(flipped.crash(Damage::DurableOnly).vfs(), Path::new(DB), options) {
+                match Db::open_in(
+                    flipped.crash(Damage::DurableOnly).vfs(),
+                    Path::new(DB),
+                    options,
+                ) {
                     Ok(db) => {
                         opened += 1;
                         let c = db.collection(NAME).expect("the collection is listed");
@@ -667,7 +716,9 @@ fn bit_flips_in_durable_bytes_give_a_typed_error_or_a_consistent_state() {
                         }
                         let write = c.upsert(&[Id::Int(9)], &[1.0, 2.0, 3.0], Some(F));
                         if let Err(e) = write {
-                            assert!(["KEEL_IO", "KEEL_CORRUPT", "KEEL_POISONED"].contains(&e.code()));
+                            assert!(
+                                ["KEEL_IO", "KEEL_CORRUPT", "KEEL_POISONED"].contains(&e.code())
+                            );
                         }
                     }
                     Err(e) => {
@@ -680,5 +731,8 @@ fn bit_flips_in_durable_bytes_give_a_typed_error_or_a_consistent_state() {
         }
     }
     println!("bit flips: {opened} opens, {refused} typed refusals");
-    assert!(opened > 0 && refused > 0, "flips both tolerated and refused");
+    assert!(
+        opened > 0 && refused > 0,
+        "flips both tolerated and refused"
+    );
 }

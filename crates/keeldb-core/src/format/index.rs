@@ -214,7 +214,10 @@ mod tests {
         let crc = crc32(&v1);
         v1.extend_from_slice(&crc.to_le_bytes());
         let decoded = decode(&v1).expect("version 1 decodes");
-        assert_eq!((decoded.payload_generation, decoded.payload_log_end), (0, 0));
+        assert_eq!(
+            (decoded.payload_generation, decoded.payload_log_end),
+            (0, 0)
+        );
         assert_eq!(decoded.entries, sample().entries);
     }
 

@@ -342,7 +342,12 @@ pub struct ScanOutcome {
 }
 
 /// Reads and checks the store frame at `loc` of `file`, which must hold `id`'s payload.
-pub fn read_store_frame(file: &dyn VfsFile, path: &Path, loc: PayloadLoc, id: &Id) -> Result<Vec<u8>> {
+pub fn read_store_frame(
+    file: &dyn VfsFile,
+    path: &Path,
+    loc: PayloadLoc,
+    id: &Id,
+) -> Result<Vec<u8>> {
     let frame = read_frame(file, path, loc)?;
     let body = &frame[FRAME_HEADER_LEN..frame.len() - 4];
     let corrupt = |reason: String| Error::corrupted(path, loc.offset, reason);

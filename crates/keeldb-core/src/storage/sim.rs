@@ -88,7 +88,7 @@ impl Data {
         if len < self.len {
             let first_gone = len.div_ceil(PAGE_BYTES);
             self.pages.split_off(&first_gone);
-            if len % PAGE_BYTES != 0 {
+            if !len.is_multiple_of(PAGE_BYTES) {
                 if let Some(bytes) = self.pages.get_mut(&(len / PAGE_BYTES)) {
                     bytes[(len % PAGE_BYTES) as usize..].fill(0);
                 }
@@ -408,8 +408,12 @@ impl State {
     /// The directory holding `path`, and `path`'s last component.
     fn parent<'p>(&self, path: &'p Path) -> io::Result<(u64, &'p str)> {
         let parts = components(path)?;
-        let (name, _) = parts.split_last().ok_or_else(|| invalid("the root has no parent"))?;
-        let parent = path.parent().ok_or_else(|| invalid("the root has no parent"))?;
+        let (name, _) = parts
+            .split_last()
+            .ok_or_else(|| invalid("the root has no parent"))?;
+        let parent = path
+            .parent()
+            .ok_or_else(|| invalid("the root has no parent"))?;
         Ok((self.dir_id(parent)?, name))
     }
 
@@ -426,7 +430,11 @@ impl State {
     }
 
     fn dir_op(&mut self, dir: u64, op: DirOp) {
-        let directory = self.image.dirs.get_mut(&dir).expect("directories are never freed");
+        let directory = self
+            .image
+            .dirs
+            .get_mut(&dir)
+            .expect("directories are never freed");
         op.apply(&mut directory.current);
         directory.pending.push(op);
     }
@@ -438,7 +446,10 @@ impl State {
     }
 
     fn inode(&mut self, id: u64) -> &mut Inode {
-        self.image.inodes.get_mut(&id).expect("inodes are never freed")
+        self.image
+            .inodes
+            .get_mut(&id)
+            .expect("inodes are never freed")
     }
 
     fn file_change(&mut self, id: u64, op: Pending) {
@@ -467,7 +478,10 @@ fn power_lost() -> io::Error {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -966,7 +980,11 @@ mod tests {
         disk.fail_at(disk.ops() + 1, Fault::SyncLosesData, false);
         assert!(f.sync_data().is_err());
         assert!(f.sync_data().is_ok(), "the next sync 'succeeds'");
-        assert_eq!(read(&disk, "/a").as_deref(), Some(&b"two"[..]), "reads see it");
+        assert_eq!(
+            read(&disk, "/a").as_deref(),
+            Some(&b"two"[..]),
+            "reads see it"
+        );
         let after = disk.crash(Damage::Everything);
         assert_eq!(read(&after, "/a").as_deref(), Some(&b"one"[..]));
     }

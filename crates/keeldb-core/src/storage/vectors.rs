@@ -72,7 +72,9 @@ impl VectorFile {
         let map = map_file(&*file, path)?;
         // A newer version is refused as such before its header is checked with this
         // build's layout.
-        if let Some(version) = peek_version(map.bytes(), &VECTORS_MAGIC).filter(|v| *v > VECTORS_VERSION) {
+        if let Some(version) =
+            peek_version(map.bytes(), &VECTORS_MAGIC).filter(|v| *v > VECTORS_VERSION)
+        {
             return Err(Error::UnsupportedVersion {
                 file: path.into(),
                 what: "format version",

@@ -79,6 +79,10 @@ pub trait Vfs: Debug + Send + Sync {
 }
 
 /// An open file.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a file's length is a size in bytes, not a collection's count"
+)]
 pub trait VfsFile: Debug + Send + Sync {
     /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;

@@ -338,10 +338,17 @@ mod tests {
         let end_of_new = image.len();
         image.extend_from_slice(&old[starts[2]..]);
         let mut seen = Vec::new();
-        let out = replay(Path::new("t"), &image, 2, 6, RecoveryPolicy::Strict, |lsn, _| {
-            seen.push(lsn);
-            Ok(())
-        })
+        let out = replay(
+            Path::new("t"),
+            &image,
+            2,
+            6,
+            RecoveryPolicy::Strict,
+            |lsn, _| {
+                seen.push(lsn);
+                Ok(())
+            },
+        )
         .expect("stale records are a tail");
         assert_eq!((seen, out.end_offset as usize), (vec![7, 8], end_of_new));
         let err = run(&image, RecoveryPolicy::Salvage).expect_err("no checkpoint covers them");

@@ -133,7 +133,8 @@ pub const CASES: &[Case] = &[
         |d| {
             forge_index(d, |b| {
                 b[INDEX_HEADER_LEN] = 1; // string tag
-                b[INDEX_HEADER_LEN + 1..INDEX_HEADER_LEN + 3].copy_from_slice(&u16::MAX.to_le_bytes());
+                b[INDEX_HEADER_LEN + 1..INDEX_HEADER_LEN + 3]
+                    .copy_from_slice(&u16::MAX.to_le_bytes());
             })
         },
         Expect::Corrupt,
