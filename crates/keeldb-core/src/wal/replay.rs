@@ -247,12 +247,28 @@ mod tests {
     }
 
     fn run(image: &[u8], policy: RecoveryPolicy) -> Result<(ReplayOutcome, Vec<u64>)> {
+        run_after(image, 0, policy)
+    }
+
+    /// Replays `image` after a checkpoint at `checkpoint_lsn`: the outcome and the lsns applied.
+    fn run_after(
+        image: &[u8],
+        checkpoint_lsn: u64,
+        policy: RecoveryPolicy,
+    ) -> Result<(ReplayOutcome, Vec<u64>)> {
         let mut seen = Vec::new();
-        let out = replay(Path::new("t.wal"), image, 2, 0, policy, |lsn, ops| {
-            assert_eq!(ops.len(), 1);
-            seen.push(lsn);
-            Ok(())
-        })?;
+        let out = replay(
+            Path::new("t.wal"),
+            image,
+            2,
+            checkpoint_lsn,
+            policy,
+            |lsn, ops| {
+                assert_eq!(ops.len(), 1);
+                seen.push(lsn);
+                Ok(())
+            },
+        )?;
         Ok((out, seen))
     }
 
@@ -337,19 +353,8 @@ mod tests {
         let (old, starts) = log(&[3, 4, 5, 6]);
         let end_of_new = image.len();
         image.extend_from_slice(&old[starts[2]..]);
-        let mut seen = Vec::new();
-        let out = replay(
-            Path::new("t"),
-            &image,
-            2,
-            6,
-            RecoveryPolicy::Strict,
-            |lsn, _| {
-                seen.push(lsn);
-                Ok(())
-            },
-        )
-        .expect("stale records are a tail");
+        let (out, seen) =
+            run_after(&image, 6, RecoveryPolicy::Strict).expect("stale records are a tail");
         assert_eq!((seen, out.end_offset as usize), (vec![7, 8], end_of_new));
         let err = run(&image, RecoveryPolicy::Salvage).expect_err("no checkpoint covers them");
         assert_eq!(err.code(), "KEEL_CORRUPT");
@@ -358,19 +363,7 @@ mod tests {
     #[test]
     fn records_at_or_below_the_checkpoint_are_not_applied() {
         let (image, _) = log(&[4, 5, 6]);
-        let mut seen = Vec::new();
-        replay(
-            Path::new("t"),
-            &image,
-            2,
-            5,
-            RecoveryPolicy::Strict,
-            |lsn, _| {
-                seen.push(lsn);
-                Ok(())
-            },
-        )
-        .expect("replay");
+        let (_, seen) = run_after(&image, 5, RecoveryPolicy::Strict).expect("replay");
         assert_eq!(seen, vec![6]);
     }
 }
