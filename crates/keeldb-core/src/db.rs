@@ -266,9 +266,13 @@ fn create_dir_durably(fs: &dyn Vfs, path: &Path) -> Result<()> {
     fs.create_dir_all(path)
         .map_err(|e| Error::io("create directory", path, e))?;
     for dir in missing {
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fsio::sync_dir(fs, parent)?;
-        }
+        // The parent of a relative "db" is "": the current directory.
+        let parent = match dir.parent() {
+            Some(p) if p.as_os_str().is_empty() => Path::new("."),
+            Some(p) => p,
+            None => continue,
+        };
+        fsio::sync_dir(fs, parent)?;
     }
     Ok(())
 }
@@ -299,5 +303,84 @@ impl Drop for Db {
                 let _ = c.close_without_checkpoint();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::storage::vfs::{DirEntry, LockGuard, OpenMode, VfsFile};
+
+    /// A file system where only `existing` exists; it records directory creates and syncs.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        existing: Vec<PathBuf>,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Vfs for Recorder {
+        fn open(&self, _: &Path, _: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn kind(&self, path: &Path) -> io::Result<NodeKind> {
+            match self.existing.iter().any(|e| e == path) {
+                true => Ok(NodeKind::Dir),
+                false => Err(io::ErrorKind::NotFound.into()),
+            }
+        }
+        fn read_dir(&self, _: &Path) -> io::Result<Vec<DirEntry>> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn rename(&self, _: &Path, _: &Path) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn remove_file(&self, _: &Path) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn create_dir(&self, _: &Path) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.push(format!("mkdir -p {}", path.display()));
+            Ok(())
+        }
+        fn remove_dir_all(&self, _: &Path) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.push(format!("sync {}", dir.display()));
+            Ok(())
+        }
+        fn try_lock(&self, _: &Path) -> io::Result<Option<LockGuard>> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+    }
+
+    fn created(path: &str, existing: &[&str]) -> Vec<String> {
+        let fs = Recorder {
+            existing: existing.iter().map(PathBuf::from).collect(),
+            ..Recorder::default()
+        };
+        create_dir_durably(&fs, Path::new(path)).expect("create");
+        fs.log.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[test]
+    fn every_directory_created_is_synced_in_its_parent() {
+        assert_eq!(
+            created("/a/b/c", &["/a"]),
+            ["mkdir -p /a/b/c", "sync /a/b", "sync /a"]
+        );
+        // A relative one-component path lives in the current directory.
+        assert_eq!(created("db", &[]), ["mkdir -p db", "sync ."]);
+        assert_eq!(created("x/db", &["x"]), ["mkdir -p x/db", "sync x"]);
+        // Nothing created, nothing synced.
+        assert_eq!(created("/a", &["/a"]), ["mkdir -p /a"]);
     }
 }

@@ -81,11 +81,16 @@ pub fn replay(
             }
         }
     };
-    // The offset of the last flagged valid record, found on the first damage.
-    let mut last_flagged: Option<Option<usize>> = None;
-    let mut synced_after = |damage_at: usize| {
-        let last = *last_flagged.get_or_insert_with(|| last_flagged_record(image, damage_at));
-        last.is_some_and(|at| at > damage_at)
+    // The flagged valid records after the first damage, found on it. Damage is mid-log if
+    // one of them lies after it and continues the log (its lsn above every lsn before the
+    // damage and above the checkpoint): a stale record left by an emptying that never
+    // reached the disk does not vouch for anything.
+    let mut flagged: Option<Vec<(usize, u64)>> = None;
+    let mut synced_after = |damage_at: usize, last_lsn: u64| {
+        flagged
+            .get_or_insert_with(|| flagged_records(image, damage_at))
+            .iter()
+            .any(|&(at, lsn)| at > damage_at && lsn > last_lsn && lsn > checkpoint_lsn)
     };
     while pos < image.len() {
         let header = match decode_record_header(&image[pos..]) {
@@ -98,7 +103,7 @@ pub fn replay(
                 ));
             }
             Err(HeaderProblem::Short | HeaderProblem::NotAHeader) => {
-                match find_next_record(image, pos + 1).filter(|_| synced_after(pos)) {
+                match find_next_record(image, pos + 1).filter(|_| synced_after(pos, out.last_lsn)) {
                     Some(next) => {
                         skip_damage(pos, next, &mut out)?;
                         pos = next;
@@ -114,7 +119,7 @@ pub fn replay(
         }
         let frame_end = frame_end as usize;
         if !frame_body_crc_ok(&image[pos..frame_end]) {
-            match find_next_record(image, frame_end).filter(|_| synced_after(pos)) {
+            match find_next_record(image, frame_end).filter(|_| synced_after(pos, out.last_lsn)) {
                 Some(next) => {
                     skip_damage(pos, next, &mut out)?;
                     pos = next;
@@ -189,20 +194,22 @@ fn check_record(path: &Path, pos: usize, header: &RecordHeader, last_lsn: u64) -
     Ok(())
 }
 
-/// The offset of the last whole, checksum-valid record after `from` that carries
+/// The offset and lsn of every whole, checksum-valid record after `from` that carries
 /// `RECORD_FLAG_AFTER_SYNC`.
-fn last_flagged_record(image: &[u8], from: usize) -> Option<usize> {
-    let mut last = None;
+fn flagged_records(image: &[u8], from: usize) -> Vec<(usize, u64)> {
+    let mut found = Vec::new();
     let mut at = find_next_record(image, from + 1);
     while let Some(pos) = at {
         // `find_next_record` only returns whole, checksum-valid records.
-        let header = decode_record_header(&image[pos..]).ok()?;
+        let Ok(header) = decode_record_header(&image[pos..]) else {
+            break;
+        };
         if header.flags & RECORD_FLAG_AFTER_SYNC != 0 {
-            last = Some(pos);
+            found.push((pos, header.lsn));
         }
         at = find_next_record(image, pos + header.frame_len() as usize);
     }
-    last
+    found
 }
 
 /// The offset of the first whole, checksum-valid record starting at or after `from`.
@@ -358,6 +365,42 @@ mod tests {
         assert_eq!((seen, out.end_offset as usize), (vec![7, 8], end_of_new));
         let err = run(&image, RecoveryPolicy::Salvage).expect_err("no checkpoint covers them");
         assert_eq!(err.code(), "KEEL_CORRUPT");
+    }
+
+    #[test]
+    fn stale_records_not_aligned_with_the_newer_ones_end_the_log_too() {
+        // The newer records (7, 8; longer ids) end inside an old one: the rest of it is
+        // damage, and the whole old records after it, flagged as they are, come from before
+        // the checkpoint, so they vouch for nothing: a torn tail, under strict too.
+        let mut image = encode_header(2).to_vec();
+        for lsn in [7u64, 8] {
+            let mut enc = BatchEncoder::new(64);
+            enc.upsert(
+                &Id::from("a longer id than the old ones"),
+                &[lsn as f32, 0.5],
+            );
+            image.extend(enc.finish_with_flags(lsn, RECORD_FLAG_AFTER_SYNC));
+        }
+        let end_of_new = image.len();
+        let (old, starts) = log(&[3, 4, 5, 6]);
+        let inside = starts
+            .iter()
+            .copied()
+            .find(|&s| s > end_of_new)
+            .expect("an old record");
+        image.extend_from_slice(&old[end_of_new..]);
+        assert!(
+            inside > end_of_new,
+            "the newer records end inside an old one"
+        );
+        for policy in [RecoveryPolicy::Strict, RecoveryPolicy::Salvage] {
+            let (out, seen) = run_after(&image, 6, policy).expect("a torn tail");
+            assert_eq!(seen, vec![7, 8]);
+            assert_eq!(
+                (out.end_offset as usize, out.corrupt_records_skipped),
+                (end_of_new, 0)
+            );
+        }
     }
 
     #[test]
