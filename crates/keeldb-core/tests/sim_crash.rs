@@ -161,13 +161,26 @@ fn options() -> DbOptions {
     }
 }
 
+/// A write issued by a workload.
+#[derive(Debug, Clone)]
+struct Issued {
+    step: Step,
+    /// Whether it is sure to be in the log if anything after it in its session is (`false`:
+    /// it failed with an I/O error, or a failure came before it was synced, so it may be
+    /// missing, and with it everything after it in the session).
+    certain: bool,
+    /// Which open of the database it was issued in: each reopen replays what the log held
+    /// and starts a new session.
+    session: u32,
+}
+
 /// What a workload did.
 #[derive(Debug, Default)]
 struct Run {
-    /// The write steps issued, each with whether it is certain to have been logged if
-    /// the log holds anything after it (`false`: it failed with an I/O error, so it may or
-    /// may not be there). Writes refused before reaching the log are not listed.
-    issued: Vec<(Step, bool)>,
+    /// The writes issued, in order. Writes refused before reaching the log are not listed.
+    issued: Vec<Issued>,
+    /// Whether the collection was created (or opened): from then on it must exist.
+    created: bool,
     /// Writes the recovered state must include: every one before this count.
     must_keep: usize,
     /// The first error, if any.
@@ -202,6 +215,8 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
             return out;
         }
     };
+    out.created = true;
+    let mut session = 0;
     let mut poisoned = false;
     let trace = std::env::var("KEELDB_SIM_TRACE").is_ok();
     let mut stop = false;
@@ -243,6 +258,7 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
                             db = d2;
                             c = c2;
                             poisoned = false;
+                            session += 1;
                             closed
                         })
                     }
@@ -261,10 +277,17 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
                 eprintln!("  {step:?} -> {result:?} (disk op {})", disk.ops());
             }
             if step.writes() {
-                match &result {
-                    Ok(()) => out.issued.push((step.clone(), true)),
-                    Err(e) if e.code() == "KEEL_IO" => out.issued.push((step.clone(), false)),
-                    Err(_) => {}
+                let certain = match &result {
+                    Ok(()) => Some(true),
+                    Err(e) if e.code() == "KEEL_IO" => Some(false),
+                    Err(_) => None,
+                };
+                if let Some(certain) = certain {
+                    out.issued.push(Issued {
+                        step: step.clone(),
+                        certain,
+                        session,
+                    });
                 }
             }
             match result {
@@ -285,7 +308,7 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
                     // acknowledged since the last sync point without `fsync` are no longer
                     // certain.
                     for entry in &mut out.issued[out.must_keep..] {
-                        entry.1 = false;
+                        entry.certain = false;
                     }
                     if !matches!(e.code(), "KEEL_IO" | "KEEL_POISONED" | "KEEL_CLOSED") {
                         out.violations
@@ -321,9 +344,33 @@ fn read_state(c: &Collection, ids: u64) -> State {
     state
 }
 
-/// Opens a crashed disk and reads its state; `Err` describes a failed open.
-fn recover(disk: &Arc<SimDisk>, ids: u64) -> Result<State, String> {
-    let (db, c) = open(disk).map_err(|e| format!("open failed with {}: {e}", e.code()))?;
+/// Opens a crashed disk under `policy` and reads its state; `Err` describes a failed open,
+/// a collection that `must_exist` but is gone, or damage reported (a crash alone never
+/// damages what was synced, so recovery must find only torn tails).
+fn recover(
+    disk: &Arc<SimDisk>,
+    ids: u64,
+    policy: RecoveryPolicy,
+    must_exist: bool,
+) -> Result<State, String> {
+    let options = DbOptions {
+        recovery: policy,
+        ..options()
+    };
+    let db = Db::open_in(disk.vfs(), Path::new(DB), options)
+        .map_err(|e| format!("open under {policy:?} failed with {}: {e}", e.code()))?;
+    let c = match db.collection(NAME) {
+        Ok(c) => c,
+        Err(Error::NotFound(_)) if !must_exist => return Ok(State::new()),
+        Err(e) => return Err(format!("the collection is gone: {e}")),
+    };
+    let stats = c.stats().map_err(|e| format!("stats: {e}"))?;
+    if stats.corrupt_records_skipped > 0 || !stats.warnings.is_empty() {
+        return Err(format!(
+            "recovery reported damage after a crash: {} skipped, {:?}",
+            stats.corrupt_records_skipped, stats.warnings
+        ));
+    }
     let state = read_state(&c, ids);
     drop(c);
     drop(db);
@@ -331,38 +378,55 @@ fn recover(disk: &Arc<SimDisk>, ids: u64) -> Result<State, String> {
 }
 
 /// Every check of one recovery of `crashed` under `damage`. `Err` names what failed.
-fn check_recovery(crashed: &SimDisk, damage: Damage, run: &Run, ids: u64) -> Result<(), String> {
+fn check_recovery(
+    crashed: &SimDisk,
+    damage: Damage,
+    policy: RecoveryPolicy,
+    run: &Run,
+    ids: u64,
+) -> Result<(), String> {
     let disk = crashed.crash(damage);
-    let state = recover(&disk, ids)?;
-    // A prefix of the issued writes, keeping at least every acknowledged durable one; a
-    // write that failed with an I/O error may be in it or not.
-    let mut candidates = vec![State::new()];
-    let mut matched = run.must_keep == 0 && candidates.contains(&state);
-    for (i, (step, certain)) in run.issued.iter().enumerate() {
+    let state = recover(&disk, ids, policy, run.created)?;
+    // A prefix of the issued writes, keeping at least every acknowledged durable one: the
+    // log is one sequence per session, so once an uncertain write is missing, so is
+    // everything after it in its session (a reopen replays what the log held then).
+    // Candidates: a state, and the session whose rest is dropped.
+    let mut candidates: Vec<(State, Option<u32>)> = vec![(State::new(), None)];
+    let mut matched = run.must_keep == 0 && state.is_empty();
+    for (i, issued) in run.issued.iter().enumerate() {
         if matched {
             break;
         }
-        let mut next: Vec<State> = Vec::new();
-        for c in &candidates {
-            let mut applied = c.clone();
-            apply(&mut applied, step);
-            for s in [(!certain).then(|| c.clone()), Some(applied)]
-                .into_iter()
-                .flatten()
-            {
-                if !next.contains(&s) {
-                    next.push(s);
+        let mut next: Vec<(State, Option<u32>)> = Vec::new();
+        let mut keep = |candidate: (State, Option<u32>)| {
+            if !next.contains(&candidate) {
+                next.push(candidate);
+            }
+        };
+        for (c, dropped) in &candidates {
+            let dropped = dropped.filter(|s| *s == issued.session);
+            if dropped.is_some() {
+                // The rest of this session is missing: a certain write cannot be.
+                if !issued.certain {
+                    keep((c.clone(), dropped));
                 }
+                continue;
+            }
+            let mut applied = c.clone();
+            apply(&mut applied, &issued.step);
+            keep((applied, None));
+            if !issued.certain {
+                keep((c.clone(), Some(issued.session)));
             }
         }
         candidates = next;
-        matched = i + 1 >= run.must_keep && candidates.contains(&state);
+        matched = i + 1 >= run.must_keep && candidates.iter().any(|(c, _)| *c == state);
     }
     if !matched {
         if std::env::var("KEELDB_SIM_TRACE").is_ok() {
             let mut model = State::new();
-            for (i, (step, _)) in run.issued.iter().enumerate() {
-                apply(&mut model, step);
+            for (i, issued) in run.issued.iter().enumerate() {
+                apply(&mut model, &issued.step);
                 let differ: Vec<_> = (0..ids)
                     .filter(|id| model.get(id) != state.get(id))
                     .map(|id| {
@@ -386,14 +450,15 @@ fn check_recovery(crashed: &SimDisk, damage: Damage, run: &Run, ids: u64) -> Res
         ));
     }
     // The same image recovers to the same state.
-    let again = recover(&crashed.crash(damage), ids)?;
+    let again = recover(&crashed.crash(damage), ids, policy, run.created)?;
     if again != state {
         return Err(format!(
             "a second recovery of the same image gave {again:?}"
         ));
     }
-    // Recovery left its work durable: a crash right after it changes nothing.
-    let after = recover(&disk.crash(Damage::DurableOnly), ids)?;
+    // Recovery left its work durable: a crash right after it changes nothing, whatever the
+    // crash keeps of what recovery wrote.
+    let after = recover(&disk.crash(damage), ids, policy, run.created)?;
     if after != state {
         return Err(format!("a crash right after recovery gave {after:?}"));
     }
@@ -411,7 +476,7 @@ fn check_recovery(crashed: &SimDisk, damage: Damage, run: &Run, ids: u64) -> Res
     drop(db);
     let mut expected = state;
     expected.insert(id, (vector(id, 999), Some(payload(id, 999))));
-    let last = recover(&disk.crash(damage), ids)?;
+    let last = recover(&disk.crash(damage), ids, policy, true)?;
     if last != expected {
         return Err(format!(
             "after a second crash: {last:?}, expected {expected:?}"
@@ -455,9 +520,14 @@ fn enumerate(name: &str, steps: &[Step], ids: u64) -> (u64, u64) {
             "{name} @ {point}: {:?}",
             r.violations
         );
-        for damage in damages(point) {
-            if let Err(why) = check_recovery(&disk, damage, &r, ids) {
-                panic!("{name}: power cut at operation {point} of {total}, {damage:?}: {why}");
+        for (k, damage) in damages(point).into_iter().enumerate() {
+            // Both policies: a crash alone must never need salvaging.
+            let policy = match (point + k as u64) % 2 {
+                0 => RecoveryPolicy::Strict,
+                _ => RecoveryPolicy::Salvage,
+            };
+            if let Err(why) = check_recovery(&disk, damage, policy, &r, ids) {
+                panic!("{name}: power cut at operation {point} of {total}, {damage:?}, {policy:?}: {why}");
             }
             recoveries += 1;
         }
@@ -630,7 +700,12 @@ fn simulate(seed: u64) -> Result<Vec<u64>, String> {
         Ok("all") => Damage::Everything,
         _ => damage,
     };
-    check_recovery(&disk, damage, &r, ids).map_err(|why| format!("{what}, {damage:?}: {why}"))?;
+    let policy = match rng.bool() {
+        true => RecoveryPolicy::Strict,
+        false => RecoveryPolicy::Salvage,
+    };
+    check_recovery(&disk, damage, policy, &r, ids)
+        .map_err(|why| format!("{what}, {damage:?}, {policy:?}: {why}"))?;
     Ok(r.ops_after)
 }
 
