@@ -20,10 +20,11 @@
 //!
 //! Faults: [`SimDisk::crash_at`] cuts the power at mutating operation N (that operation and
 //! everything after it fail with EIO; the disk as it was is kept for [`SimDisk::crash`]);
-//! [`SimDisk::fail_at`] fails operation N with EIO or ENOSPC, once or from then on, or
-//! makes the sync at N fail *and lose* the file's pending writes, so that a later sync
-//! "succeeds" without them (what Linux does after a failed fsync); [`SimDisk::flip_bit`]
-//! damages durable bytes.
+//! [`SimDisk::fail_at`] fails operation N with EIO or ENOSPC, once or from then on (a failed
+//! write leaves the sectors of its first half behind, as a short write can), or makes the
+//! sync at N fail *and lose* every other pending write of the file, so that a later sync
+//! "succeeds" without them (what Linux does after a failed fsync; the others may already
+//! have reached the disk); [`SimDisk::flip_bit`] damages durable bytes.
 //!
 //! Mutating operations are counted (creates, writes, truncations, allocations, syncs,
 //! msyncs, renames, unlinks, directory creates and removals); reads and writes into a
@@ -348,8 +349,9 @@ struct State {
 }
 
 impl State {
-    /// Counts a mutating operation and says what happens to it: `Ok(None)` to go ahead.
-    fn begin(&mut self, class: OpClass) -> io::Result<Option<Fault>> {
+    /// Counts a mutating operation and says what happens to it: `Ok(None)` to go ahead,
+    /// `Ok(Some(fault))` for a fault the operation must act out, `Err` after a power cut.
+    fn begin_raw(&mut self, class: OpClass) -> io::Result<Option<Fault>> {
         if self.at_crash.is_some() {
             return Err(power_lost());
         }
@@ -378,10 +380,18 @@ impl State {
             .find(|r| r.at == n || (r.sticky && n > r.at))
             .map(|r| r.fault);
         match fault {
-            Some(Fault::Eio) => Err(io::Error::from_raw_os_error(libc::EIO)),
-            Some(Fault::Enospc) => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
-            Some(Fault::SyncLosesData) if class == OpClass::Sync => Ok(Some(Fault::SyncLosesData)),
+            Some(Fault::Eio | Fault::Enospc) => Ok(fault),
+            Some(Fault::SyncLosesData) if class == OpClass::Sync => Ok(fault),
             _ => Ok(None),
+        }
+    }
+
+    /// [`State::begin_raw`] for an operation that fails whole: an injected EIO or ENOSPC
+    /// is its error, and it changes nothing.
+    fn begin(&mut self, class: OpClass) -> io::Result<Option<Fault>> {
+        match self.begin_raw(class)? {
+            Some(fault @ (Fault::Eio | Fault::Enospc)) => Err(fault_error(fault)),
+            other => Ok(other),
         }
     }
 
@@ -471,6 +481,13 @@ fn components(path: &Path) -> io::Result<Vec<&str>> {
         }
     }
     Ok(out)
+}
+
+fn fault_error(fault: Fault) -> io::Error {
+    match fault {
+        Fault::Enospc => io::Error::from_raw_os_error(libc::ENOSPC),
+        Fault::Eio | Fault::SyncLosesData => io::Error::from_raw_os_error(libc::EIO),
+    }
 }
 
 fn power_lost() -> io::Error {
@@ -815,7 +832,10 @@ impl SimFile {
         let inode = state.inode(self.ino);
         let pending = std::mem::take(&mut inode.pending);
         if fault == Some(Fault::SyncLosesData) {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
+            // Some pages may have reached the disk before the error: every other change
+            // stays pending (a later sync or a crash may keep it); the rest is lost.
+            inode.pending = pending.into_iter().skip(1).step_by(2).collect();
+            return Err(fault_error(Fault::SyncLosesData));
         }
         pending.iter().for_each(|op| inode.durable.apply(op));
         Ok(())
@@ -832,15 +852,31 @@ impl VfsFile for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check_writable()?;
         let mut state = self.disk.lock();
-        state.begin(OpClass::Other)?;
-        state.file_change(
-            self.ino,
-            Pending::Write {
-                at: offset,
-                bytes: buf.to_vec(),
-            },
-        );
-        Ok(())
+        let fault = state.begin_raw(OpClass::Other)?;
+        // A write failing with EIO or ENOSPC may have written part of its bytes first:
+        // here the sectors of its first half.
+        let written = match fault {
+            Some(fault @ (Fault::Eio | Fault::Enospc)) => {
+                let half_end = offset + buf.len() as u64 / 2;
+                let cut = (half_end / SECTOR_BYTES * SECTOR_BYTES).max(offset) - offset;
+                Err((cut as usize, fault_error(fault)))
+            }
+            _ => Ok(()),
+        };
+        let kept = match &written {
+            Ok(()) => buf.len(),
+            Err((cut, _)) => *cut,
+        };
+        if kept > 0 {
+            state.file_change(
+                self.ino,
+                Pending::Write {
+                    at: offset,
+                    bytes: buf[..kept].to_vec(),
+                },
+            );
+        }
+        written.map_err(|(_, e)| e)
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -1012,6 +1048,16 @@ mod tests {
             .iter()
             .any(|o| o.iter().any(|b| ![1u8, 2].contains(b)));
         assert!(garbage, "some crash tears the write with zeros or garbage");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_sectors_of_its_first_half() {
+        let disk = SimDisk::new();
+        let f = write(&disk, "/a", 0, b"");
+        disk.fail_at(disk.ops() + 1, Fault::Enospc, false);
+        let err = f.write_all_at(&[9; 2048], 0).expect_err("ENOSPC");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(read(&disk, "/a"), Some(vec![9; 1024]));
     }
 
     #[test]
