@@ -174,7 +174,11 @@ pub(crate) fn echo(first: &Error, collection: &str) -> Error {
         Error::Io { op, path, source } => Error::Io {
             op,
             path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
+            // io::Error is not Clone: keep the OS error number where there is one.
+            source: match source.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(source.kind(), source.to_string()),
+            },
         },
         Error::Poisoned { what, cause } => Error::Poisoned {
             what: what.clone(),

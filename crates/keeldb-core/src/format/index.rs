@@ -115,6 +115,7 @@ pub fn decode(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
     let free_count = r.u32("free count")? as usize;
     r.u32("reserved")?;
     let (payload_generation, payload_log_end) = match version {
+        0 => return Err(DecodeError::new(8, "index version 0 was never written")),
         1 => (0, 0),
         _ => (r.u64("payload generation")?, r.u64("payload log end")?),
     };

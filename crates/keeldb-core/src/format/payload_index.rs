@@ -17,7 +17,7 @@
 //! Written whole and atomically at each checkpoint, after `ids.idx`. It only speeds up
 //! opening: a missing, damaged or stale snapshot makes open replay the whole payload log.
 
-use super::payload_log::{FRAME_OVERHEAD, PAYLOAD_LOG_HEADER_LEN};
+use super::payload_log::{FRAME_BODY_BYTES_MAX, FRAME_OVERHEAD, PAYLOAD_LOG_HEADER_LEN};
 use super::{crc32, id_encoded_len, put_id, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
 use crate::types::Id;
 
@@ -136,8 +136,11 @@ pub fn decode(bytes: &[u8]) -> Result<PayloadSnapshot, DecodeError> {
             offset: r.u64("offset")?,
             frame_len: r.u32("frame length")?,
         };
+        // A frame is never longer than the largest keeldb writes: reading one allocates
+        // its length, and the log may be a sparse file as long as any `log_end`.
         let inside = loc.offset >= PAYLOAD_LOG_HEADER_LEN as u64
             && loc.frame_len as usize > FRAME_OVERHEAD
+            && loc.frame_len as usize <= FRAME_OVERHEAD + FRAME_BODY_BYTES_MAX as usize
             && loc.offset.saturating_add(u64::from(loc.frame_len)) <= log_end;
         if !inside {
             return Err(DecodeError::new(
@@ -212,6 +215,11 @@ mod tests {
         assert!(decode(&encode(&s)).is_err());
         let mut s = sample();
         s.entries[0].1.offset = 8;
+        assert!(decode(&encode(&s)).is_err());
+        // A frame longer than any keeldb writes, inside a (sparse) log that long.
+        let mut s = sample();
+        s.log_end = u64::from(u32::MAX) + 4096;
+        s.entries[1].1.frame_len = u32::MAX;
         assert!(decode(&encode(&s)).is_err());
     }
 }
