@@ -502,8 +502,10 @@ pub fn fix_payload_log_crcs(image: &mut [u8]) {
 }
 
 /// The payload log. Byte 0 chooses the checkpoint lsn (bits 0-2), the policy (bit 3),
-/// whether the header and frame CRCs are recomputed (bit 4, see [`fix_payload_log_crcs`]) and
-/// whether the rest is the whole file (bit 5) or frames after a valid header of generation 1.
+/// whether the header and frame CRCs are recomputed (bit 4, see [`fix_payload_log_crcs`]),
+/// whether the rest is the whole file (bit 5) or frames after a valid header of generation 1,
+/// and the length the checkpoint synced, as `ids.idx` would record it (bits 6-7: the header,
+/// the whole file, half of it, or past its end).
 ///
 /// First the decoders on the bare rest (see [`payload_log_decoders`]). Then the file is
 /// opened and scanned as recovery does (`PayloadLogFile::open`, `scan`). Asserts: neither
@@ -530,6 +532,12 @@ pub fn payload_log(data: &[u8]) {
     if control & 0x10 != 0 {
         fix_payload_log_crcs(&mut image);
     }
+    let synced_end = match control >> 6 {
+        0 => PAYLOAD_LOG_HEADER_LEN as u64,
+        1 => image.len() as u64,
+        2 => image.len() as u64 / 2,
+        _ => image.len() as u64 + 64,
+    };
     // Name the file after the generation its header names, so a forged header is read past.
     let generation = decode_payload_log_header(&image).map_or(1, |h| h.generation);
     let dir = scratch_dir();
@@ -540,14 +548,16 @@ pub fn payload_log(data: &[u8]) {
             Ok(log) => log,
             Err(e) => return assert_typed(&e),
         };
-    let (first, visited) = match run_scan(&log, checkpoint_lsn, policy) {
+    let (first, visited) = match run_scan(&log, checkpoint_lsn, synced_end, policy) {
         Ok(scanned) => scanned,
         Err(e) => return assert_typed(&e),
     };
 
     log.truncate(first.end_offset).expect("cut the log");
-    let (again, visited_again) =
-        run_scan(&log, checkpoint_lsn, policy).expect("a log cut where its scan said scans again");
+    // What the next checkpoint records as synced: no more than what is left.
+    let synced_end = synced_end.min(first.end_offset);
+    let (again, visited_again) = run_scan(&log, checkpoint_lsn, synced_end, policy)
+        .expect("a log cut where its scan said scans again");
     assert_eq!(
         again.end_offset, first.end_offset,
         "recovery is not idempotent"
@@ -563,7 +573,7 @@ pub fn payload_log(data: &[u8]) {
     encode_frame(&mut frame, FrameKind::Store, next_lsn, &Id::Int(1), b"{}");
     log.append(&frame).expect("append a frame");
     let (after, visited_after) =
-        run_scan(&log, next_lsn, policy).expect("a log with an appended frame scans");
+        run_scan(&log, next_lsn, synced_end, policy).expect("a log with an appended frame scans");
     assert_eq!(after.end_offset, first.end_offset + frame.len() as u64);
     assert_eq!(
         visited_after.len(),
@@ -584,6 +594,7 @@ type ScannedFrame = (u64, u64, u64, u8, Id, Option<Vec<u8>>);
 fn run_scan(
     log: &PayloadLogFile,
     checkpoint_lsn: u64,
+    synced_end: u64,
     policy: RecoveryPolicy,
 ) -> Result<(ScanOutcome, Vec<ScannedFrame>), Error> {
     let mut frames: Vec<ScannedFrame> = Vec::new();
@@ -591,7 +602,7 @@ fn run_scan(
     let outcome = log.scan(
         from,
         checkpoint_lsn,
-        from,
+        synced_end,
         policy,
         |offset, header, body| {
             assert!(
