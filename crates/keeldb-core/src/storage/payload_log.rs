@@ -207,14 +207,16 @@ impl PayloadLogFile {
         while pos < self.len {
             let Some(header) = w.frame_at(pos)? else {
                 match w.next_frame(pos + 1)? {
-                    Some((next, h)) if h.lsn <= checkpoint_lsn || pos < synced_end => {
+                    Some((next, h)) if h.lsn <= checkpoint_lsn => {
                         self.damage(policy, pos, next, &mut out)?;
                         pos = next;
                         continue;
                     }
+                    // Nothing the checkpoint covers follows: the log is cut here, and log
+                    // replay appends what came after the checkpoint again.
                     _ if pos < synced_end => {
                         let reason = format!(
-                            "damaged bytes from {pos} to the end, below the {synced_end} the last checkpoint synced"
+                            "damaged bytes at {pos}, below the {synced_end} the last checkpoint synced"
                         );
                         self.damaged(policy, pos, reason, &mut out)?;
                         break;
