@@ -99,6 +99,11 @@ function toKeelError(err: unknown): KeelError {
   return new KeelError('KEEL_INTERNAL', `internal error in keeldb: ${message}`, { cause: err })
 }
 
+/** A queued write's error as the native side reports it (`[KEEL_CODE] message`). */
+function errorFromMessage(message: string | undefined): KeelError {
+  return toKeelError(new Error(message ?? 'a queued write failed without a message'))
+}
+
 /** Runs a synchronous native call, converting its error. */
 function callSync<T>(fn: () => T): T {
   try {
@@ -230,6 +235,29 @@ const collectionOptionsSchema = z.strictObject({
 })
 
 const writeOptionsSchema = z.strictObject({ durability: durabilitySchema.optional() })
+
+/**
+ * The durability of a write's options. The options of nearly every write are absent or a
+ * plain `{ durability }` with a valid value, and running zod on every write cost more than
+ * the rest of a small write's JavaScript; those are read here, anything else goes to the
+ * schema, so every error (and its message) is the schema's.
+ */
+function writeDurability(options: unknown): Durability | undefined {
+  if (options === undefined || options === null) return undefined
+  if (typeof options === 'object' && options !== null && Object.getPrototypeOf(options) === Object.prototype) {
+    let keys = 0
+    for (const key in options) {
+      if (key !== 'durability') {
+        keys = -1
+        break
+      }
+      keys++
+    }
+    const d: unknown = (options as { durability?: unknown }).durability
+    if (keys >= 0 && (d === undefined || d === 'fsync' || d === 'flush' || d === 'none')) return d
+  }
+  return parseOptions('write options', writeOptionsSchema, options).durability
+}
 
 const getOptionsSchema = z.strictObject({ vector: z.boolean().optional(), payload: z.boolean().optional() })
 
@@ -825,6 +853,78 @@ function unpackHits(hits: NativeHits, dimension: number): SearchHit[][] {
 }
 
 // ---------------------------------------------------------------------------------------
+// Queued writes
+
+interface Waiter {
+  resolve: (value: number | undefined) => void
+  reject: (err: KeelError) => void
+  /** Resolve with the count the write reports (delete), or with `undefined` (upsert). */
+  count: boolean
+}
+
+/**
+ * The promises of one database's queued writes (`upsert`, `delete`), by ticket. The native
+ * side does not make a promise per write (napi's cost a threadsafe function each): it
+ * reports outcomes in batches, usually one per commit group, through {@link Writes.settle}
+ * (src/settle.rs). While a write waits, the database's settle function keeps Node running,
+ * as a pending native promise would.
+ */
+class Writes {
+  #lastTicket = 0
+  readonly #waiting = new Map<number, Waiter>()
+  /**
+   * Weak: the native database holds `settle`, which holds this object, so a strong
+   * reference back would keep the database from ever being garbage-collected.
+   */
+  #native: WeakRef<NativeDb> | undefined
+
+  attach(native: NativeDb): void {
+    this.#native = new WeakRef(native)
+  }
+
+  /** A fresh ticket (exact up to 2^53 writes). */
+  ticket(): number {
+    return ++this.#lastTicket
+  }
+
+  /** The promise of the write queued under `ticket`. */
+  wait(ticket: number, count: boolean): Promise<number | undefined> {
+    const promise = new Promise<number | undefined>((resolve, reject) => {
+      this.#waiting.set(ticket, { resolve, reject, count })
+    })
+    if (this.#waiting.size === 1) this.#keepAlive(true)
+    return promise
+  }
+
+  /** `[ticket, value]` pairs; a NaN value failed, with the next message of `errors`. */
+  readonly settle = (outcomes: Float64Array, errors: string[]): void => {
+    let failed = 0
+    for (let i = 0; i + 1 < outcomes.length; i += 2) {
+      const ticket = outcomes[i] as number
+      const value = outcomes[i + 1] as number
+      const waiter = this.#waiting.get(ticket)
+      this.#waiting.delete(ticket)
+      if (Number.isNaN(value)) {
+        const message = errors[failed++]
+        waiter?.reject(errorFromMessage(message))
+      } else {
+        waiter?.resolve(waiter.count ? value : undefined)
+      }
+    }
+    if (this.#waiting.size === 0) this.#keepAlive(false)
+  }
+
+  #keepAlive(alive: boolean): void {
+    try {
+      this.#native?.deref()?.keepAlive(alive)
+    } catch {
+      // Only the process's exit time depends on it, and `settle` runs inside a native
+      // callback, where a throw would be an uncaught exception.
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Handles
 
 /**
@@ -921,9 +1021,11 @@ function wrap<C, H>(cls: { prototype: C }, handle: H, ...rest: unknown[]): C {
  */
 export class Db {
   readonly #native: NativeDb
+  readonly #writes: Writes
 
-  private constructor(handle: NativeDb) {
+  private constructor(handle: NativeDb, writes: Writes) {
     this.#native = handle
+    this.#writes = writes
   }
 
   /**
@@ -938,7 +1040,7 @@ export class Db {
     checkString('collection name', name)
     const { dimension, metric } = parseOptions('collection options', collectionOptionsSchema, options)
     const handle = await callAsync(() => this.#native.createCollection(name, dimension, metric ?? 'cosine'))
-    return wrap(Collection, handle, this)
+    return wrap(Collection, handle, this, this.#writes)
   }
 
   /**
@@ -951,7 +1053,7 @@ export class Db {
    */
   collection(name: string): Collection {
     checkString('collection name', name)
-    return wrap(Collection, callSync(() => this.#native.collection(name)), this)
+    return wrap(Collection, callSync(() => this.#native.collection(name)), this, this.#writes)
   }
 
   /**
@@ -989,7 +1091,13 @@ export class Db {
    * ```
    */
   async close(): Promise<void> {
-    await callAsync(() => this.#native.close())
+    try {
+      await callAsync(() => this.#native.close())
+    } finally {
+      // Closing stopped every collection's committer after it drained its queue, so every
+      // write queued before has reported its outcome; later writes throw KEEL_CLOSED.
+      this.#native.releaseSettler()
+    }
   }
 }
 
@@ -1012,11 +1120,13 @@ export class Collection {
    * only the collection would get `KEEL_CLOSED` at a moment chosen by the garbage collector.
    */
   readonly #db: Db
+  readonly #writes: Writes
 
-  private constructor(handle: NativeCollection, db: Db) {
+  private constructor(handle: NativeCollection, db: Db, writes: Writes) {
     this.#native = handle
     this.#dimension = handle.dimension
     this.#db = db
+    this.#writes = writes
   }
 
   /**
@@ -1067,11 +1177,17 @@ export class Collection {
    * await docs.upsert([{ id: 1, vector: [1, 0, 0] }, { id: 2, vector: [0, 1, 0] }], { durability: 'flush' })
    * ```
    */
-  async upsert(records: VectorRecord | readonly VectorRecord[], options?: WriteOptions): Promise<void> {
-    const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
-    const list: readonly unknown[] = Array.isArray(records) ? records : [records]
-    const { ids, flat, payloads } = pack(list, this.#dimension)
-    await callAsync(() => this.#native.upsert(ids, flat, durability, payloads?.bytes, payloads?.lengths))
+  upsert(records: VectorRecord | readonly VectorRecord[], options?: WriteOptions): Promise<void> {
+    try {
+      const durability = writeDurability(options)
+      const list: readonly unknown[] = Array.isArray(records) ? records : [records]
+      const { ids, flat, payloads } = pack(list, this.#dimension)
+      const ticket = this.#writes.ticket()
+      this.#native.upsert(ticket, ids, flat, durability, payloads?.bytes, payloads?.lengths)
+      return this.#writes.wait(ticket, false) as Promise<void>
+    } catch (err) {
+      return Promise.reject(toKeelError(err))
+    }
   }
 
   /**
@@ -1085,7 +1201,7 @@ export class Collection {
    * ```
    */
   async updatePayload(id: Id, payload: unknown, options?: WriteOptions): Promise<boolean> {
-    const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
+    const durability = writeDurability(options)
     checkId(id)
     const text = payload === null || payload === undefined ? undefined : payloadJson(payload, 'payload')
     return callAsync(() => this.#native.updatePayload(id, text, false, durability))
@@ -1104,7 +1220,7 @@ export class Collection {
    * ```
    */
   async mergePayload(id: Id, patch: Readonly<Record<string, unknown>>, options?: WriteOptions): Promise<boolean> {
-    const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
+    const durability = writeDurability(options)
     checkId(id)
     const proto: unknown = typeof patch === 'object' && patch !== null ? Object.getPrototypeOf(patch) : undefined
     if (Array.isArray(patch) || (proto !== Object.prototype && proto !== null)) {
@@ -1123,11 +1239,17 @@ export class Collection {
    * const removed = await docs.delete(['a', 1])
    * ```
    */
-  async delete(ids: Id | readonly Id[], options?: WriteOptions): Promise<number> {
-    const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
-    const list: readonly unknown[] = Array.isArray(ids) ? ids : [ids]
-    const checked = checkIds(list)
-    return callAsync(() => this.#native.delete(checked, durability))
+  delete(ids: Id | readonly Id[], options?: WriteOptions): Promise<number> {
+    try {
+      const durability = writeDurability(options)
+      const list: readonly unknown[] = Array.isArray(ids) ? ids : [ids]
+      const checked = checkIds(list)
+      const ticket = this.#writes.ticket()
+      this.#native.delete(ticket, checked, durability)
+      return this.#writes.wait(ticket, true) as Promise<number>
+    } catch (err) {
+      return Promise.reject(toKeelError(err))
+    }
   }
 
   /**
@@ -1368,8 +1490,12 @@ export class Collection {
 export async function open(path: string, options?: OpenOptions): Promise<Db> {
   checkString('path', path)
   const { durability, recovery, ...tuning } = parseOptions('open options', openOptionsSchema, options ?? {})
-  const handle = await callAsync(() => native.openDb(path, durability ?? 'fsync', recovery ?? 'salvage', tuning))
-  const db = wrap(Db, handle)
+  const writes = new Writes()
+  const handle = await callAsync(() =>
+    native.openDb(path, durability ?? 'fsync', recovery ?? 'salvage', tuning, writes.settle),
+  )
+  writes.attach(handle)
+  const db = wrap(Db, handle, writes)
   warnAboutSkippedRecords(db)
   return db
 }

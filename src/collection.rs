@@ -3,6 +3,8 @@
 //! their byte lengths), copied on the JS thread so the caller may reuse its buffers as soon
 //! as the call returns. Reads copy out of the mapping and the payload log: JavaScript never
 //! sees mapped memory. Payloads cross as JSON text; `lib/index.ts` stringifies and parses.
+//! Queued writes return nothing: `lib/index.ts` names each by a ticket, and its outcome
+//! comes back through the database's [`Settler`].
 
 use std::sync::Arc;
 
@@ -11,19 +13,20 @@ use keeldb_core::search::SEARCH_K_MAX;
 use keeldb_core::{Collection, CollectionStats, Error, Id, Record, SearchHit, SearchRequest};
 use napi::bindgen_prelude::JsObjectValue;
 use napi::bindgen_prelude::{
-    AsyncTask, Buffer, Float32Array, Float32ArraySlice, Float64Array, Object, ToNapiValue,
-    Uint32Array,
+    AsyncTask, Buffer, Float32Array, Float32ArraySlice, Float64Array, Object, Uint32Array,
 };
 use napi::{Either, Env};
 use napi_derive::napi;
 
 use crate::convert::{napi_result, to_durability, to_id, to_ids, to_napi_error};
 use crate::job::Job;
+use crate::settle::Settler;
 
 /// An open collection (native side of `Collection` in `lib/index.ts`).
 #[napi]
 pub struct NativeCollection {
     collection: Arc<Collection>,
+    settler: Arc<Settler>,
 }
 
 /// `Collection.stats()`: counters and sizes. Integers cross as numbers (all stay far below
@@ -183,8 +186,32 @@ impl SearchArgs {
 }
 
 impl NativeCollection {
-    pub(crate) fn new(collection: Arc<Collection>) -> Self {
-        NativeCollection { collection }
+    pub(crate) fn new(collection: Arc<Collection>, settler: Arc<Settler>) -> Self {
+        NativeCollection {
+            collection,
+            settler,
+        }
+    }
+
+    /// Queues `batch`; the committer thread reports its outcome under `ticket` once it is
+    /// as durable as asked. Refuses (nothing queued) when no outcome could reach
+    /// JavaScript any more: the database was closed and its settle function released.
+    fn submit(
+        &self,
+        ticket: f64,
+        batch: Option<keeldb_core::PreparedBatch>,
+        durability: Option<keeldb_core::Durability>,
+    ) -> napi::Result<()> {
+        if !self.settler.is_attached() {
+            return Err(to_napi_error(&Error::Closed("database")));
+        }
+        let settler = Arc::clone(&self.settler);
+        self.collection.submit(
+            batch,
+            durability,
+            Box::new(move |outcome| settler.settle(ticket, outcome)),
+        );
+        Ok(())
     }
 }
 
@@ -209,17 +236,18 @@ impl NativeCollection {
     }
 
     /// Stores `vectors` (`ids.length * dimension` floats) under `ids` as one atomic batch,
-    /// with payloads when `payloadBytes` and `payloadLengths` are given.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn upsert<'env>(
+    /// with payloads when `payloadBytes` and `payloadLengths` are given. Throws for a bad
+    /// batch; otherwise the outcome is settled later under `ticket`.
+    #[napi(catch_unwind)]
+    pub fn upsert(
         &self,
-        env: &'env Env,
+        ticket: f64,
         ids: Vec<Either<String, f64>>,
         vectors: Float32ArraySlice,
         durability: Option<String>,
         payload_bytes: Option<Buffer>,
         payload_lengths: Option<Uint32Array>,
-    ) -> napi::Result<Object<'env>> {
+    ) -> napi::Result<()> {
         let ids = napi_result(to_ids(ids))?;
         let durability = napi_result(to_durability(durability))?;
         let payloads = napi_result(PackedPayloads::new(
@@ -229,13 +257,13 @@ impl NativeCollection {
         ))?;
         // Validated and encoded here, on the calling thread (a bad batch throws before
         // anything is queued); the committer shares log writes and syncs between writes
-        // issued together and settles the promise once this one is durable.
+        // issued together and reports this one once it is durable.
         let batch = napi_result(self.collection.prepare_upsert_with_payloads(
             &ids,
             &vectors,
             &payloads.split(),
         ))?;
-        submit(env, &self.collection, batch, durability, |_| ())
+        self.submit(ticket, batch, durability)
     }
 
     /// Replaces (or with `merge`, shallow-merges into) the payload of `id`; `null` removes
@@ -268,20 +296,19 @@ impl NativeCollection {
         Job::spawn(move || collection.compact())
     }
 
-    /// Removes `ids` as one atomic batch; resolves to how many existed.
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn delete<'env>(
+    /// Removes `ids` as one atomic batch; its outcome, settled under `ticket`, is how many
+    /// existed.
+    #[napi(catch_unwind)]
+    pub fn delete(
         &self,
-        env: &'env Env,
+        ticket: f64,
         ids: Vec<Either<String, f64>>,
         durability: Option<String>,
-    ) -> napi::Result<Object<'env>> {
+    ) -> napi::Result<()> {
         let ids = napi_result(to_ids(ids))?;
         let durability = napi_result(to_durability(durability))?;
         let batch = napi_result(self.collection.prepare_delete(&ids))?;
-        submit(env, &self.collection, batch, durability, |removed| {
-            removed as f64
-        })
+        self.submit(ticket, batch, durability)
     }
 
     /// The record under `id` with the parts asked for, or `null`.
@@ -435,31 +462,6 @@ impl NativeCollection {
 }
 
 /// The one read path behind `get` and `getSync`.
-/// Queues `batch` and returns a promise that the committer thread settles (through a
-/// threadsafe function) once the batch is durable; `map` turns the core's outcome into the
-/// resolved value.
-fn submit<'env, T>(
-    env: &'env Env,
-    collection: &Collection,
-    batch: Option<keeldb_core::PreparedBatch>,
-    durability: Option<keeldb_core::Durability>,
-    map: fn(u64) -> T,
-) -> napi::Result<Object<'env>>
-where
-    T: ToNapiValue + Send + 'static,
-{
-    let (deferred, promise) = env.create_deferred::<T, _>()?;
-    collection.submit(
-        batch,
-        durability,
-        Box::new(move |result| match result {
-            Ok(value) => deferred.resolve(move |_| Ok(map(value))),
-            Err(e) => deferred.reject(to_napi_error(&e)),
-        }),
-    );
-    Ok(promise)
-}
-
 fn read(
     collection: &Collection,
     id: &Id,

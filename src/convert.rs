@@ -14,7 +14,12 @@ pub const SAFE_INTEGER_MAX: u64 = (1 << 53) - 1;
 /// The error JavaScript sees for a core error: the stable code in brackets, then the
 /// message. `lib/index.ts` parses the prefix back into `KeelError.code`.
 pub fn to_napi_error(e: &Error) -> napi::Error {
-    napi::Error::new(Status::GenericFailure, format!("[{}] {e}", e.code()))
+    napi::Error::new(Status::GenericFailure, error_message(e))
+}
+
+/// A core error as the message JavaScript parses: `[KEEL_CODE] message`.
+pub fn error_message(e: &Error) -> String {
+    format!("[{}] {e}", e.code())
 }
 
 /// A core result as a napi result.
