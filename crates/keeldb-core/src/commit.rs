@@ -77,6 +77,10 @@ impl Drop for Request {
 struct QueueState {
     pending: Vec<Request>,
     closed: bool,
+    /// The committer is blocked on the condvar. While it is busy with a group it looks at
+    /// `pending` again before it waits, so a push needs to wake it only when this is set:
+    /// a burst of writers then pays one futex wake per group instead of one per write.
+    committer_waiting: bool,
 }
 
 /// The queue between writers and the committer thread.
@@ -94,8 +98,11 @@ impl CommitQueue {
             return Err(request);
         }
         state.pending.push(request);
+        let wake = state.committer_waiting;
         drop(state);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -105,10 +112,12 @@ impl CommitQueue {
     pub(crate) fn next_group(&self) -> Option<Vec<Request>> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         while state.pending.is_empty() && !state.closed {
+            state.committer_waiting = true;
             state = self
                 .wake
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.committer_waiting = false;
         }
         if state.pending.is_empty() {
             return None;
@@ -184,6 +193,40 @@ mod tests {
             rx.recv().ok().map(|r| r.err().map(|e| e.code())),
             Some(Some("KEEL_CLOSED"))
         );
+    }
+
+    #[test]
+    fn a_push_wakes_a_waiting_committer_and_one_that_is_busy_finds_the_work_anyway() {
+        use std::sync::Arc;
+        let (tx, rx) = mpsc::channel();
+        let q = Arc::new(CommitQueue::default());
+        let committer = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                let mut groups = 0;
+                while let Some(group) = q.next_group() {
+                    groups += 1;
+                    for r in group {
+                        r.complete(Ok(1));
+                    }
+                }
+                groups
+            })
+        };
+        // Pushes land while the committer waits, while it commits, and between the two;
+        // none may be left unanswered.
+        for i in 0..2000 {
+            assert!(q.push(request(Durability::None, &tx)).is_ok());
+            if i % 100 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        for _ in 0..2000 {
+            let outcome = rx.recv_timeout(std::time::Duration::from_secs(10));
+            assert!(matches!(outcome, Ok(Ok(1))), "a request went unanswered");
+        }
+        q.close();
+        assert!(committer.join().is_ok_and(|groups| groups >= 1));
     }
 
     #[test]
