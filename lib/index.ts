@@ -445,51 +445,76 @@ function keyPath(path: string, key: string): string {
 
 /**
  * Checks that `value` would come back deep-equal from JSON (see {@link VectorRecord.payload}),
- * naming the path of the first value that would not, and returns its JSON text.
+ * naming the path of the first value that would not, and returns its JSON text. The path is
+ * kept as a stack of keys and indices and spelled out only for an error: building a string
+ * per key cost more than the check itself on the write path.
  */
 function payloadJson(value: unknown, where: string): string {
-  const ancestors: object[] = []
-  let negativeZero = false
-  const walk = (v: unknown, path: string, depth: number): void => {
+  const check = new PayloadCheck(where)
+  check.walk(value, 0)
+  return check.negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
+}
+
+class PayloadCheck {
+  negativeZero = false
+  readonly #where: string
+  readonly #ancestors: object[] = []
+  readonly #path: (string | number)[] = []
+
+  constructor(where: string) {
+    this.#where = where
+  }
+
+  walk(v: unknown, depth: number): void {
     switch (typeof v) {
       case 'string':
-        if (!wellFormed(v)) badPayload(path, 'is a string with a lone surrogate, which JSON cannot carry')
+        if (!wellFormed(v)) this.#fail('is a string with a lone surrogate, which JSON cannot carry')
         return
       case 'boolean':
         return
       case 'number':
-        if (!Number.isFinite(v)) badPayload(path, `is ${v}, which JSON cannot carry`)
-        if (Object.is(v, -0)) negativeZero = true
+        if (!Number.isFinite(v)) this.#fail(`is ${v}, which JSON cannot carry`)
+        if (Object.is(v, -0)) this.negativeZero = true
         return
       case 'object':
         break
       default:
-        badPayload(path, `is ${typeof v === 'undefined' ? 'undefined' : `a ${typeof v}`}, which JSON cannot carry`)
+        this.#fail(`is ${typeof v === 'undefined' ? 'undefined' : `a ${typeof v}`}, which JSON cannot carry`)
     }
     if (v === null) return
-    if (depth >= PAYLOAD_DEPTH_MAX) badPayload(path, `nests deeper than ${PAYLOAD_DEPTH_MAX} levels of arrays and objects`)
-    if (ancestors.includes(v)) badPayload(path, 'refers back to a value that contains it (a cycle)')
+    if (depth >= PAYLOAD_DEPTH_MAX) this.#fail(`nests deeper than ${PAYLOAD_DEPTH_MAX} levels of arrays and objects`)
+    const ancestors = this.#ancestors
+    if (ancestors.includes(v)) this.#fail('refers back to a value that contains it (a cycle)')
     ancestors.push(v)
+    const path = this.#path
     if (Array.isArray(v)) {
       for (let i = 0; i < v.length; i++) {
-        if (!(i in v)) badPayload(`${path}[${i}]`, 'is a hole in a sparse array, which JSON gives back as null')
-        walk(v[i], `${path}[${i}]`, depth + 1)
+        path.push(i)
+        if (!(i in v)) this.#fail('is a hole in a sparse array, which JSON gives back as null')
+        this.walk(v[i], depth + 1)
+        path.pop()
       }
     } else {
       const proto: unknown = Object.getPrototypeOf(v)
       if (proto !== Object.prototype && proto !== null) {
-        badPayload(path, `is ${describe(v)}, not a plain object, which JSON does not give back as such`)
+        this.#fail(`is ${describe(v)}, not a plain object, which JSON does not give back as such`)
       }
-      if (Object.getOwnPropertySymbols(v).length > 0) badPayload(path, 'has symbol keys, which JSON drops')
+      if (Object.getOwnPropertySymbols(v).length > 0) this.#fail('has symbol keys, which JSON drops')
       for (const key of Object.keys(v)) {
-        if (!wellFormed(key)) badPayload(path, 'has a key with a lone surrogate')
-        walk((v as Record<string, unknown>)[key], keyPath(path, key), depth + 1)
+        if (!wellFormed(key)) this.#fail('has a key with a lone surrogate')
+        path.push(key)
+        this.walk((v as Record<string, unknown>)[key], depth + 1)
+        path.pop()
       }
     }
     ancestors.pop()
   }
-  walk(value, where, 0)
-  return negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
+
+  #fail(problem: string): never {
+    let at = this.#where
+    for (const step of this.#path) at = typeof step === 'number' ? `${at}[${step}]` : keyPath(at, step)
+    return badPayload(at, problem)
+  }
 }
 
 /**

@@ -13,7 +13,7 @@ use keeldb_core::search::SEARCH_K_MAX;
 use keeldb_core::{Collection, CollectionStats, Error, Id, Record, SearchHit, SearchRequest};
 use napi::bindgen_prelude::JsObjectValue;
 use napi::bindgen_prelude::{
-    AsyncTask, Buffer, Float32Array, Float32ArraySlice, Float64Array, Object, Uint32Array,
+    AsyncTask, BufferSlice, Float32Array, Float32ArraySlice, Float64Array, Object, Uint32ArraySlice,
 };
 use napi::{Either, Env};
 use napi_derive::napi;
@@ -73,58 +73,43 @@ pub struct NativeRecord {
     pub payload: Option<String>,
 }
 
-/// The payloads of a batch as they cross: the texts back to back, and each one's byte length
-/// (0: that record has no payload).
-struct PackedPayloads {
-    bytes: Vec<u8>,
-    lengths: Vec<u32>,
-}
-
-impl PackedPayloads {
-    /// Copies the buffers (the caller may reuse them once the call returns) and checks that
-    /// they describe one payload per record.
-    fn new(
-        bytes: Option<Buffer>,
-        lengths: Option<Uint32Array>,
-        records: usize,
-    ) -> keeldb_core::Result<PackedPayloads> {
-        let (bytes, lengths) = match (bytes, lengths) {
-            (None, None) => {
-                return Ok(PackedPayloads {
-                    bytes: Vec::new(),
-                    lengths: Vec::new(),
-                })
-            }
-            (Some(bytes), Some(lengths)) => (bytes.to_vec(), lengths.to_vec()),
-            _ => {
-                return Err(Error::InvalidArgument(
-                    "payload bytes and lengths go together".into(),
-                ))
-            }
-        };
-        let total: u64 = lengths.iter().map(|&n| u64::from(n)).sum();
-        if lengths.len() != records || total != bytes.len() as u64 {
-            return Err(Error::InvalidArgument(format!(
-                "{} payload lengths summing to {total} for {records} records and {} bytes",
-                lengths.len(),
-                bytes.len()
-            )));
+/// The payloads of a batch as they cross, split into one entry per record (none at all when
+/// the batch has no payloads): `bytes` holds the texts back to back, `lengths` each one's
+/// byte length (0: that record has no payload). The slices borrow JavaScript's buffers,
+/// which stay put for the call; the batch is encoded before it returns, so the caller may
+/// reuse them at once.
+fn split_payloads<'a>(
+    bytes: Option<&'a [u8]>,
+    lengths: Option<&[u32]>,
+    records: usize,
+) -> keeldb_core::Result<Vec<Option<&'a [u8]>>> {
+    let (bytes, lengths) = match (bytes, lengths) {
+        (None, None) => return Ok(Vec::new()),
+        (Some(bytes), Some(lengths)) => (bytes, lengths),
+        _ => {
+            return Err(Error::InvalidArgument(
+                "payload bytes and lengths go together".into(),
+            ))
         }
-        Ok(PackedPayloads { bytes, lengths })
+    };
+    let total: u64 = lengths.iter().map(|&n| u64::from(n)).sum();
+    if lengths.len() != records || total != bytes.len() as u64 {
+        return Err(Error::InvalidArgument(format!(
+            "{} payload lengths summing to {total} for {records} records and {} bytes",
+            lengths.len(),
+            bytes.len()
+        )));
     }
-
-    /// One entry per record (none at all when the batch has no payloads).
-    fn split(&self) -> Vec<Option<&[u8]>> {
-        let mut at = 0;
-        self.lengths
-            .iter()
-            .map(|&n| {
-                let text = &self.bytes[at..at + n as usize];
-                at += n as usize;
-                (n > 0).then_some(text)
-            })
-            .collect()
-    }
+    let mut at = 0;
+    Ok(lengths
+        .iter()
+        .map(|&n| {
+            // The lengths sum to bytes.len(), checked above, so every range is in bounds.
+            let text = &bytes[at..at + n as usize];
+            at += n as usize;
+            (n > 0).then_some(text)
+        })
+        .collect())
 }
 
 /// The hits of one search call, flat: query `q` has `counts[q]` hits, which follow those
@@ -245,24 +230,23 @@ impl NativeCollection {
         ids: Vec<Either<String, f64>>,
         vectors: Float32ArraySlice,
         durability: Option<String>,
-        payload_bytes: Option<Buffer>,
-        payload_lengths: Option<Uint32Array>,
+        payload_bytes: Option<BufferSlice>,
+        payload_lengths: Option<Uint32ArraySlice>,
     ) -> napi::Result<()> {
         let ids = napi_result(to_ids(ids))?;
         let durability = napi_result(to_durability(durability))?;
-        let payloads = napi_result(PackedPayloads::new(
-            payload_bytes,
-            payload_lengths,
+        let payloads = napi_result(split_payloads(
+            payload_bytes.as_deref(),
+            payload_lengths.as_deref(),
             ids.len(),
         ))?;
         // Validated and encoded here, on the calling thread (a bad batch throws before
         // anything is queued); the committer shares log writes and syncs between writes
         // issued together and reports this one once it is durable.
-        let batch = napi_result(self.collection.prepare_upsert_with_payloads(
-            &ids,
-            &vectors,
-            &payloads.split(),
-        ))?;
+        let batch = napi_result(
+            self.collection
+                .prepare_upsert_with_payloads(&ids, &vectors, &payloads),
+        )?;
         self.submit(ticket, batch, durability)
     }
 
