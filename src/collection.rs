@@ -18,7 +18,7 @@ use napi::bindgen_prelude::{
 use napi::{Either, Env};
 use napi_derive::napi;
 
-use crate::convert::{napi_result, to_durability, to_id, to_ids, to_napi_error};
+use crate::convert::{napi_result, to_durability, to_id, to_ids, to_napi_error, JsId};
 use crate::job::Job;
 use crate::settle::Settler;
 
@@ -227,7 +227,7 @@ impl NativeCollection {
     pub fn upsert(
         &self,
         ticket: f64,
-        ids: Vec<Either<String, f64>>,
+        #[napi(ts_arg_type = "Array<string | number>")] ids: Vec<JsId<'_>>,
         vectors: Float32ArraySlice,
         durability: Option<String>,
         payload_bytes: Option<BufferSlice>,
@@ -255,7 +255,7 @@ impl NativeCollection {
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn update_payload(
         &self,
-        id: Either<String, f64>,
+        #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
         payload: Option<String>,
         merge: bool,
         durability: Option<String>,
@@ -286,7 +286,7 @@ impl NativeCollection {
     pub fn delete(
         &self,
         ticket: f64,
-        ids: Vec<Either<String, f64>>,
+        #[napi(ts_arg_type = "Array<string | number>")] ids: Vec<JsId<'_>>,
         durability: Option<String>,
     ) -> napi::Result<()> {
         let ids = napi_result(to_ids(ids))?;
@@ -299,7 +299,7 @@ impl NativeCollection {
     #[napi(ts_return_type = "Promise<NativeRecord | null>")]
     pub fn get(
         &self,
-        id: Either<String, f64>,
+        #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
         vector: bool,
         payload: bool,
     ) -> napi::Result<AsyncTask<Job<Option<NativeRecord>>>> {
@@ -317,7 +317,7 @@ impl NativeCollection {
     pub fn get_sync<'env>(
         &self,
         env: &'env Env,
-        id: Either<String, f64>,
+        #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
         vector: bool,
         payload: bool,
     ) -> napi::Result<Option<Object<'env>>> {
@@ -339,7 +339,7 @@ impl NativeCollection {
     #[napi(ts_return_type = "Promise<Array<NativeRecord | null>>")]
     pub fn get_many(
         &self,
-        ids: Vec<Either<String, f64>>,
+        #[napi(ts_arg_type = "Array<string | number>")] ids: Vec<JsId<'_>>,
         vector: bool,
         payload: bool,
     ) -> napi::Result<AsyncTask<Job<Vec<Option<NativeRecord>>>>> {
@@ -354,7 +354,7 @@ impl NativeCollection {
     #[napi(catch_unwind)]
     pub fn get_many_sync(
         &self,
-        ids: Vec<Either<String, f64>>,
+        #[napi(ts_arg_type = "Array<string | number>")] ids: Vec<JsId<'_>>,
         vector: bool,
         payload: bool,
     ) -> napi::Result<Vec<Option<NativeRecord>>> {
