@@ -567,14 +567,33 @@ function packPayloads(texts: readonly (string | undefined)[]): PackedPayloads {
 
 /** Get options, validated; reads without options (the hot path) skip the schema. */
 function readOptions(options: GetOptions | undefined): GetOptions {
-  return options === undefined ? {} : parseOptions('get options', getOptionsSchema, options)
+  if (options === undefined) return {}
+  // The common shapes (`{ payload: false }`, `{ vector: true }`, ...) are read here as for
+  // write options (see writeDurability); anything else goes to the schema and its errors.
+  if (typeof options === 'object' && options !== null && Object.getPrototypeOf(options) === Object.prototype) {
+    let plain = true
+    for (const key in options) {
+      const value: unknown = (options as Record<string, unknown>)[key]
+      if ((key !== 'vector' && key !== 'payload') || (value !== undefined && typeof value !== 'boolean')) {
+        plain = false
+        break
+      }
+    }
+    if (plain) return options
+  }
+  return parseOptions('get options', getOptionsSchema, options)
 }
 
 /** Builds what a read returns from what the native layer gave. */
-function toStored(id: Id, record: NativeRecord, o: { vector?: boolean; payload?: boolean }): Record<string, unknown> {
+function toStored(
+  id: Id,
+  vector: Float32Array | null | undefined,
+  payload: string | null | undefined,
+  o: { vector?: boolean; payload?: boolean },
+): Record<string, unknown> {
   const out: Record<string, unknown> = { id }
-  if (o.vector !== false) out.vector = record.vector
-  if (o.payload !== false) out.payload = parsePayload(record.payload)
+  if (o.vector !== false) out.vector = vector ?? undefined
+  if (o.payload !== false) out.payload = parsePayload(payload)
   return out
 }
 
@@ -1292,7 +1311,7 @@ export class Collection {
     const o = readOptions(options)
     checkId(id)
     const record = await callAsync(() => this.#native.get(id, o.vector !== false, o.payload !== false))
-    return record === null || record === undefined ? null : (toStored(id, record, o) as StoredRecord<O>)
+    return record === null || record === undefined ? null : (toStored(id, record.vector, record.payload, o) as StoredRecord<O>)
   }
 
   /**
@@ -1306,8 +1325,8 @@ export class Collection {
   getSync<const O extends GetOptions = {}>(id: Id, options?: O): StoredRecord<O> | null {
     const o = readOptions(options)
     checkId(id)
-    const record = callSync(() => this.#native.getSync(id, o.vector !== false, o.payload !== false))
-    return record === null || record === undefined ? null : (toStored(id, record, o) as StoredRecord<O>)
+    const found = callSync(() => this.#native.getSync(id, o.vector !== false, o.payload !== false))
+    return found === null || found === undefined ? null : (toStored(id, found[0], found[1], o) as StoredRecord<O>)
   }
 
   /**
@@ -1324,7 +1343,7 @@ export class Collection {
     const o = readOptions(options)
     const checked = checkIds(ids)
     const records = await callAsync(() => this.#native.getMany(checked, o.vector !== false, o.payload !== false))
-    return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r, o) as StoredRecord<O>)))
+    return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r.vector, r.payload, o) as StoredRecord<O>)))
   }
 
   /**
@@ -1339,7 +1358,7 @@ export class Collection {
     const o = readOptions(options)
     const checked = checkIds(ids)
     const records = callSync(() => this.#native.getManySync(checked, o.vector !== false, o.payload !== false))
-    return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r, o) as StoredRecord<O>)))
+    return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r.vector, r.payload, o) as StoredRecord<O>)))
   }
 
   /**

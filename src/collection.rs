@@ -11,9 +11,8 @@ use std::sync::Arc;
 use keeldb_core::search::filter::Filter;
 use keeldb_core::search::SEARCH_K_MAX;
 use keeldb_core::{Collection, CollectionStats, Error, Id, Record, SearchHit, SearchRequest};
-use napi::bindgen_prelude::JsObjectValue;
 use napi::bindgen_prelude::{
-    AsyncTask, BufferSlice, Float32Array, Float32ArraySlice, Float64Array, Object, Uint32ArraySlice,
+    AsyncTask, BufferSlice, Float32Array, Float32ArraySlice, Float64Array, Uint32ArraySlice,
 };
 use napi::{Either, Env};
 use napi_derive::napi;
@@ -308,31 +307,34 @@ impl NativeCollection {
         Ok(Job::spawn(move || read(&collection, &id, vector, payload)))
     }
 
-    /// `get` on the JS thread. The vector is copied into an ArrayBuffer that V8 allocates
-    /// and owns: handing V8 the `Vec` as an external buffer instead (as the pool's `get`
-    /// must, having no `Env`) costs a finalizer and a global handle per call and keeps freed
-    /// vectors alive until V8 sweeps them, which made this call about twice as slow
-    /// (bench/ingest/profile.sh).
-    #[napi(catch_unwind, ts_return_type = "NativeRecord | null")]
+    /// `get` on the JS thread, as `[vector, payload]` (each `null` when not asked for or,
+    /// for the payload, absent): a two-element array is cheaper to fill than an object,
+    /// whose every named property napi looks up in V8's string table on each call. The
+    /// vector is copied into an ArrayBuffer that V8 allocates and owns: handing V8 the `Vec`
+    /// as an external buffer instead (as the pool's `get` must, having no `Env`) costs a
+    /// finalizer and a global handle per call and keeps freed vectors alive until V8 sweeps
+    /// them, which made this call about twice as slow (bench/ingest/profile.sh).
+    #[napi(
+        catch_unwind,
+        ts_return_type = "[Float32Array | null, string | null] | null"
+    )]
     pub fn get_sync<'env>(
         &self,
         env: &'env Env,
         #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
         vector: bool,
         payload: bool,
-    ) -> napi::Result<Option<Object<'env>>> {
+    ) -> napi::Result<Option<(Option<Float32ArraySlice<'env>>, Option<String>)>> {
         let id = napi_result(to_id(id))?;
         let Some(record) = napi_result(self.collection.get_record(&id, vector, payload))? else {
             return Ok(None);
         };
-        let mut object = Object::new(env)?;
-        if let Some(v) = record.vector {
-            object.set_named_property("vector", Float32ArraySlice::copy_from(env, v)?)?;
-        }
-        if let Some(text) = napi_result(record.payload.map(payload_text).transpose())? {
-            object.set_named_property("payload", text)?;
-        }
-        Ok(Some(object))
+        let vector = match record.vector {
+            Some(v) => Some(Float32ArraySlice::copy_from(env, v)?),
+            None => None,
+        };
+        let payload = napi_result(record.payload.map(payload_text).transpose())?;
+        Ok(Some((vector, payload)))
     }
 
     /// The records under `ids`, in order (`null` for a missing one), read at one moment.
