@@ -449,7 +449,7 @@ function keyPath(path: string, key: string): string {
  * kept as a stack of keys and indices and spelled out only for an error: building a string
  * per key cost more than the check itself on the write path.
  */
-function payloadJson(value: unknown, where: string): string {
+function payloadJson(value: unknown, where: string | (() => string)): string {
   const check = new PayloadCheck(where)
   check.walk(value, 0)
   return check.negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
@@ -457,11 +457,12 @@ function payloadJson(value: unknown, where: string): string {
 
 class PayloadCheck {
   negativeZero = false
-  readonly #where: string
+  /** What the payload is, for a message; a function when that costs work to spell out. */
+  readonly #where: string | (() => string)
   readonly #ancestors: object[] = []
   readonly #path: (string | number)[] = []
 
-  constructor(where: string) {
+  constructor(where: string | (() => string)) {
     this.#where = where
   }
 
@@ -511,7 +512,7 @@ class PayloadCheck {
   }
 
   #fail(problem: string): never {
-    let at = this.#where
+    let at = typeof this.#where === 'string' ? this.#where : this.#where()
     for (const step of this.#path) at = typeof step === 'number' ? `${at}[${step}]` : keyPath(at, step)
     return badPayload(at, problem)
   }
@@ -550,10 +551,7 @@ function packPayloads(texts: readonly (string | undefined)[]): PackedPayloads {
   let total = 0
   texts.forEach((text, i) => {
     if (text === undefined) return
-    const n = Buffer.byteLength(text, 'utf8')
-    if (n > PAYLOAD_BYTES_MAX) {
-      throw new KeelError('KEEL_INVALID_ARGUMENT', `record ${i}: payload is ${n} bytes of JSON, the limit is ${PAYLOAD_BYTES_MAX}`)
-    }
+    const n = payloadBytes(text, i)
     lengths[i] = n
     total += n
   })
@@ -597,9 +595,53 @@ function toStored(
   return out
 }
 
+/** One record of a write, checked: its id, its vector and its payload's JSON text, if any. */
+interface CheckedRecord {
+  id: Id
+  vector: Float32Array | readonly number[]
+  text: string | undefined
+}
+
+/**
+ * Checks the shape of record `i` of a write (finiteness and id limits are checked natively)
+ * and turns its payload into JSON text.
+ */
+function checkFull(value: unknown, i: number, dimension: number): CheckedRecord {
+  const record = checkRecord(value, i)
+  const id = checkId(record.id, i)
+  const vector: unknown = record.vector
+  if (!(vector instanceof Float32Array) && !Array.isArray(vector)) {
+    throw new KeelError(
+      'KEEL_INVALID_ARGUMENT',
+      `record ${i}: vector must be a Float32Array or a number[], got ${describe(vector)}`,
+    )
+  }
+  if (vector.length !== dimension) {
+    throw new KeelError(
+      'KEEL_DIMENSION_MISMATCH',
+      `record ${i} (id ${JSON.stringify(record.id)}): vector has ${vector.length} components, the collection's dimension is ${dimension}`,
+    )
+  }
+  const payload: unknown = record.payload
+  const text =
+    payload === undefined || payload === null
+      ? undefined
+      : payloadJson(payload, () => `record ${i} (id ${JSON.stringify(record.id)}): payload`)
+  return { id, vector: vector as Float32Array | readonly number[], text }
+}
+
+/** Refuses a payload text over {@link PAYLOAD_BYTES_MAX} bytes of UTF-8; returns its length. */
+function payloadBytes(text: string, i: number): number {
+  const n = Buffer.byteLength(text, 'utf8')
+  if (n > PAYLOAD_BYTES_MAX) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `record ${i}: payload is ${n} bytes of JSON, the limit is ${PAYLOAD_BYTES_MAX}`)
+  }
+  return n
+}
+
 /**
  * Packs the records of one write into ids, one flat Float32Array (records x dimension) and
- * the payloads, checking the shape of each (finiteness and id limits are checked natively).
+ * the payloads, checking the shape of each.
  */
 function pack(
   records: readonly unknown[],
@@ -612,26 +654,12 @@ function pack(
   const reuse = only instanceof Float32Array && only.length === dimension
   const flat = reuse ? only : new Float32Array(records.length * dimension)
   for (let i = 0; i < records.length; i++) {
-    const record = checkRecord(records[i], i)
-    ids[i] = checkId(record.id, i)
-    const vector: unknown = record.vector
-    if (!(vector instanceof Float32Array) && !Array.isArray(vector)) {
-      throw new KeelError(
-        'KEEL_INVALID_ARGUMENT',
-        `record ${i}: vector must be a Float32Array or a number[], got ${describe(vector)}`,
-      )
-    }
-    if (vector.length !== dimension) {
-      throw new KeelError(
-        'KEEL_DIMENSION_MISMATCH',
-        `record ${i} (id ${JSON.stringify(record.id)}): vector has ${vector.length} components, the collection's dimension is ${dimension}`,
-      )
-    }
-    if (!reuse) flat.set(vector as ArrayLike<number>, i * dimension)
-    const payload: unknown = record.payload
-    if (payload !== undefined && payload !== null) {
+    const { id, vector, text } = checkFull(records[i], i, dimension)
+    ids[i] = id
+    if (!reuse) flat.set(vector, i * dimension)
+    if (text !== undefined) {
       texts ??= new Array<string | undefined>(records.length)
-      texts[i] = payloadJson(payload, `record ${i} (id ${JSON.stringify(record.id)}): payload`)
+      texts[i] = text
     }
   }
   return { ids, flat, payloads: texts === undefined ? undefined : packPayloads(texts) }
@@ -1224,10 +1252,18 @@ export class Collection {
   upsert(records: VectorRecord | readonly VectorRecord[], options?: WriteOptions): Promise<void> {
     try {
       const durability = writeDurability(options)
-      const list: readonly unknown[] = Array.isArray(records) ? records : [records]
-      const { ids, flat, payloads } = pack(list, this.#dimension)
       const ticket = this.#writes.ticket()
-      this.#native.upsert(ticket, ids, flat, durability, payloads?.bytes, payloads?.lengths)
+      if (Array.isArray(records)) {
+        const { ids, flat, payloads } = pack(records, this.#dimension)
+        this.#native.upsert(ticket, ids, flat, durability, payloads?.bytes, payloads?.lengths)
+      } else {
+        // One record, the common call: no id array and no packed payload buffer to build.
+        const { id, vector, text } = checkFull(records, 0, this.#dimension)
+        // A UTF-16 code unit is at most 3 bytes of UTF-8: only long texts need counting.
+        if (text !== undefined && text.length * 3 > PAYLOAD_BYTES_MAX) payloadBytes(text, 0)
+        const flat = vector instanceof Float32Array ? vector : Float32Array.from(vector)
+        this.#native.upsertOne(ticket, id, flat, durability, text)
+      }
       return this.#writes.wait(ticket, false) as Promise<void>
     } catch (err) {
       return Promise.reject(toKeelError(err))

@@ -249,6 +249,30 @@ impl NativeCollection {
         self.submit(ticket, batch, durability)
     }
 
+    /// [`NativeCollection::upsert`] of one record, its payload (if any) as JSON text: the
+    /// common call, without an id array or a packed payload buffer to build and convert.
+    #[napi(catch_unwind)]
+    pub fn upsert_one(
+        &self,
+        ticket: f64,
+        #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
+        vector: Float32ArraySlice,
+        durability: Option<String>,
+        payload: Option<String>,
+    ) -> napi::Result<()> {
+        // Worded as the batch door words it (`to_ids`), so both report the same message.
+        let id =
+            napi_result(to_id(id).map_err(|e| Error::InvalidArgument(format!("record 0: {e}"))))?;
+        let durability = napi_result(to_durability(durability))?;
+        let payloads = payload.as_deref().map(|text| [Some(text.as_bytes())]);
+        let batch = napi_result(self.collection.prepare_upsert_with_payloads(
+            std::slice::from_ref(&id),
+            &vector,
+            payloads.as_ref().map_or(&[][..], |p| &p[..]),
+        ))?;
+        self.submit(ticket, batch, durability)
+    }
+
     /// Replaces (or with `merge`, shallow-merges into) the payload of `id`; `null` removes
     /// it. Resolves to whether `id` exists.
     #[napi(ts_return_type = "Promise<boolean>")]
