@@ -986,6 +986,35 @@ class Writes {
     if (this.#waiting.size === 0) this.#keepAlive(false)
   }
 
+  /**
+   * Wakes `native`'s committer once the current tick's microtasks have queued their writes:
+   * the native write calls queue without waking it, so that writes issued together start as
+   * one group for the price of one wake. Must follow every write that was queued.
+   */
+  wakeLater(native: NativeCollection): void {
+    if (!this.#toWake.includes(native)) this.#toWake.push(native)
+    if (!this.#wakeQueued) {
+      this.#wakeQueued = true
+      queueMicrotask(this.#wakeAll)
+    }
+  }
+
+  #toWake: NativeCollection[] = []
+  #wakeQueued = false
+
+  readonly #wakeAll = (): void => {
+    this.#wakeQueued = false
+    const natives = this.#toWake
+    this.#toWake = []
+    for (const native of natives) {
+      try {
+        native.wakeCommitter()
+      } catch {
+        // It does not fail (a queue lock and a notify); a microtask must not throw.
+      }
+    }
+  }
+
   #keepAlive(alive: boolean): void {
     try {
       this.#native?.deref()?.keepAlive(alive)
@@ -1264,6 +1293,7 @@ export class Collection {
         const flat = vector instanceof Float32Array ? vector : Float32Array.from(vector)
         this.#native.upsertOne(ticket, id, flat, durability, text)
       }
+      this.#writes.wakeLater(this.#native)
       return this.#writes.wait(ticket, false) as Promise<void>
     } catch (err) {
       return Promise.reject(toKeelError(err))
@@ -1326,6 +1356,7 @@ export class Collection {
       const checked = checkIds(list)
       const ticket = this.#writes.ticket()
       this.#native.delete(ticket, checked, durability)
+      this.#writes.wakeLater(this.#native)
       return this.#writes.wait(ticket, true) as Promise<number>
     } catch (err) {
       return Promise.reject(toKeelError(err))

@@ -177,8 +177,9 @@ impl NativeCollection {
         }
     }
 
-    /// Queues `batch`; the committer thread reports its outcome under `ticket` once it is
-    /// as durable as asked. Refuses (nothing queued) when no outcome could reach
+    /// Queues `batch` without waking the committer (JavaScript calls `wakeCommitter` once
+    /// after the writes of a tick, so they start as one group); the committer thread reports
+    /// its outcome under `ticket` once it is as durable as asked. Refuses (nothing queued) when no outcome could reach
     /// JavaScript any more: the database was closed and its settle function released.
     fn submit(
         &self,
@@ -190,7 +191,7 @@ impl NativeCollection {
             return Err(to_napi_error(&Error::Closed("database")));
         }
         let settler = Arc::clone(&self.settler);
-        self.collection.submit(
+        self.collection.submit_quiet(
             batch,
             durability,
             Box::new(move |outcome| settler.settle(ticket, outcome)),
@@ -271,6 +272,14 @@ impl NativeCollection {
             payloads.as_ref().map_or(&[][..], |p| &p[..]),
         ))?;
         self.submit(ticket, batch, durability)
+    }
+
+    /// Starts the committer on the writes queued since the last call. `lib/index.ts` calls
+    /// it from a microtask after each `upsert`/`delete`, so the writes issued in one tick of
+    /// the event loop share one wake (a futex syscall) and start as one group.
+    #[napi(catch_unwind)]
+    pub fn wake_committer(&self) {
+        self.collection.wake_committer();
     }
 
     /// Replaces (or with `merge`, shallow-merges into) the payload of `id`; `null` removes

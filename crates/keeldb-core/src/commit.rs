@@ -106,6 +106,30 @@ impl CommitQueue {
         Ok(())
     }
 
+    /// Queues a request without waking the committer, for a caller that queues several in a
+    /// row and then calls [`CommitQueue::wake`] once: the committer then starts on all of
+    /// them as one group, and the caller pays one futex wake for the lot. A closed queue
+    /// hands the request back. Until `wake` is called the request may wait indefinitely.
+    pub(crate) fn push_quiet(&self, request: Request) -> Result<(), Request> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.closed {
+            return Err(request);
+        }
+        state.pending.push(request);
+        Ok(())
+    }
+
+    /// Wakes the committer if it waits while requests are queued (see
+    /// [`CommitQueue::push_quiet`]).
+    pub(crate) fn wake(&self) {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let wake = state.committer_waiting && !state.pending.is_empty();
+        drop(state);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
     /// Waits for work and takes the next group: every queued request, up to
     /// [`GROUP_BYTES_MAX`] of log bytes (always at least one request). Returns `None` once
     /// the queue is closed and empty.
@@ -227,6 +251,45 @@ mod tests {
         }
         q.close();
         assert!(committer.join().is_ok_and(|groups| groups >= 1));
+    }
+
+    #[test]
+    fn quiet_pushes_wait_for_one_wake_and_then_commit_as_one_group() {
+        use std::sync::Arc;
+        let (tx, rx) = mpsc::channel();
+        let q = Arc::new(CommitQueue::default());
+        let (groups_tx, groups_rx) = mpsc::channel();
+        let committer = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                while let Some(group) = q.next_group() {
+                    let _ = groups_tx.send(group.len());
+                    for r in group {
+                        r.complete(Ok(1));
+                    }
+                }
+            })
+        };
+        // Let the committer block first, so the quiet pushes find it waiting.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for _ in 0..10 {
+            assert!(q.push_quiet(request(Durability::None, &tx)).is_ok());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "a quiet push woke the committer");
+        q.wake();
+        assert_eq!(
+            groups_rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .ok(),
+            Some(10)
+        );
+        assert_eq!(
+            rx.iter().take(10).filter(|r| matches!(r, Ok(1))).count(),
+            10
+        );
+        q.close();
+        assert!(committer.join().is_ok());
     }
 
     #[test]
