@@ -21,6 +21,11 @@ use crate::types::Durability;
 /// Most log bytes one group carries; the rest of the queue waits for the next group.
 pub const GROUP_BYTES_MAX: usize = 64 << 20;
 
+/// Quiet pushes ([`CommitQueue::push_quiet`]) wake a waiting committer anyway once this many
+/// requests wait: a caller that queues a long synchronous run of writes before it calls
+/// [`CommitQueue::wake`] then still has the committer working alongside it.
+pub const QUIET_PENDING_MAX: usize = 256;
+
 /// What a completed request reports: for a delete batch, how many records it removed.
 pub type Completion = Box<dyn FnOnce(Result<u64>) + Send>;
 
@@ -109,13 +114,19 @@ impl CommitQueue {
     /// Queues a request without waking the committer, for a caller that queues several in a
     /// row and then calls [`CommitQueue::wake`] once: the committer then starts on all of
     /// them as one group, and the caller pays one futex wake for the lot. A closed queue
-    /// hands the request back. Until `wake` is called the request may wait indefinitely.
+    /// hands the request back. Until `wake` is called the request may wait indefinitely,
+    /// unless [`QUIET_PENDING_MAX`] requests are waiting.
     pub(crate) fn push_quiet(&self, request: Request) -> Result<(), Request> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.closed {
             return Err(request);
         }
         state.pending.push(request);
+        let wake = state.committer_waiting && state.pending.len() >= QUIET_PENDING_MAX;
+        drop(state);
+        if wake {
+            self.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -256,6 +267,8 @@ mod tests {
     #[test]
     fn quiet_pushes_wait_for_one_wake_and_then_commit_as_one_group() {
         use std::sync::Arc;
+        use std::time::Duration;
+        let ten_seconds = Duration::from_secs(10);
         let (tx, rx) = mpsc::channel();
         let q = Arc::new(CommitQueue::default());
         let (groups_tx, groups_rx) = mpsc::channel();
@@ -271,22 +284,29 @@ mod tests {
             })
         };
         // Let the committer block first, so the quiet pushes find it waiting.
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
         for _ in 0..10 {
             assert!(q.push_quiet(request(Durability::None, &tx)).is_ok());
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
         assert!(rx.try_recv().is_err(), "a quiet push woke the committer");
         q.wake();
+        assert_eq!(groups_rx.recv_timeout(ten_seconds).ok(), Some(10));
+        let answered = (0..10)
+            .filter(|_| matches!(rx.recv_timeout(ten_seconds), Ok(Ok(1))))
+            .count();
+        assert_eq!(answered, 10);
+        // A long quiet run starts the committer by itself once QUIET_PENDING_MAX wait.
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..QUIET_PENDING_MAX {
+            assert!(q.push_quiet(request(Durability::None, &tx)).is_ok());
+        }
+        let answered = (0..QUIET_PENDING_MAX)
+            .filter(|_| matches!(rx.recv_timeout(ten_seconds), Ok(Ok(1))))
+            .count();
         assert_eq!(
-            groups_rx
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .ok(),
-            Some(10)
-        );
-        assert_eq!(
-            rx.iter().take(10).filter(|r| matches!(r, Ok(1))).count(),
-            10
+            answered, QUIET_PENDING_MAX,
+            "a long quiet run was left waiting"
         );
         q.close();
         assert!(committer.join().is_ok());
