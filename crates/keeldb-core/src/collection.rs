@@ -835,7 +835,8 @@ impl Collection {
 
     /// [`Collection::submit`] without waking the committer: the caller queues writes in a
     /// row and then calls [`Collection::wake_committer`] once, so they start as one group
-    /// and share one wake. Until then they wait (closing the collection also wakes it).
+    /// and share one wake. Until then they wait, unless `commit::QUIET_PENDING_MAX` of them
+    /// pile up (closing the collection also wakes the committer).
     pub fn submit_quiet(
         &self,
         batch: Option<PreparedBatch>,
