@@ -118,6 +118,34 @@ test('write options: unknown key or bad durability is KEEL_INVALID_ARGUMENT, not
   await unchanged(t, col, lsn, ['x'])
 })
 
+test('write options: the shapes read without the schema are exactly the valid ones', async (t) => {
+  // Absent, null, {}, { durability: undefined } and each valid durability are accepted;
+  // a class instance, an inherited key or a non-string value go to the schema and fail there.
+  const { col } = await setup(t)
+  for (const options of [undefined, null, {}, { durability: undefined }, { durability: 'fsync' }, { durability: 'flush' }, { durability: 'none' }]) {
+    await t.notThrowsAsync(col.upsert({ id: 'ok', vector: GOOD }, options as never), JSON.stringify(options))
+  }
+  t.is(await col.delete('ok', {}), 1)
+  const lsn = col.stats().lastLsn
+  const invalid = { code: 'KEEL_INVALID_ARGUMENT', instanceOf: KeelError }
+  await t.throwsAsync(col.upsert({ id: 'x', vector: GOOD }, { durability: 1 } as never), invalid)
+  await t.throwsAsync(col.upsert({ id: 'x', vector: GOOD }, 'fsync' as never), invalid)
+  await t.throwsAsync(col.delete('kept', Object.assign(Object.create({ extra: 1 }), { durability: 'fsync' }) as never), invalid)
+  await unchanged(t, col, lsn, ['x'])
+})
+
+test('get options: unknown key or non-boolean is KEEL_INVALID_ARGUMENT, sync and async', async (t) => {
+  const { col } = await setup(t)
+  const invalid = { code: 'KEEL_INVALID_ARGUMENT', instanceOf: KeelError }
+  for (const options of [{ vectors: true }, { payload: 'yes' }, { vector: 1 }, 'vector', null]) {
+    const err = t.throws(() => col.getSync('kept', options as never), invalid, JSON.stringify(options))
+    t.regex(err?.message ?? '', /^invalid get options: /)
+    await t.throwsAsync(col.get('kept', options as never), invalid)
+    await t.throwsAsync(col.getMany(['kept'], options as never), invalid)
+  }
+  t.deepEqual(Object.keys(col.getSync('kept', { vector: true, payload: undefined }) ?? {}), ['id', 'vector', 'payload'])
+})
+
 const BAD_OPEN_OPTIONS: [string, unknown][] = [
   ['unknown key', { durabilty: 'fsync' }],
   ['bad durability', { durability: 'always' }],

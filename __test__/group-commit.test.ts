@@ -1,9 +1,10 @@
 // Writes issued without awaiting each other share fsyncs (group commit), yet each promise settles on its own outcome.
 
 import test from 'ava'
+import { execFileSync } from 'node:child_process'
 
-import { open } from '../lib/index'
-import { tempDir } from './helpers'
+import { KeelError, open } from '../lib/index'
+import { root, tempDir } from './helpers'
 
 test('64 fsync writes in flight share fsyncs and all land', async (t) => {
   const db = await open(tempDir(t))
@@ -64,4 +65,102 @@ test('a payload merge waits for writes issued before it, even unawaited ones', a
   await upsert
   t.deepEqual(col.getSync('a')?.payload, { x: 1, y: 2 })
   await db.close()
+})
+
+test('hundreds of writes in flight with mixed durability and deletes all settle with their own value', async (t) => {
+  const db = await open(tempDir(t), { durability: 'flush' })
+  const a = await db.createCollection('a', { dimension: 2 })
+  const b = await db.createCollection('b', { dimension: 2 })
+  const durabilities = [undefined, 'fsync', 'flush', 'none'] as const
+  const writes: Promise<number | void>[] = []
+  for (let i = 0; i < 400; i++) {
+    const col = i % 2 === 0 ? a : b
+    const durability = durabilities[i % 4]
+    writes.push(col.upsert({ id: i, vector: [i, 1] }, durability === undefined ? undefined : { durability }))
+    // Every 10th record is deleted right after it was written, and a delete of an id that
+    // was never written counts 0: each promise must get its own count, not a neighbour's.
+    if (i % 10 === 0) writes.push(col.delete([i, 100_000 + i], { durability: 'fsync' }))
+  }
+  const values = await Promise.all(writes)
+  const counts = values.filter((v) => v !== undefined)
+  t.is(counts.length, 40)
+  t.true(counts.every((v) => v === 1), `delete counts: ${counts.join(',')}`)
+  t.true(values.filter((v) => v === undefined).length === 400, 'every upsert resolves to undefined')
+  t.is(a.stats().count + b.stats().count, 360)
+  await db.close()
+})
+
+test('a write that fails in the committer rejects alone, with its code, amid writes that land', async (t) => {
+  // Writes to a dropped collection's handle pass validation but find its queue closed: they
+  // fail on the way through the committer path, in the same settle batch as good writes.
+  const db = await open(tempDir(t))
+  const dropped = await db.createCollection('dropped', { dimension: 2 })
+  const live = await db.createCollection('live', { dimension: 2 })
+  await db.dropCollection('dropped')
+  const outcomes = await Promise.allSettled(
+    Array.from({ length: 30 }, (_, i) =>
+      i % 3 === 1 ? dropped.upsert({ id: i, vector: [1, 2] }) : live.upsert({ id: i, vector: [1, 2] }),
+    ),
+  )
+  outcomes.forEach((o, i) => {
+    if (i % 3 === 1) {
+      t.is(o.status, 'rejected', `write ${i}`)
+      t.is(o.status === 'rejected' ? (o.reason as KeelError).code : undefined, 'KEEL_CLOSED')
+      t.true(o.status === 'rejected' && o.reason instanceof KeelError)
+    } else {
+      t.is(o.status, 'fulfilled', `write ${i}`)
+    }
+  })
+  t.is(live.stats().count, 20)
+  await t.throwsAsync(dropped.delete(1), { code: 'KEEL_CLOSED', instanceOf: KeelError })
+  await db.close()
+})
+
+test('writes after close reject with KEEL_CLOSED and nothing is queued', async (t) => {
+  const db = await open(tempDir(t))
+  const col = await db.createCollection('c', { dimension: 2 })
+  await db.close()
+  await t.throwsAsync(col.upsert({ id: 1, vector: [1, 2] }), { code: 'KEEL_CLOSED', instanceOf: KeelError })
+  await t.throwsAsync(col.delete(1), { code: 'KEEL_CLOSED', instanceOf: KeelError })
+  // Bad input is still reported as such on a closed collection.
+  await t.throwsAsync(col.upsert({ id: 1, vector: [1] }), { code: 'KEEL_DIMENSION_MISMATCH' })
+})
+
+/** Runs `source` (CommonJS, `keeldb` = the built package) in a fresh Node; its stdout. */
+function runScript(dir: string, source: string): string {
+  return execFileSync(process.execPath, ['-e', `const keeldb = require('./dist/index.js'); const dir = ${JSON.stringify(dir)};\n${source}`], {
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, NODE_OPTIONS: '' },
+  }).trim()
+}
+
+test('a pending write keeps Node running until it lands; an open or closed database does not', (t) => {
+  const dir = tempDir(t)
+  // Nothing awaits the write: only the pending write itself can keep the process alive.
+  t.is(
+    runScript(
+      dir,
+      `keeldb.open(dir).then(async (db) => {
+        const col = await db.createCollection('c', { dimension: 2 })
+        col.upsert({ id: 1, vector: [1, 2] }, { durability: 'fsync' }).then(() => console.log('landed'))
+      })`,
+    ),
+    'landed',
+  )
+  // An open database with nothing in flight, and a closed one, let the process exit (the
+  // execFileSync timeout fails the test otherwise).
+  t.is(runScript(dir, `keeldb.open(dir).then((db) => { db.collection('c'); console.log('open') })`), 'open')
+  t.is(
+    runScript(
+      dir,
+      `keeldb.open(dir).then(async (db) => {
+        await db.collection('c').upsert({ id: 2, vector: [3, 4] })
+        await db.close()
+        console.log('closed')
+      })`,
+    ),
+    'closed',
+  )
 })

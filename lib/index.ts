@@ -99,6 +99,11 @@ function toKeelError(err: unknown): KeelError {
   return new KeelError('KEEL_INTERNAL', `internal error in keeldb: ${message}`, { cause: err })
 }
 
+/** A queued write's error as the native side reports it (`[KEEL_CODE] message`). */
+function errorFromMessage(message: string | undefined): KeelError {
+  return toKeelError(new Error(message ?? 'a queued write failed without a message'))
+}
+
 /** Runs a synchronous native call, converting its error. */
 function callSync<T>(fn: () => T): T {
   try {
@@ -230,6 +235,29 @@ const collectionOptionsSchema = z.strictObject({
 })
 
 const writeOptionsSchema = z.strictObject({ durability: durabilitySchema.optional() })
+
+/**
+ * The durability of a write's options. The options of nearly every write are absent or a
+ * plain `{ durability }` with a valid value, and running zod on every write cost more than
+ * the rest of a small write's JavaScript; those are read here, anything else goes to the
+ * schema, so every error (and its message) is the schema's.
+ */
+function writeDurability(options: unknown): Durability | undefined {
+  if (options === undefined || options === null) return undefined
+  if (typeof options === 'object' && options !== null && Object.getPrototypeOf(options) === Object.prototype) {
+    let keys = 0
+    for (const key in options) {
+      if (key !== 'durability') {
+        keys = -1
+        break
+      }
+      keys++
+    }
+    const d: unknown = (options as { durability?: unknown }).durability
+    if (keys >= 0 && (d === undefined || d === 'fsync' || d === 'flush' || d === 'none')) return d
+  }
+  return parseOptions('write options', writeOptionsSchema, options).durability
+}
 
 const getOptionsSchema = z.strictObject({ vector: z.boolean().optional(), payload: z.boolean().optional() })
 
@@ -417,51 +445,77 @@ function keyPath(path: string, key: string): string {
 
 /**
  * Checks that `value` would come back deep-equal from JSON (see {@link VectorRecord.payload}),
- * naming the path of the first value that would not, and returns its JSON text.
+ * naming the path of the first value that would not, and returns its JSON text. The path is
+ * kept as a stack of keys and indices and spelled out only for an error: building a string
+ * per key cost more than the check itself on the write path.
  */
-function payloadJson(value: unknown, where: string): string {
-  const ancestors: object[] = []
-  let negativeZero = false
-  const walk = (v: unknown, path: string, depth: number): void => {
+function payloadJson(value: unknown, where: string | (() => string)): string {
+  const check = new PayloadCheck(where)
+  check.walk(value, 0)
+  return check.negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
+}
+
+class PayloadCheck {
+  negativeZero = false
+  /** What the payload is, for a message; a function when that costs work to spell out. */
+  readonly #where: string | (() => string)
+  readonly #ancestors: object[] = []
+  readonly #path: (string | number)[] = []
+
+  constructor(where: string | (() => string)) {
+    this.#where = where
+  }
+
+  walk(v: unknown, depth: number): void {
     switch (typeof v) {
       case 'string':
-        if (!wellFormed(v)) badPayload(path, 'is a string with a lone surrogate, which JSON cannot carry')
+        if (!wellFormed(v)) this.#fail('is a string with a lone surrogate, which JSON cannot carry')
         return
       case 'boolean':
         return
       case 'number':
-        if (!Number.isFinite(v)) badPayload(path, `is ${v}, which JSON cannot carry`)
-        if (Object.is(v, -0)) negativeZero = true
+        if (!Number.isFinite(v)) this.#fail(`is ${v}, which JSON cannot carry`)
+        if (Object.is(v, -0)) this.negativeZero = true
         return
       case 'object':
         break
       default:
-        badPayload(path, `is ${typeof v === 'undefined' ? 'undefined' : `a ${typeof v}`}, which JSON cannot carry`)
+        this.#fail(`is ${typeof v === 'undefined' ? 'undefined' : `a ${typeof v}`}, which JSON cannot carry`)
     }
     if (v === null) return
-    if (depth >= PAYLOAD_DEPTH_MAX) badPayload(path, `nests deeper than ${PAYLOAD_DEPTH_MAX} levels of arrays and objects`)
-    if (ancestors.includes(v)) badPayload(path, 'refers back to a value that contains it (a cycle)')
+    if (depth >= PAYLOAD_DEPTH_MAX) this.#fail(`nests deeper than ${PAYLOAD_DEPTH_MAX} levels of arrays and objects`)
+    const ancestors = this.#ancestors
+    if (ancestors.includes(v)) this.#fail('refers back to a value that contains it (a cycle)')
     ancestors.push(v)
+    const path = this.#path
     if (Array.isArray(v)) {
       for (let i = 0; i < v.length; i++) {
-        if (!(i in v)) badPayload(`${path}[${i}]`, 'is a hole in a sparse array, which JSON gives back as null')
-        walk(v[i], `${path}[${i}]`, depth + 1)
+        path.push(i)
+        if (!(i in v)) this.#fail('is a hole in a sparse array, which JSON gives back as null')
+        this.walk(v[i], depth + 1)
+        path.pop()
       }
     } else {
       const proto: unknown = Object.getPrototypeOf(v)
       if (proto !== Object.prototype && proto !== null) {
-        badPayload(path, `is ${describe(v)}, not a plain object, which JSON does not give back as such`)
+        this.#fail(`is ${describe(v)}, not a plain object, which JSON does not give back as such`)
       }
-      if (Object.getOwnPropertySymbols(v).length > 0) badPayload(path, 'has symbol keys, which JSON drops')
+      if (Object.getOwnPropertySymbols(v).length > 0) this.#fail('has symbol keys, which JSON drops')
       for (const key of Object.keys(v)) {
-        if (!wellFormed(key)) badPayload(path, 'has a key with a lone surrogate')
-        walk((v as Record<string, unknown>)[key], keyPath(path, key), depth + 1)
+        if (!wellFormed(key)) this.#fail('has a key with a lone surrogate')
+        path.push(key)
+        this.walk((v as Record<string, unknown>)[key], depth + 1)
+        path.pop()
       }
     }
     ancestors.pop()
   }
-  walk(value, where, 0)
-  return negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
+
+  #fail(problem: string): never {
+    let at = typeof this.#where === 'string' ? this.#where : this.#where()
+    for (const step of this.#path) at = typeof step === 'number' ? `${at}[${step}]` : keyPath(at, step)
+    return badPayload(at, problem)
+  }
 }
 
 /**
@@ -497,10 +551,7 @@ function packPayloads(texts: readonly (string | undefined)[]): PackedPayloads {
   let total = 0
   texts.forEach((text, i) => {
     if (text === undefined) return
-    const n = Buffer.byteLength(text, 'utf8')
-    if (n > PAYLOAD_BYTES_MAX) {
-      throw new KeelError('KEEL_INVALID_ARGUMENT', `record ${i}: payload is ${n} bytes of JSON, the limit is ${PAYLOAD_BYTES_MAX}`)
-    }
+    const n = payloadBytes(text, i)
     lengths[i] = n
     total += n
   })
@@ -514,20 +565,83 @@ function packPayloads(texts: readonly (string | undefined)[]): PackedPayloads {
 
 /** Get options, validated; reads without options (the hot path) skip the schema. */
 function readOptions(options: GetOptions | undefined): GetOptions {
-  return options === undefined ? {} : parseOptions('get options', getOptionsSchema, options)
+  if (options === undefined) return {}
+  // The common shapes (`{ payload: false }`, `{ vector: true }`, ...) are read here as for
+  // write options (see writeDurability); anything else goes to the schema and its errors.
+  if (typeof options === 'object' && options !== null && Object.getPrototypeOf(options) === Object.prototype) {
+    let plain = true
+    for (const key in options) {
+      const value: unknown = (options as Record<string, unknown>)[key]
+      if ((key !== 'vector' && key !== 'payload') || (value !== undefined && typeof value !== 'boolean')) {
+        plain = false
+        break
+      }
+    }
+    if (plain) return options
+  }
+  return parseOptions('get options', getOptionsSchema, options)
 }
 
 /** Builds what a read returns from what the native layer gave. */
-function toStored(id: Id, record: NativeRecord, o: { vector?: boolean; payload?: boolean }): Record<string, unknown> {
+function toStored(
+  id: Id,
+  vector: Float32Array | null | undefined,
+  payload: string | null | undefined,
+  o: { vector?: boolean; payload?: boolean },
+): Record<string, unknown> {
   const out: Record<string, unknown> = { id }
-  if (o.vector !== false) out.vector = record.vector
-  if (o.payload !== false) out.payload = parsePayload(record.payload)
+  if (o.vector !== false) out.vector = vector ?? undefined
+  if (o.payload !== false) out.payload = parsePayload(payload)
   return out
+}
+
+/** One record of a write, checked: its id, its vector and its payload's JSON text, if any. */
+interface CheckedRecord {
+  id: Id
+  vector: Float32Array | readonly number[]
+  text: string | undefined
+}
+
+/**
+ * Checks the shape of record `i` of a write (finiteness and id limits are checked natively)
+ * and turns its payload into JSON text.
+ */
+function checkFull(value: unknown, i: number, dimension: number): CheckedRecord {
+  const record = checkRecord(value, i)
+  const id = checkId(record.id, i)
+  const vector: unknown = record.vector
+  if (!(vector instanceof Float32Array) && !Array.isArray(vector)) {
+    throw new KeelError(
+      'KEEL_INVALID_ARGUMENT',
+      `record ${i}: vector must be a Float32Array or a number[], got ${describe(vector)}`,
+    )
+  }
+  if (vector.length !== dimension) {
+    throw new KeelError(
+      'KEEL_DIMENSION_MISMATCH',
+      `record ${i} (id ${JSON.stringify(record.id)}): vector has ${vector.length} components, the collection's dimension is ${dimension}`,
+    )
+  }
+  const payload: unknown = record.payload
+  const text =
+    payload === undefined || payload === null
+      ? undefined
+      : payloadJson(payload, () => `record ${i} (id ${JSON.stringify(record.id)}): payload`)
+  return { id, vector: vector as Float32Array | readonly number[], text }
+}
+
+/** Refuses a payload text over {@link PAYLOAD_BYTES_MAX} bytes of UTF-8; returns its length. */
+function payloadBytes(text: string, i: number): number {
+  const n = Buffer.byteLength(text, 'utf8')
+  if (n > PAYLOAD_BYTES_MAX) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `record ${i}: payload is ${n} bytes of JSON, the limit is ${PAYLOAD_BYTES_MAX}`)
+  }
+  return n
 }
 
 /**
  * Packs the records of one write into ids, one flat Float32Array (records x dimension) and
- * the payloads, checking the shape of each (finiteness and id limits are checked natively).
+ * the payloads, checking the shape of each.
  */
 function pack(
   records: readonly unknown[],
@@ -540,26 +654,12 @@ function pack(
   const reuse = only instanceof Float32Array && only.length === dimension
   const flat = reuse ? only : new Float32Array(records.length * dimension)
   for (let i = 0; i < records.length; i++) {
-    const record = checkRecord(records[i], i)
-    ids[i] = checkId(record.id, i)
-    const vector: unknown = record.vector
-    if (!(vector instanceof Float32Array) && !Array.isArray(vector)) {
-      throw new KeelError(
-        'KEEL_INVALID_ARGUMENT',
-        `record ${i}: vector must be a Float32Array or a number[], got ${describe(vector)}`,
-      )
-    }
-    if (vector.length !== dimension) {
-      throw new KeelError(
-        'KEEL_DIMENSION_MISMATCH',
-        `record ${i} (id ${JSON.stringify(record.id)}): vector has ${vector.length} components, the collection's dimension is ${dimension}`,
-      )
-    }
-    if (!reuse) flat.set(vector as ArrayLike<number>, i * dimension)
-    const payload: unknown = record.payload
-    if (payload !== undefined && payload !== null) {
+    const { id, vector, text } = checkFull(records[i], i, dimension)
+    ids[i] = id
+    if (!reuse) flat.set(vector, i * dimension)
+    if (text !== undefined) {
       texts ??= new Array<string | undefined>(records.length)
-      texts[i] = payloadJson(payload, `record ${i} (id ${JSON.stringify(record.id)}): payload`)
+      texts[i] = text
     }
   }
   return { ids, flat, payloads: texts === undefined ? undefined : packPayloads(texts) }
@@ -825,6 +925,107 @@ function unpackHits(hits: NativeHits, dimension: number): SearchHit[][] {
 }
 
 // ---------------------------------------------------------------------------------------
+// Queued writes
+
+interface Waiter {
+  resolve: (value: number | undefined) => void
+  reject: (err: KeelError) => void
+  /** Resolve with the count the write reports (delete), or with `undefined` (upsert). */
+  count: boolean
+}
+
+/**
+ * The promises of one database's queued writes (`upsert`, `delete`), by ticket. The native
+ * side does not make a promise per write (napi's cost a threadsafe function each): it
+ * reports outcomes in batches, usually one per commit group, through {@link Writes.settle}
+ * (src/settle.rs). While a write waits, the database's settle function keeps Node running,
+ * as a pending native promise would.
+ */
+class Writes {
+  #lastTicket = 0
+  readonly #waiting = new Map<number, Waiter>()
+  /**
+   * Weak: the native database holds `settle`, which holds this object, so a strong
+   * reference back would keep the database from ever being garbage-collected.
+   */
+  #native: WeakRef<NativeDb> | undefined
+
+  attach(native: NativeDb): void {
+    this.#native = new WeakRef(native)
+  }
+
+  /** A fresh ticket (exact up to 2^53 writes). */
+  ticket(): number {
+    return ++this.#lastTicket
+  }
+
+  /** The promise of the write queued under `ticket`. */
+  wait(ticket: number, count: boolean): Promise<number | undefined> {
+    const promise = new Promise<number | undefined>((resolve, reject) => {
+      this.#waiting.set(ticket, { resolve, reject, count })
+    })
+    if (this.#waiting.size === 1) this.#keepAlive(true)
+    return promise
+  }
+
+  /** `[ticket, value]` pairs; a NaN value failed, with the next message of `errors`. */
+  readonly settle = (outcomes: Float64Array, errors: string[]): void => {
+    let failed = 0
+    for (let i = 0; i + 1 < outcomes.length; i += 2) {
+      const ticket = outcomes[i] as number
+      const value = outcomes[i + 1] as number
+      const waiter = this.#waiting.get(ticket)
+      this.#waiting.delete(ticket)
+      if (Number.isNaN(value)) {
+        const message = errors[failed++]
+        waiter?.reject(errorFromMessage(message))
+      } else {
+        waiter?.resolve(waiter.count ? value : undefined)
+      }
+    }
+    if (this.#waiting.size === 0) this.#keepAlive(false)
+  }
+
+  /**
+   * Wakes `native`'s committer once the current tick's microtasks have queued their writes:
+   * the native write calls queue without waking it, so that writes issued together start as
+   * one group for the price of one wake. Must follow every write that was queued.
+   */
+  wakeLater(native: NativeCollection): void {
+    if (!this.#toWake.includes(native)) this.#toWake.push(native)
+    if (!this.#wakeQueued) {
+      this.#wakeQueued = true
+      queueMicrotask(this.#wakeAll)
+    }
+  }
+
+  #toWake: NativeCollection[] = []
+  #wakeQueued = false
+
+  readonly #wakeAll = (): void => {
+    this.#wakeQueued = false
+    const natives = this.#toWake
+    this.#toWake = []
+    for (const native of natives) {
+      try {
+        native.wakeCommitter()
+      } catch {
+        // It does not fail (a queue lock and a notify); a microtask must not throw.
+      }
+    }
+  }
+
+  #keepAlive(alive: boolean): void {
+    try {
+      this.#native?.deref()?.keepAlive(alive)
+    } catch {
+      // Only the process's exit time depends on it, and `settle` runs inside a native
+      // callback, where a throw would be an uncaught exception.
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Handles
 
 /**
@@ -921,9 +1122,11 @@ function wrap<C, H>(cls: { prototype: C }, handle: H, ...rest: unknown[]): C {
  */
 export class Db {
   readonly #native: NativeDb
+  readonly #writes: Writes
 
-  private constructor(handle: NativeDb) {
+  private constructor(handle: NativeDb, writes: Writes) {
     this.#native = handle
+    this.#writes = writes
   }
 
   /**
@@ -938,7 +1141,7 @@ export class Db {
     checkString('collection name', name)
     const { dimension, metric } = parseOptions('collection options', collectionOptionsSchema, options)
     const handle = await callAsync(() => this.#native.createCollection(name, dimension, metric ?? 'cosine'))
-    return wrap(Collection, handle, this)
+    return wrap(Collection, handle, this, this.#writes)
   }
 
   /**
@@ -951,7 +1154,7 @@ export class Db {
    */
   collection(name: string): Collection {
     checkString('collection name', name)
-    return wrap(Collection, callSync(() => this.#native.collection(name)), this)
+    return wrap(Collection, callSync(() => this.#native.collection(name)), this, this.#writes)
   }
 
   /**
@@ -989,7 +1192,13 @@ export class Db {
    * ```
    */
   async close(): Promise<void> {
-    await callAsync(() => this.#native.close())
+    try {
+      await callAsync(() => this.#native.close())
+    } finally {
+      // Closing stopped every collection's committer after it drained its queue, so every
+      // write queued before has reported its outcome; later writes throw KEEL_CLOSED.
+      this.#native.releaseSettler()
+    }
   }
 }
 
@@ -1012,11 +1221,13 @@ export class Collection {
    * only the collection would get `KEEL_CLOSED` at a moment chosen by the garbage collector.
    */
   readonly #db: Db
+  readonly #writes: Writes
 
-  private constructor(handle: NativeCollection, db: Db) {
+  private constructor(handle: NativeCollection, db: Db, writes: Writes) {
     this.#native = handle
     this.#dimension = handle.dimension
     this.#db = db
+    this.#writes = writes
   }
 
   /**
@@ -1067,11 +1278,26 @@ export class Collection {
    * await docs.upsert([{ id: 1, vector: [1, 0, 0] }, { id: 2, vector: [0, 1, 0] }], { durability: 'flush' })
    * ```
    */
-  async upsert(records: VectorRecord | readonly VectorRecord[], options?: WriteOptions): Promise<void> {
-    const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
-    const list: readonly unknown[] = Array.isArray(records) ? records : [records]
-    const { ids, flat, payloads } = pack(list, this.#dimension)
-    await callAsync(() => this.#native.upsert(ids, flat, durability, payloads?.bytes, payloads?.lengths))
+  upsert(records: VectorRecord | readonly VectorRecord[], options?: WriteOptions): Promise<void> {
+    try {
+      const durability = writeDurability(options)
+      const ticket = this.#writes.ticket()
+      if (Array.isArray(records)) {
+        const { ids, flat, payloads } = pack(records, this.#dimension)
+        this.#native.upsert(ticket, ids, flat, durability, payloads?.bytes, payloads?.lengths)
+      } else {
+        // One record, the common call: no id array and no packed payload buffer to build.
+        const { id, vector, text } = checkFull(records, 0, this.#dimension)
+        // A UTF-16 code unit is at most 3 bytes of UTF-8: only long texts need counting.
+        if (text !== undefined && text.length * 3 > PAYLOAD_BYTES_MAX) payloadBytes(text, 0)
+        const flat = vector instanceof Float32Array ? vector : Float32Array.from(vector)
+        this.#native.upsertOne(ticket, id, flat, durability, text)
+      }
+      this.#writes.wakeLater(this.#native)
+      return this.#writes.wait(ticket, false) as Promise<void>
+    } catch (err) {
+      return Promise.reject(toKeelError(err))
+    }
   }
 
   /**
@@ -1085,7 +1311,7 @@ export class Collection {
    * ```
    */
   async updatePayload(id: Id, payload: unknown, options?: WriteOptions): Promise<boolean> {
-    const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
+    const durability = writeDurability(options)
     checkId(id)
     const text = payload === null || payload === undefined ? undefined : payloadJson(payload, 'payload')
     return callAsync(() => this.#native.updatePayload(id, text, false, durability))
@@ -1104,7 +1330,7 @@ export class Collection {
    * ```
    */
   async mergePayload(id: Id, patch: Readonly<Record<string, unknown>>, options?: WriteOptions): Promise<boolean> {
-    const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
+    const durability = writeDurability(options)
     checkId(id)
     const proto: unknown = typeof patch === 'object' && patch !== null ? Object.getPrototypeOf(patch) : undefined
     if (Array.isArray(patch) || (proto !== Object.prototype && proto !== null)) {
@@ -1123,11 +1349,18 @@ export class Collection {
    * const removed = await docs.delete(['a', 1])
    * ```
    */
-  async delete(ids: Id | readonly Id[], options?: WriteOptions): Promise<number> {
-    const { durability } = parseOptions('write options', writeOptionsSchema, options ?? {})
-    const list: readonly unknown[] = Array.isArray(ids) ? ids : [ids]
-    const checked = checkIds(list)
-    return callAsync(() => this.#native.delete(checked, durability))
+  delete(ids: Id | readonly Id[], options?: WriteOptions): Promise<number> {
+    try {
+      const durability = writeDurability(options)
+      const list: readonly unknown[] = Array.isArray(ids) ? ids : [ids]
+      const checked = checkIds(list)
+      const ticket = this.#writes.ticket()
+      this.#native.delete(ticket, checked, durability)
+      this.#writes.wakeLater(this.#native)
+      return this.#writes.wait(ticket, true) as Promise<number>
+    } catch (err) {
+      return Promise.reject(toKeelError(err))
+    }
   }
 
   /**
@@ -1145,7 +1378,7 @@ export class Collection {
     const o = readOptions(options)
     checkId(id)
     const record = await callAsync(() => this.#native.get(id, o.vector !== false, o.payload !== false))
-    return record === null || record === undefined ? null : (toStored(id, record, o) as StoredRecord<O>)
+    return record === null || record === undefined ? null : (toStored(id, record.vector, record.payload, o) as StoredRecord<O>)
   }
 
   /**
@@ -1159,8 +1392,8 @@ export class Collection {
   getSync<const O extends GetOptions = {}>(id: Id, options?: O): StoredRecord<O> | null {
     const o = readOptions(options)
     checkId(id)
-    const record = callSync(() => this.#native.getSync(id, o.vector !== false, o.payload !== false))
-    return record === null || record === undefined ? null : (toStored(id, record, o) as StoredRecord<O>)
+    const found = callSync(() => this.#native.getSync(id, o.vector !== false, o.payload !== false))
+    return found === null || found === undefined ? null : (toStored(id, found[0], found[1], o) as StoredRecord<O>)
   }
 
   /**
@@ -1177,7 +1410,7 @@ export class Collection {
     const o = readOptions(options)
     const checked = checkIds(ids)
     const records = await callAsync(() => this.#native.getMany(checked, o.vector !== false, o.payload !== false))
-    return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r, o) as StoredRecord<O>)))
+    return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r.vector, r.payload, o) as StoredRecord<O>)))
   }
 
   /**
@@ -1192,7 +1425,7 @@ export class Collection {
     const o = readOptions(options)
     const checked = checkIds(ids)
     const records = callSync(() => this.#native.getManySync(checked, o.vector !== false, o.payload !== false))
-    return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r, o) as StoredRecord<O>)))
+    return records.map((r, i) => (r === null || r === undefined ? null : (toStored(checked[i] as Id, r.vector, r.payload, o) as StoredRecord<O>)))
   }
 
   /**
@@ -1368,8 +1601,12 @@ export class Collection {
 export async function open(path: string, options?: OpenOptions): Promise<Db> {
   checkString('path', path)
   const { durability, recovery, ...tuning } = parseOptions('open options', openOptionsSchema, options ?? {})
-  const handle = await callAsync(() => native.openDb(path, durability ?? 'fsync', recovery ?? 'salvage', tuning))
-  const db = wrap(Db, handle)
+  const writes = new Writes()
+  const handle = await callAsync(() =>
+    native.openDb(path, durability ?? 'fsync', recovery ?? 'salvage', tuning, writes.settle),
+  )
+  writes.attach(handle)
+  const db = wrap(Db, handle, writes)
   warnAboutSkippedRecords(db)
   return db
 }

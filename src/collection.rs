@@ -3,27 +3,29 @@
 //! their byte lengths), copied on the JS thread so the caller may reuse its buffers as soon
 //! as the call returns. Reads copy out of the mapping and the payload log: JavaScript never
 //! sees mapped memory. Payloads cross as JSON text; `lib/index.ts` stringifies and parses.
+//! Queued writes return nothing: `lib/index.ts` names each by a ticket, and its outcome
+//! comes back through the database's [`Settler`].
 
 use std::sync::Arc;
 
 use keeldb_core::search::filter::Filter;
 use keeldb_core::search::SEARCH_K_MAX;
 use keeldb_core::{Collection, CollectionStats, Error, Id, Record, SearchHit, SearchRequest};
-use napi::bindgen_prelude::JsObjectValue;
 use napi::bindgen_prelude::{
-    AsyncTask, Buffer, Float32Array, Float32ArraySlice, Float64Array, Object, ToNapiValue,
-    Uint32Array,
+    AsyncTask, BufferSlice, Float32Array, Float32ArraySlice, Float64Array, Uint32ArraySlice,
 };
 use napi::{Either, Env};
 use napi_derive::napi;
 
-use crate::convert::{napi_result, to_durability, to_id, to_ids, to_napi_error};
+use crate::convert::{napi_result, to_durability, to_id, to_ids, to_napi_error, JsId};
 use crate::job::Job;
+use crate::settle::Settler;
 
 /// An open collection (native side of `Collection` in `lib/index.ts`).
 #[napi]
 pub struct NativeCollection {
     collection: Arc<Collection>,
+    settler: Arc<Settler>,
 }
 
 /// `Collection.stats()`: counters and sizes. Integers cross as numbers (all stay far below
@@ -70,58 +72,43 @@ pub struct NativeRecord {
     pub payload: Option<String>,
 }
 
-/// The payloads of a batch as they cross: the texts back to back, and each one's byte length
-/// (0: that record has no payload).
-struct PackedPayloads {
-    bytes: Vec<u8>,
-    lengths: Vec<u32>,
-}
-
-impl PackedPayloads {
-    /// Copies the buffers (the caller may reuse them once the call returns) and checks that
-    /// they describe one payload per record.
-    fn new(
-        bytes: Option<Buffer>,
-        lengths: Option<Uint32Array>,
-        records: usize,
-    ) -> keeldb_core::Result<PackedPayloads> {
-        let (bytes, lengths) = match (bytes, lengths) {
-            (None, None) => {
-                return Ok(PackedPayloads {
-                    bytes: Vec::new(),
-                    lengths: Vec::new(),
-                })
-            }
-            (Some(bytes), Some(lengths)) => (bytes.to_vec(), lengths.to_vec()),
-            _ => {
-                return Err(Error::InvalidArgument(
-                    "payload bytes and lengths go together".into(),
-                ))
-            }
-        };
-        let total: u64 = lengths.iter().map(|&n| u64::from(n)).sum();
-        if lengths.len() != records || total != bytes.len() as u64 {
-            return Err(Error::InvalidArgument(format!(
-                "{} payload lengths summing to {total} for {records} records and {} bytes",
-                lengths.len(),
-                bytes.len()
-            )));
+/// The payloads of a batch as they cross, split into one entry per record (none at all when
+/// the batch has no payloads): `bytes` holds the texts back to back, `lengths` each one's
+/// byte length (0: that record has no payload). The slices borrow JavaScript's buffers,
+/// which stay put for the call; the batch is encoded before it returns, so the caller may
+/// reuse them at once.
+fn split_payloads<'a>(
+    bytes: Option<&'a [u8]>,
+    lengths: Option<&[u32]>,
+    records: usize,
+) -> keeldb_core::Result<Vec<Option<&'a [u8]>>> {
+    let (bytes, lengths) = match (bytes, lengths) {
+        (None, None) => return Ok(Vec::new()),
+        (Some(bytes), Some(lengths)) => (bytes, lengths),
+        _ => {
+            return Err(Error::InvalidArgument(
+                "payload bytes and lengths go together".into(),
+            ))
         }
-        Ok(PackedPayloads { bytes, lengths })
+    };
+    let total: u64 = lengths.iter().map(|&n| u64::from(n)).sum();
+    if lengths.len() != records || total != bytes.len() as u64 {
+        return Err(Error::InvalidArgument(format!(
+            "{} payload lengths summing to {total} for {records} records and {} bytes",
+            lengths.len(),
+            bytes.len()
+        )));
     }
-
-    /// One entry per record (none at all when the batch has no payloads).
-    fn split(&self) -> Vec<Option<&[u8]>> {
-        let mut at = 0;
-        self.lengths
-            .iter()
-            .map(|&n| {
-                let text = &self.bytes[at..at + n as usize];
-                at += n as usize;
-                (n > 0).then_some(text)
-            })
-            .collect()
-    }
+    let mut at = 0;
+    Ok(lengths
+        .iter()
+        .map(|&n| {
+            // The lengths sum to bytes.len(), checked above, so every range is in bounds.
+            let text = &bytes[at..at + n as usize];
+            at += n as usize;
+            (n > 0).then_some(text)
+        })
+        .collect())
 }
 
 /// The hits of one search call, flat: query `q` has `counts[q]` hits, which follow those
@@ -183,8 +170,33 @@ impl SearchArgs {
 }
 
 impl NativeCollection {
-    pub(crate) fn new(collection: Arc<Collection>) -> Self {
-        NativeCollection { collection }
+    pub(crate) fn new(collection: Arc<Collection>, settler: Arc<Settler>) -> Self {
+        NativeCollection {
+            collection,
+            settler,
+        }
+    }
+
+    /// Queues `batch` without waking the committer (JavaScript calls `wakeCommitter` once
+    /// after the writes of a tick, so they start as one group); the committer thread reports
+    /// its outcome under `ticket` once it is as durable as asked. Refuses (nothing queued) when no outcome could reach
+    /// JavaScript any more: the database was closed and its settle function released.
+    fn submit(
+        &self,
+        ticket: f64,
+        batch: Option<keeldb_core::PreparedBatch>,
+        durability: Option<keeldb_core::Durability>,
+    ) -> napi::Result<()> {
+        if !self.settler.is_attached() {
+            return Err(to_napi_error(&Error::Closed("database")));
+        }
+        let settler = Arc::clone(&self.settler);
+        self.collection.submit_quiet(
+            batch,
+            durability,
+            Box::new(move |outcome| settler.settle(ticket, outcome)),
+        );
+        Ok(())
     }
 }
 
@@ -209,33 +221,65 @@ impl NativeCollection {
     }
 
     /// Stores `vectors` (`ids.length * dimension` floats) under `ids` as one atomic batch,
-    /// with payloads when `payloadBytes` and `payloadLengths` are given.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn upsert<'env>(
+    /// with payloads when `payloadBytes` and `payloadLengths` are given. Throws for a bad
+    /// batch; otherwise the outcome is settled later under `ticket`.
+    #[napi(catch_unwind)]
+    pub fn upsert(
         &self,
-        env: &'env Env,
-        ids: Vec<Either<String, f64>>,
+        ticket: f64,
+        #[napi(ts_arg_type = "Array<string | number>")] ids: Vec<JsId<'_>>,
         vectors: Float32ArraySlice,
         durability: Option<String>,
-        payload_bytes: Option<Buffer>,
-        payload_lengths: Option<Uint32Array>,
-    ) -> napi::Result<Object<'env>> {
+        payload_bytes: Option<BufferSlice>,
+        payload_lengths: Option<Uint32ArraySlice>,
+    ) -> napi::Result<()> {
         let ids = napi_result(to_ids(ids))?;
         let durability = napi_result(to_durability(durability))?;
-        let payloads = napi_result(PackedPayloads::new(
-            payload_bytes,
-            payload_lengths,
+        let payloads = napi_result(split_payloads(
+            payload_bytes.as_deref(),
+            payload_lengths.as_deref(),
             ids.len(),
         ))?;
         // Validated and encoded here, on the calling thread (a bad batch throws before
         // anything is queued); the committer shares log writes and syncs between writes
-        // issued together and settles the promise once this one is durable.
+        // issued together and reports this one once it is durable.
+        let batch = napi_result(
+            self.collection
+                .prepare_upsert_with_payloads(&ids, &vectors, &payloads),
+        )?;
+        self.submit(ticket, batch, durability)
+    }
+
+    /// [`NativeCollection::upsert`] of one record, its payload (if any) as JSON text: the
+    /// common call, without an id array or a packed payload buffer to build and convert.
+    #[napi(catch_unwind)]
+    pub fn upsert_one(
+        &self,
+        ticket: f64,
+        #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
+        vector: Float32ArraySlice,
+        durability: Option<String>,
+        payload: Option<String>,
+    ) -> napi::Result<()> {
+        // Worded as the batch door words it (`to_ids`), so both report the same message.
+        let id =
+            napi_result(to_id(id).map_err(|e| Error::InvalidArgument(format!("record 0: {e}"))))?;
+        let durability = napi_result(to_durability(durability))?;
+        let payloads = payload.as_deref().map(|text| [Some(text.as_bytes())]);
         let batch = napi_result(self.collection.prepare_upsert_with_payloads(
-            &ids,
-            &vectors,
-            &payloads.split(),
+            std::slice::from_ref(&id),
+            &vector,
+            payloads.as_ref().map_or(&[][..], |p| &p[..]),
         ))?;
-        submit(env, &self.collection, batch, durability, |_| ())
+        self.submit(ticket, batch, durability)
+    }
+
+    /// Starts the committer on the writes queued since the last call. `lib/index.ts` calls
+    /// it from a microtask after each `upsert`/`delete`, so the writes issued in one tick of
+    /// the event loop share one wake (a futex syscall) and start as one group.
+    #[napi(catch_unwind)]
+    pub fn wake_committer(&self) {
+        self.collection.wake_committer();
     }
 
     /// Replaces (or with `merge`, shallow-merges into) the payload of `id`; `null` removes
@@ -243,7 +287,7 @@ impl NativeCollection {
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn update_payload(
         &self,
-        id: Either<String, f64>,
+        #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
         payload: Option<String>,
         merge: bool,
         durability: Option<String>,
@@ -268,27 +312,26 @@ impl NativeCollection {
         Job::spawn(move || collection.compact())
     }
 
-    /// Removes `ids` as one atomic batch; resolves to how many existed.
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn delete<'env>(
+    /// Removes `ids` as one atomic batch; its outcome, settled under `ticket`, is how many
+    /// existed.
+    #[napi(catch_unwind)]
+    pub fn delete(
         &self,
-        env: &'env Env,
-        ids: Vec<Either<String, f64>>,
+        ticket: f64,
+        #[napi(ts_arg_type = "Array<string | number>")] ids: Vec<JsId<'_>>,
         durability: Option<String>,
-    ) -> napi::Result<Object<'env>> {
+    ) -> napi::Result<()> {
         let ids = napi_result(to_ids(ids))?;
         let durability = napi_result(to_durability(durability))?;
         let batch = napi_result(self.collection.prepare_delete(&ids))?;
-        submit(env, &self.collection, batch, durability, |removed| {
-            removed as f64
-        })
+        self.submit(ticket, batch, durability)
     }
 
     /// The record under `id` with the parts asked for, or `null`.
     #[napi(ts_return_type = "Promise<NativeRecord | null>")]
     pub fn get(
         &self,
-        id: Either<String, f64>,
+        #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
         vector: bool,
         payload: bool,
     ) -> napi::Result<AsyncTask<Job<Option<NativeRecord>>>> {
@@ -297,38 +340,41 @@ impl NativeCollection {
         Ok(Job::spawn(move || read(&collection, &id, vector, payload)))
     }
 
-    /// `get` on the JS thread. The vector is copied into an ArrayBuffer that V8 allocates
-    /// and owns: handing V8 the `Vec` as an external buffer instead (as the pool's `get`
-    /// must, having no `Env`) costs a finalizer and a global handle per call and keeps freed
-    /// vectors alive until V8 sweeps them, which made this call about twice as slow
-    /// (bench/ingest/profile.sh).
-    #[napi(catch_unwind, ts_return_type = "NativeRecord | null")]
+    /// `get` on the JS thread, as `[vector, payload]` (each `null` when not asked for or,
+    /// for the payload, absent): a two-element array is cheaper to fill than an object,
+    /// whose every named property napi looks up in V8's string table on each call. The
+    /// vector is copied into an ArrayBuffer that V8 allocates and owns: handing V8 the `Vec`
+    /// as an external buffer instead (as the pool's `get` must, having no `Env`) costs a
+    /// finalizer and a global handle per call and keeps freed vectors alive until V8 sweeps
+    /// them, which made this call about twice as slow (bench/ingest/profile.sh).
+    #[napi(
+        catch_unwind,
+        ts_return_type = "[Float32Array | null, string | null] | null"
+    )]
     pub fn get_sync<'env>(
         &self,
         env: &'env Env,
-        id: Either<String, f64>,
+        #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
         vector: bool,
         payload: bool,
-    ) -> napi::Result<Option<Object<'env>>> {
+    ) -> napi::Result<Option<(Option<Float32ArraySlice<'env>>, Option<String>)>> {
         let id = napi_result(to_id(id))?;
         let Some(record) = napi_result(self.collection.get_record(&id, vector, payload))? else {
             return Ok(None);
         };
-        let mut object = Object::new(env)?;
-        if let Some(v) = record.vector {
-            object.set_named_property("vector", Float32ArraySlice::copy_from(env, v)?)?;
-        }
-        if let Some(text) = napi_result(record.payload.map(payload_text).transpose())? {
-            object.set_named_property("payload", text)?;
-        }
-        Ok(Some(object))
+        let vector = match record.vector {
+            Some(v) => Some(Float32ArraySlice::copy_from(env, v)?),
+            None => None,
+        };
+        let payload = napi_result(record.payload.map(payload_text).transpose())?;
+        Ok(Some((vector, payload)))
     }
 
     /// The records under `ids`, in order (`null` for a missing one), read at one moment.
     #[napi(ts_return_type = "Promise<Array<NativeRecord | null>>")]
     pub fn get_many(
         &self,
-        ids: Vec<Either<String, f64>>,
+        #[napi(ts_arg_type = "Array<string | number>")] ids: Vec<JsId<'_>>,
         vector: bool,
         payload: bool,
     ) -> napi::Result<AsyncTask<Job<Vec<Option<NativeRecord>>>>> {
@@ -343,7 +389,7 @@ impl NativeCollection {
     #[napi(catch_unwind)]
     pub fn get_many_sync(
         &self,
-        ids: Vec<Either<String, f64>>,
+        #[napi(ts_arg_type = "Array<string | number>")] ids: Vec<JsId<'_>>,
         vector: bool,
         payload: bool,
     ) -> napi::Result<Vec<Option<NativeRecord>>> {
@@ -435,31 +481,6 @@ impl NativeCollection {
 }
 
 /// The one read path behind `get` and `getSync`.
-/// Queues `batch` and returns a promise that the committer thread settles (through a
-/// threadsafe function) once the batch is durable; `map` turns the core's outcome into the
-/// resolved value.
-fn submit<'env, T>(
-    env: &'env Env,
-    collection: &Collection,
-    batch: Option<keeldb_core::PreparedBatch>,
-    durability: Option<keeldb_core::Durability>,
-    map: fn(u64) -> T,
-) -> napi::Result<Object<'env>>
-where
-    T: ToNapiValue + Send + 'static,
-{
-    let (deferred, promise) = env.create_deferred::<T, _>()?;
-    collection.submit(
-        batch,
-        durability,
-        Box::new(move |result| match result {
-            Ok(value) => deferred.resolve(move |_| Ok(map(value))),
-            Err(e) => deferred.reject(to_napi_error(&e)),
-        }),
-    );
-    Ok(promise)
-}
-
 fn read(
     collection: &Collection,
     id: &Id,

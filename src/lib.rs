@@ -9,7 +9,9 @@
 //! - no panic crosses into Node: async work runs under `catch_unwind` in `Job::compute`,
 //!   sync methods are `#[napi(catch_unwind)]`;
 //! - every core error crosses as a JavaScript `Error` whose message is `[KEEL_CODE] message`
-//!   ([`convert::to_napi_error`]); `lib/index.ts` turns it into a `KeelError`.
+//!   ([`convert::to_napi_error`]); `lib/index.ts` turns it into a `KeelError`;
+//! - queued writes (`upsert`, `delete`) settle through their database's one threadsafe
+//!   function ([`settle::Settler`]), never through a napi promise of their own.
 //!
 //! The generated `index.js` / `index.d.ts` expose these classes as-is; the public API is the
 //! hand-written `lib/index.ts`, which validates options before they reach this crate.
@@ -21,6 +23,7 @@ mod collection;
 mod convert;
 mod db;
 mod job;
+mod settle;
 
 use napi_derive::napi;
 

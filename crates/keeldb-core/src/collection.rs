@@ -847,6 +847,33 @@ impl Collection {
         self.enqueue(Request::new(batch, durability, done));
     }
 
+    /// [`Collection::submit`] without waking the committer: the caller queues writes in a
+    /// row and then calls [`Collection::wake_committer`] once, so they start as one group
+    /// and share one wake. Until then they wait, unless `commit::QUIET_PENDING_MAX` of them
+    /// pile up (closing the collection also wakes the committer).
+    pub fn submit_quiet(
+        &self,
+        batch: Option<PreparedBatch>,
+        durability: Option<Durability>,
+        done: Completion,
+    ) {
+        let Some(batch) = batch else {
+            return self.submit(None, durability, done);
+        };
+        let durability = durability.unwrap_or(self.options.durability);
+        if let Err(request) = self
+            .queue
+            .push_quiet(Request::new(Some(batch), durability, done))
+        {
+            request.complete(Err(Error::Closed("collection")));
+        }
+    }
+
+    /// Starts the committer on writes queued by [`Collection::submit_quiet`].
+    pub fn wake_committer(&self) {
+        self.queue.wake();
+    }
+
     fn enqueue(&self, request: Request) {
         if let Err(request) = self.queue.push(request) {
             request.complete(Err(Error::Closed("collection")));

@@ -21,6 +21,11 @@ use crate::types::Durability;
 /// Most log bytes one group carries; the rest of the queue waits for the next group.
 pub const GROUP_BYTES_MAX: usize = 64 << 20;
 
+/// Quiet pushes ([`CommitQueue::push_quiet`]) wake a waiting committer anyway once this many
+/// requests wait: a caller that queues a long synchronous run of writes before it calls
+/// [`CommitQueue::wake`] then still has the committer working alongside it.
+pub const QUIET_PENDING_MAX: usize = 256;
+
 /// What a completed request reports: for a delete batch, how many records it removed.
 pub type Completion = Box<dyn FnOnce(Result<u64>) + Send>;
 
@@ -79,6 +84,10 @@ struct QueueState {
     closed: bool,
     /// While set, the committer leaves queued requests alone (see [`CommitQueue::hold`]).
     held: bool,
+    /// The committer is blocked on the condvar. While it is busy with a group it looks at
+    /// `pending` again before it waits, so a push needs to wake it only when this is set:
+    /// a burst of writers then pays one futex wake per group instead of one per write.
+    committer_waiting: bool,
 }
 
 /// The queue between writers and the committer thread.
@@ -96,9 +105,42 @@ impl CommitQueue {
             return Err(request);
         }
         state.pending.push(request);
+        let wake = state.committer_waiting;
         drop(state);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         Ok(())
+    }
+
+    /// Queues a request without waking the committer, for a caller that queues several in a
+    /// row and then calls [`CommitQueue::wake`] once: the committer then starts on all of
+    /// them as one group, and the caller pays one futex wake for the lot. A closed queue
+    /// hands the request back. Until `wake` is called the request may wait indefinitely,
+    /// unless [`QUIET_PENDING_MAX`] requests are waiting.
+    pub(crate) fn push_quiet(&self, request: Request) -> Result<(), Request> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.closed {
+            return Err(request);
+        }
+        state.pending.push(request);
+        let wake = state.committer_waiting && state.pending.len() >= QUIET_PENDING_MAX;
+        drop(state);
+        if wake {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Wakes the committer if it waits while requests are queued (see
+    /// [`CommitQueue::push_quiet`]).
+    pub(crate) fn wake(&self) {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let wake = state.committer_waiting && !state.pending.is_empty();
+        drop(state);
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     /// Waits for work and takes the next group: every queued request, up to
@@ -107,10 +149,12 @@ impl CommitQueue {
     pub(crate) fn next_group(&self) -> Option<Vec<Request>> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         while (state.pending.is_empty() || state.held) && !state.closed {
+            state.committer_waiting = true;
             state = self
                 .wake
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.committer_waiting = false;
         }
         if state.pending.is_empty() {
             return None;
@@ -209,6 +253,101 @@ mod tests {
             rx.recv().ok().map(|r| r.err().map(|e| e.code())),
             Some(Some("KEEL_CLOSED"))
         );
+    }
+
+    #[test]
+    fn a_push_wakes_a_waiting_committer_and_one_that_is_busy_finds_the_work_anyway() {
+        use std::sync::Arc;
+        let (tx, rx) = mpsc::channel();
+        let q = Arc::new(CommitQueue::default());
+        let committer = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                let mut groups = 0;
+                while let Some(group) = q.next_group() {
+                    groups += 1;
+                    for r in group {
+                        r.complete(Ok(1));
+                    }
+                }
+                groups
+            })
+        };
+        // Pushes land while the committer waits, while it commits, and between the two;
+        // none may be left unanswered.
+        for i in 0..2000 {
+            assert!(q.push(request(Durability::None, &tx)).is_ok());
+            if i % 100 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        for _ in 0..2000 {
+            let outcome = rx.recv_timeout(std::time::Duration::from_secs(10));
+            assert!(matches!(outcome, Ok(Ok(1))), "a request went unanswered");
+        }
+        q.close();
+        assert!(committer.join().is_ok_and(|groups| groups >= 1));
+    }
+
+    /// How many of `count` successful outcomes arrive before `limit` runs out.
+    fn answered_within(
+        rx: &mpsc::Receiver<Result<u64>>,
+        count: usize,
+        limit: std::time::Duration,
+    ) -> usize {
+        let deadline = std::time::Instant::now() + limit;
+        let mut answered = 0;
+        while answered < count {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Ok(1)) => answered += 1,
+                _ => break,
+            }
+        }
+        answered
+    }
+
+    #[test]
+    fn quiet_pushes_wait_for_one_wake_and_then_commit_as_one_group() {
+        use std::sync::Arc;
+        use std::time::Duration;
+        let ten_seconds = Duration::from_secs(10);
+        let (tx, rx) = mpsc::channel();
+        let q = Arc::new(CommitQueue::default());
+        let (groups_tx, groups_rx) = mpsc::channel();
+        let committer = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || {
+                while let Some(group) = q.next_group() {
+                    let _ = groups_tx.send(group.len());
+                    for r in group {
+                        r.complete(Ok(1));
+                    }
+                }
+            })
+        };
+        // Let the committer block first, so the quiet pushes find it waiting.
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..10 {
+            assert!(q.push_quiet(request(Durability::None, &tx)).is_ok());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "a quiet push woke the committer");
+        q.wake();
+        assert_eq!(groups_rx.recv_timeout(ten_seconds).ok(), Some(10));
+        assert_eq!(answered_within(&rx, 10, ten_seconds), 10);
+        // A long quiet run starts the committer by itself once QUIET_PENDING_MAX wait.
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..QUIET_PENDING_MAX {
+            assert!(q.push_quiet(request(Durability::None, &tx)).is_ok());
+        }
+        assert_eq!(
+            answered_within(&rx, QUIET_PENDING_MAX, ten_seconds),
+            QUIET_PENDING_MAX,
+            "a long quiet run was left waiting"
+        );
+        q.close();
+        assert!(committer.join().is_ok());
     }
 
     #[test]
