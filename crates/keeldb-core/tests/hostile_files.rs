@@ -3,6 +3,16 @@
 
 mod common;
 
+/// Tests of this binary run one at a time. Some spawn child processes, and a child holds
+/// copies of the parent's file descriptors between its fork and its exec: a test that closes
+/// a database and reopens it in that instant would find the lock still held (flock belongs
+/// to the open file description, which the child's copy keeps alive) and fail with
+/// `KEEL_LOCKED`.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -60,6 +70,7 @@ fn set_version(path: &Path, version: u32, fix_crc_at: Option<usize>) {
 
 #[test]
 fn a_newer_config_format_version_is_unsupported() {
+    let _serial = serial();
     // formatVersion 3 is refused as newer, even with fields or values this build cannot parse.
     for config in [
         r#"{"formatVersion":3,"dimension":4,"metric":"euclidean"}"#,
@@ -76,6 +87,7 @@ fn a_newer_config_format_version_is_unsupported() {
 
 #[test]
 fn garbage_empty_or_inconsistent_configs_are_corrupt() {
+    let _serial = serial();
     // A config that is not valid version-1 JSON for these data files is corrupt.
     for config in [
         "",
@@ -106,6 +118,7 @@ fn garbage_empty_or_inconsistent_configs_are_corrupt() {
 
 #[test]
 fn newer_binary_headers_are_unsupported() {
+    let _serial = serial();
     // A newer log, index or vector file is refused as newer, whatever its header CRC says.
     type PathOf = fn(&Path) -> std::path::PathBuf;
     let files: [(PathOf, Option<usize>); 3] = [
@@ -135,6 +148,7 @@ fn newer_binary_headers_are_unsupported() {
 
 #[test]
 fn empty_data_files_are_corrupt() {
+    let _serial = serial();
     // A zero-length log, index or vector file is not something keeldb ever leaves behind.
     for path_of in [wal_path, index_path, vectors_path] {
         let dir = closed_fixture();
@@ -146,6 +160,7 @@ fn empty_data_files_are_corrupt() {
 
 #[test]
 fn a_truncated_vector_file_is_corrupt() {
+    let _serial = serial();
     // A vector file shorter than its header, or than the slots the index uses, is refused.
     let dir = closed_fixture();
     let path = vectors_path(dir.path());
@@ -163,6 +178,7 @@ fn a_truncated_vector_file_is_corrupt() {
 
 #[test]
 fn a_truncated_or_bit_flipped_index_is_corrupt() {
+    let _serial = serial();
     // The index is written atomically, so any damage to it is refused (under every policy).
     let dir = closed_fixture();
     let path = index_path(dir.path());
@@ -187,6 +203,7 @@ fn a_truncated_or_bit_flipped_index_is_corrupt() {
 
 #[test]
 fn a_forged_index_is_checked_against_the_vector_file_and_the_lsn_limit() {
+    let _serial = serial();
     // An index whose CRC holds but whose contents the other files contradict is refused.
     let dir = closed_fixture();
     let path = index_path(dir.path());
@@ -239,6 +256,7 @@ fn a_forged_index_is_checked_against_the_vector_file_and_the_lsn_limit() {
 
 #[test]
 fn a_damaged_log_header_or_a_log_of_another_dimension_is_corrupt() {
+    let _serial = serial();
     // A damaged log header, or a log of another dimension, is corrupt and named.
     let dir = closed_fixture();
     let path = wal_path(dir.path());
@@ -263,6 +281,7 @@ fn a_damaged_log_header_or_a_log_of_another_dimension_is_corrupt() {
 
 #[test]
 fn symlinks_are_refused_not_followed() {
+    let _serial = serial();
     // A collection directory or data file that is a symlink is refused, even to a good target.
     let dir = closed_fixture();
     let elsewhere = tempfile::tempdir().expect("tempdir");
@@ -292,6 +311,7 @@ fn symlinks_are_refused_not_followed() {
 
 #[test]
 fn a_leftover_that_is_a_symlink_is_unlinked_without_touching_its_target() {
+    let _serial = serial();
     // Clearing `.dropping-*` at open removes a symlink itself, never what it points to.
     let dir = tempfile::tempdir().expect("tempdir");
     let outside = tempfile::tempdir().expect("tempdir");
@@ -306,6 +326,7 @@ fn a_leftover_that_is_a_symlink_is_unlinked_without_touching_its_target() {
 
 #[test]
 fn a_regular_file_with_a_collection_name_is_refused() {
+    let _serial = serial();
     // Every entry named like a collection must be a collection directory.
     let dir = tempfile::tempdir().expect("tempdir");
     write(&dir.path().join("README"), b"not a collection");
@@ -325,6 +346,7 @@ fn a_regular_file_with_a_collection_name_is_refused() {
 
 #[test]
 fn a_collection_missing_a_file_is_an_error_naming_it() {
+    let _serial = serial();
     // A collection directory without one of its four files does not open.
     type PathOf = fn(&Path) -> std::path::PathBuf;
     let files: [PathOf; 4] = [config_path, index_path, vectors_path, wal_path];
@@ -340,6 +362,7 @@ fn a_collection_missing_a_file_is_an_error_naming_it() {
 
 #[test]
 fn a_forged_sequence_number_at_the_limit_refuses_writes_and_loses_none() {
+    let _serial = serial();
     // A record claiming the last sequence number (only a forged file can: 2^62 writes) opens,
     // but the next write is refused, not logged where the next replay would refuse it
     // (found by the wal_replay fuzz target; fuzz/regressions/wal_replay/lsn-at-limit-*).
@@ -367,11 +390,13 @@ fn a_forged_sequence_number_at_the_limit_refuses_writes_and_loses_none() {
 #[test]
 #[ignore = "runs only as the child process of another test (tests/common/child.rs)"]
 fn child_process() {
+    let _serial = serial();
     common::child::main();
 }
 
 #[test]
 fn declared_lengths_of_4_gib_give_typed_errors_in_bounded_memory() {
+    let _serial = serial();
     // Every length or count field set to 4 GiB (checksums recomputed), and files of 4 GiB,
     // opened in a child limited to 1 GiB of address space: a typed error, fast, small.
     let mut failures = Vec::new();
@@ -386,6 +411,7 @@ fn declared_lengths_of_4_gib_give_typed_errors_in_bounded_memory() {
 
 #[test]
 fn a_directory_held_by_another_process_is_locked_until_it_lets_go() {
+    let _serial = serial();
     // Another process holding the directory gets KEEL_LOCKED here; once it closes, or is
     // killed, the directory opens with everything in it.
     let dir = closed_fixture();
