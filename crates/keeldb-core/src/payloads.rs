@@ -58,6 +58,9 @@ pub struct PayloadStore {
     index: IdMap<PayloadLoc>,
     /// Sum of the frame lengths the index points at.
     live_bytes: u64,
+    /// Between [`PayloadStore::begin_replay`] and [`PayloadStore::end_replay`]: frames are
+    /// buffered, not written one log record at a time.
+    replaying: bool,
 }
 
 /// A change staged by [`PayloadStore::stage`]: `id`'s payload is now at `loc`, or gone.
@@ -152,6 +155,7 @@ impl PayloadStore {
                 log,
                 index,
                 live_bytes,
+                replaying: false,
             },
             report,
         ))
@@ -219,8 +223,23 @@ impl PayloadStore {
             }
             touched.insert(id, (exists_after, payload.is_some()));
         }
-        self.log.append(&frames)?;
+        match self.replaying {
+            true => self.log.append_buffered(&frames)?,
+            false => self.log.append(&frames)?,
+        }
         Ok(changes)
+    }
+
+    /// Log replay starts: frames are buffered until [`PayloadStore::end_replay`], which
+    /// must come before anything reads or syncs the log.
+    pub fn begin_replay(&mut self) {
+        self.replaying = true;
+    }
+
+    /// Log replay is over: writes out the buffered frames.
+    pub fn end_replay(&mut self) -> Result<()> {
+        self.replaying = false;
+        self.log.write_buffered()
     }
 
     /// Applies staged changes to the index.

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use memmap2::MmapMut;
+use memmap2::{Mmap, MmapMut};
 
 /// How a file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,15 @@ pub trait VfsFile: Debug + Send + Sync {
     fn sync_all(&self) -> io::Result<()>;
     /// Maps the whole file for reading and writing.
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>>;
+    /// Maps the whole file for reading only: opening reads its logs and indexes in place
+    /// instead of copying each into fresh memory. The file must not shrink while mapped.
+    fn map_read(&self) -> io::Result<Box<dyn VfsView>>;
+}
+
+/// A read-only mapping of a whole file.
+pub trait VfsView: Debug + Send + Sync {
+    /// The mapped bytes.
+    fn bytes(&self) -> &[u8];
 }
 
 /// A writable shared mapping of a whole file. Writes go through [`VfsMap::write`] so that a
@@ -261,6 +270,10 @@ impl VfsFile for RealFile {
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>> {
         Ok(Box::new(RealMap(map_file(&self.0)?)))
     }
+
+    fn map_read(&self) -> io::Result<Box<dyn VfsView>> {
+        Ok(Box::new(RealView(map_file_read(&self.0)?)))
+    }
 }
 
 #[expect(
@@ -281,6 +294,24 @@ fn map_file(file: &File) -> io::Result<MmapMut> {
     // remap (slices borrow the `VectorFile`). Another program ignoring the lock is outside
     // this contract (docs/ARCHITECTURE.md).
     unsafe { MmapMut::map_mut(file) }
+}
+
+#[expect(unsafe_code, reason = "memory-mapping a file is unsafe by nature")]
+fn map_file_read(file: &File) -> io::Result<Mmap> {
+    // SAFETY: as for `map_file`: keeldb holds the directory's lock, and a file mapped for
+    // reading (a log or an index, at open) is neither cut nor rewritten while the mapping
+    // lives (callers drop it first).
+    unsafe { Mmap::map(file) }
+}
+
+/// A read-only mapping of an operating-system file.
+#[derive(Debug)]
+struct RealView(Mmap);
+
+impl VfsView for RealView {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// A shared mapping of an operating-system file.
