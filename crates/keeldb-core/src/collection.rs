@@ -409,16 +409,21 @@ impl State {
     fn snapshot(&self, dimension: u32) -> IndexSnapshot {
         let mut free_slots = self.free_slots.clone();
         free_slots.extend_from_slice(&self.pending_free);
+        // In slot order: opening fills the slot -> id map front to back, and marks each slot
+        // seen, without a cache miss per entry.
+        let entries: Vec<(Id, u32)> = self
+            .slot_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, id)| Some((id.clone()?, slot as u32)))
+            .collect();
+        debug_assert_eq!(entries.len(), self.ids.len(), "both directions of the id map agree");
         IndexSnapshot {
             version: INDEX_VERSION,
             dimension,
             checkpoint_lsn: self.last_lsn,
             slot_high_water: self.slot_high_water,
-            entries: self
-                .ids
-                .iter()
-                .map(|(id, slot)| (id.clone(), *slot))
-                .collect(),
+            entries,
             free_slots,
             // The caller synced the payload log just before, under the writer lock.
             payload_generation: self.payloads.generation(),
