@@ -24,12 +24,12 @@ use crate::format::payload_index::{
     self, PayloadLoc, PayloadSnapshot, PAYLOAD_INDEX_MAGIC, PAYLOAD_INDEX_VERSION,
 };
 use crate::format::payload_log::{encode_frame, FrameKind, PAYLOAD_LOG_HEADER_LEN};
-use crate::format::peek_version;
+use crate::format::{peek_version, DecodeError};
 use crate::format::wal::Op;
 use crate::storage::fsio;
 use crate::storage::payload_log::{self, CompactionWriter, PayloadLogFile};
 use crate::storage::vfs::{Vfs, VfsFile};
-use crate::types::{Id, IdMap, RecoveryPolicy};
+use crate::types::{Id, IdMap, IdMapBuilder, RecoveryPolicy};
 
 /// The payload snapshot file, written at each checkpoint.
 pub const PAYLOAD_INDEX_FILE: &str = "payloads.idx";
@@ -121,9 +121,9 @@ impl PayloadStore {
             _ => synced_end.min(log.len_bytes()),
         };
         let (mut index, from) = match snapshot {
-            Some(s) => {
+            Some((s, index)) => {
                 report.snapshot_used = true;
-                (s.entries.into_iter().collect(), s.log_end)
+                (index, s.log_end)
             }
             None => (IdMap::default(), PAYLOAD_LOG_HEADER_LEN as u64),
         };
@@ -270,11 +270,7 @@ impl PayloadStore {
             generation: self.log.generation(),
             checkpoint_lsn,
             log_end: self.log.len_bytes(),
-            entries: self
-                .index
-                .iter()
-                .map(|(id, loc)| (id.clone(), *loc))
-                .collect(),
+            entries: self.index.iter().map(|(id, loc)| (id, *loc)).collect(),
         }
     }
 
@@ -319,7 +315,7 @@ impl PayloadStore {
     /// Checks, before anything is installed, that every index entry compaction did not see
     /// change was copied: afterwards the swap cannot fail.
     pub fn check_compaction(&self, copy: &CompactionCopy) -> Result<()> {
-        for (id, loc) in &self.index {
+        for (id, loc) in self.index.iter() {
             let copied = loc.offset >= copy.end
                 || copy
                     .moved
@@ -485,15 +481,16 @@ fn read_snapshot(
     checkpoint_lsn: u64,
     policy: RecoveryPolicy,
     report: &mut PayloadOpenReport,
-) -> Result<Option<PayloadSnapshot>> {
+) -> Result<Option<(PayloadSnapshot, IdMap<PayloadLoc>)>> {
     let path = dir.join(PAYLOAD_INDEX_FILE);
     match fs.kind(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         _ => {}
     }
-    let bytes = fsio::read_small(fs, &path, PAYLOAD_INDEX_BYTES_MAX)?;
+    let map = fsio::map_small(fs, &path, PAYLOAD_INDEX_BYTES_MAX)?;
+    let bytes = map.bytes();
     if let Some(v) =
-        peek_version(&bytes, &PAYLOAD_INDEX_MAGIC).filter(|v| *v > PAYLOAD_INDEX_VERSION)
+        peek_version(bytes, &PAYLOAD_INDEX_MAGIC).filter(|v| *v > PAYLOAD_INDEX_VERSION)
     {
         return Err(Error::UnsupportedVersion {
             file: path,
@@ -502,8 +499,15 @@ fn read_snapshot(
             supported: PAYLOAD_INDEX_VERSION,
         });
     }
-    let snapshot = match payload_index::decode(&bytes) {
-        Ok(s) => s,
+    let mut builder = IdMapBuilder::default();
+    let decoded = payload_index::decode_with(bytes, &mut builder).and_then(|s| {
+        let index = builder
+            .finish()
+            .map_err(|reason| DecodeError::new(bytes.len(), reason))?;
+        Ok((s, index))
+    });
+    let (snapshot, index) = match decoded {
+        Ok(decoded) => decoded,
         Err(e) => {
             // Only an accelerator: the log itself is intact, so replay it whole.
             report.warnings.push(format!(
@@ -539,5 +543,16 @@ fn read_snapshot(
             }
         }
     }
-    Ok(Some(snapshot))
+    Ok(Some((snapshot, index)))
+}
+
+/// The index is built straight from the snapshot file.
+impl payload_index::EntrySink for IdMapBuilder<PayloadLoc> {
+    fn reserve(&mut self, entries: usize) {
+        IdMapBuilder::reserve(self, entries);
+    }
+
+    fn entry(&mut self, id: Id, loc: PayloadLoc) -> std::result::Result<(), String> {
+        self.push(id, loc)
+    }
 }
