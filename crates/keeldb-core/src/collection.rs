@@ -57,6 +57,8 @@ use crate::wal::writer::WalWriter;
 pub const CONFIG_FILE: &str = "collection.json";
 /// The vector file.
 pub const VECTORS_FILE: &str = "vectors.dat";
+/// Vector bytes replay writes between two starts of their writeback.
+const REPLAY_WRITEBACK_BYTES: u64 = 16 << 20;
 /// The id index written at each checkpoint.
 pub const INDEX_FILE: &str = "ids.idx";
 /// The write-ahead log.
@@ -1690,13 +1692,27 @@ fn recover_log(
     }
     let checkpoint_lsn = state.checkpoint_lsn;
     state.payloads.begin_replay();
+    // Replay dirties the vector file far faster than the kernel writes it back: starting
+    // the writeback every few MiB lets the checkpoint after replay wait for I/O that
+    // overlapped replay, not start all of it.
+    let slot_bytes = u64::from(config.dimension) * 4;
+    let mut dirtied_bytes = 0;
     let outcome = replay(
         &path,
         image,
         config.dimension,
         checkpoint_lsn,
         policy,
-        |lsn, ops| state.apply(lsn, &ops).map(|_| ()),
+        |lsn, ops| {
+            state.apply(lsn, &ops)?;
+            let upserts = ops.iter().filter(|op| matches!(op, Op::Upsert { .. }));
+            dirtied_bytes += upserts.count() as u64 * slot_bytes;
+            if dirtied_bytes >= REPLAY_WRITEBACK_BYTES {
+                dirtied_bytes = 0;
+                state.vectors.start_writeback();
+            }
+            Ok(())
+        },
     )?;
     state.payloads.end_replay()?;
     #[cfg(feature = "planted-bugs")]

@@ -177,10 +177,16 @@ impl PayloadLogFile {
         Ok(())
     }
 
-    /// Writes out the frames buffered by [`PayloadLogFile::append_buffered`].
+    /// Writes out the frames buffered by [`PayloadLogFile::append_buffered`], and starts
+    /// their writeback (the checkpoint after replay syncs them).
     pub fn write_buffered(&mut self) -> Result<()> {
         let pending = std::mem::take(&mut self.pending);
+        let at = self.len;
         self.write_at_end(&pending)?;
+        if !pending.is_empty() {
+            // Only a hint: a failure to start writing back shows at the sync, if at all.
+            let _ = self.file.start_writeback(at, pending.len() as u64);
+        }
         // Keep the allocation for the next buffered frames.
         self.pending = pending;
         self.pending.clear();

@@ -98,6 +98,11 @@ pub trait VfsFile: Debug + Send + Sync {
     fn sync_data(&self) -> io::Result<()>;
     /// fsync: data and metadata are durable on return.
     fn sync_all(&self) -> io::Result<()>;
+    /// A hint: start writing the bytes in `offset..offset + len` to the disk now, without
+    /// waiting. Durability still takes `sync_data` (or `VfsMap::flush` then `sync_data`),
+    /// which then finds less to write: replay calls this as it goes, so that the checkpoint
+    /// after it waits for I/O that overlapped with replay instead of starting it.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Maps the whole file for reading and writing.
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>>;
     /// Maps the whole file for reading only: opening reads its logs and indexes in place
@@ -267,6 +272,16 @@ impl VfsFile for RealFile {
         self.0.sync_all()
     }
 
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "file range overflow");
+        let offset = i64::try_from(offset).map_err(|_| too_big())?;
+        let len = i64::try_from(len).map_err(|_| too_big())?;
+        match sync_file_range_write(&self.0, offset, len) {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>> {
         Ok(Box::new(RealMap(map_file(&self.0)?)))
     }
@@ -284,6 +299,16 @@ fn fallocate(file: &File, offset: i64, len: i64) -> i32 {
     // SAFETY: the fd is open and owned by `file` for the duration of the call; the call
     // reads no memory of ours.
     unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, len) }
+}
+
+#[expect(
+    unsafe_code,
+    reason = "sync_file_range is a plain libc call on an fd we own"
+)]
+fn sync_file_range_write(file: &File, offset: i64, len: i64) -> i32 {
+    // SAFETY: the fd is open and owned by `file` for the duration of the call; the call
+    // reads no memory of ours.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) }
 }
 
 #[expect(unsafe_code, reason = "memory-mapping a file is unsafe by nature")]
