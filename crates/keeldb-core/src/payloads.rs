@@ -120,12 +120,12 @@ impl PayloadStore {
             0 => synced_end,
             _ => synced_end.min(log.len_bytes()),
         };
-        let (mut index, from) = match snapshot {
-            Some((s, index)) => {
+        let (mut index, mut live_bytes, from) = match snapshot {
+            Some((s, loaded)) => {
                 report.snapshot_used = true;
-                (index, s.log_end)
+                (loaded.index, loaded.live_bytes, s.log_end)
             }
-            None => (IdMap::default(), PAYLOAD_LOG_HEADER_LEN as u64),
+            None => (IdMap::default(), 0, PAYLOAD_LOG_HEADER_LEN as u64),
         };
         let outcome = log.scan(
             from,
@@ -133,13 +133,15 @@ impl PayloadStore {
             synced_end,
             policy,
             |offset, header, body| {
-                match body.payload {
+                let old = match body.payload {
                     Some(_) => {
                         let frame_len = u32::try_from(header.frame_len()).unwrap_or(u32::MAX);
+                        live_bytes += u64::from(frame_len);
                         index.insert(body.id, PayloadLoc { offset, frame_len })
                     }
                     None => index.remove(&body.id),
                 };
+                live_bytes -= old.map_or(0, |old| u64::from(old.frame_len));
             },
         )?;
         report.records_replayed = outcome.frames_read;
@@ -149,7 +151,6 @@ impl PayloadStore {
             report.bytes_truncated = log.len_bytes() - outcome.end_offset;
             log.truncate(outcome.end_offset)?;
         }
-        let live_bytes = index.values().map(|l| u64::from(l.frame_len)).sum();
         Ok((
             PayloadStore {
                 log,
@@ -481,7 +482,7 @@ fn read_snapshot(
     checkpoint_lsn: u64,
     policy: RecoveryPolicy,
     report: &mut PayloadOpenReport,
-) -> Result<Option<(PayloadSnapshot, IdMap<PayloadLoc>)>> {
+) -> Result<Option<(PayloadSnapshot, LoadedIndex)>> {
     let path = dir.join(PAYLOAD_INDEX_FILE);
     match fs.kind(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -499,12 +500,14 @@ fn read_snapshot(
             supported: PAYLOAD_INDEX_VERSION,
         });
     }
-    let mut builder = IdMapBuilder::default();
-    let decoded = payload_index::decode_with(bytes, &mut builder).and_then(|s| {
-        let index = builder
+    let mut sink = IndexSink::default();
+    let decoded = payload_index::decode_with(bytes, &mut sink).and_then(|s| {
+        let index = sink
+            .builder
             .finish()
             .map_err(|reason| DecodeError::new(bytes.len(), reason))?;
-        Ok((s, index))
+        let live_bytes = sink.live_bytes;
+        Ok((s, LoadedIndex { index, live_bytes }))
     });
     let (snapshot, index) = match decoded {
         Ok(decoded) => decoded,
@@ -546,13 +549,28 @@ fn read_snapshot(
     Ok(Some((snapshot, index)))
 }
 
-/// The index is built straight from the snapshot file.
-impl payload_index::EntrySink for IdMapBuilder<PayloadLoc> {
+/// The payload index as the snapshot file has it.
+struct LoadedIndex {
+    index: IdMap<PayloadLoc>,
+    /// Sum of its frame lengths (summed while decoding: a pass over a table of a million
+    /// entries afterwards costs as much as a tenth of the open).
+    live_bytes: u64,
+}
+
+/// Builds the index straight from the snapshot file.
+#[derive(Default)]
+struct IndexSink {
+    builder: IdMapBuilder<PayloadLoc>,
+    live_bytes: u64,
+}
+
+impl payload_index::EntrySink for IndexSink {
     fn reserve(&mut self, entries: usize) {
-        IdMapBuilder::reserve(self, entries);
+        self.builder.reserve(entries);
     }
 
     fn entry(&mut self, id: Id, loc: PayloadLoc) -> std::result::Result<(), String> {
-        self.push(id, loc)
+        self.live_bytes += u64::from(loc.frame_len);
+        self.builder.push(id, loc)
     }
 }
