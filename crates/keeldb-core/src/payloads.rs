@@ -24,8 +24,8 @@ use crate::format::payload_index::{
     self, PayloadLoc, PayloadSnapshot, PAYLOAD_INDEX_MAGIC, PAYLOAD_INDEX_VERSION,
 };
 use crate::format::payload_log::{encode_frame, FrameKind, PAYLOAD_LOG_HEADER_LEN};
-use crate::format::{peek_version, DecodeError};
 use crate::format::wal::Op;
+use crate::format::{peek_version, DecodeError};
 use crate::storage::fsio;
 use crate::storage::payload_log::{self, CompactionWriter, PayloadLogFile};
 use crate::storage::vfs::{Vfs, VfsFile};

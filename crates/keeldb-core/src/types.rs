@@ -379,7 +379,10 @@ mod tests {
         assert_eq!(map.insert(Id::Int(7), 1), None);
         assert_eq!(map.insert(Id::from("7"), 2), None);
         assert_eq!(map.insert(Id::Int(7), 3), Some(1));
-        assert_eq!((map.get(&Id::Int(7)), map.get(&Id::from("7"))), (Some(&3), Some(&2)));
+        assert_eq!(
+            (map.get(&Id::Int(7)), map.get(&Id::from("7"))),
+            (Some(&3), Some(&2))
+        );
         assert_eq!(map.insert_new(Id::from("7"), 4), Err(Id::from("7")));
         assert_eq!(map.len(), 2);
         let mut all: Vec<(Id, u32)> = map.iter().map(|(id, v)| (id, *v)).collect();
@@ -398,19 +401,30 @@ mod tests {
             builder.reserve(n as usize);
             let mut refused = None;
             for i in 0..n {
-                let id = if i == repeat_at { Id::Int(2) } else { Id::Int(i) };
+                let id = if i == repeat_at {
+                    Id::Int(2)
+                } else {
+                    Id::Int(i)
+                };
                 if let Err(reason) = builder.push(id, i) {
                     refused = Some(reason);
                     break;
                 }
             }
             let refused = refused.or_else(|| builder.finish().err());
-            assert_eq!(refused.as_deref(), Some("id 2 appears twice"), "repeat at {repeat_at}");
+            assert_eq!(
+                refused.as_deref(),
+                Some("id 2 appears twice"),
+                "repeat at {repeat_at}"
+            );
         }
         let mut builder = IdMapBuilder::default();
         (0..n).for_each(|i| builder.push(Id::Int(i), i).expect("no repeat"));
         let map = builder.finish().expect("no repeat");
-        assert_eq!((map.len(), map.get(&Id::Int(n - 1))), (n as usize, Some(&(n - 1))));
+        assert_eq!(
+            (map.len(), map.get(&Id::Int(n - 1))),
+            (n as usize, Some(&(n - 1)))
+        );
     }
 
     #[test]

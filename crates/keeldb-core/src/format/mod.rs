@@ -184,7 +184,10 @@ impl<'a> ByteReader<'a> {
                 let n = self.u64("integer id")?;
                 // `Id::validate`'s rule for integers, without building its error.
                 if n > ID_INTEGER_MAX {
-                    return Err(DecodeError::new(start, format!("integer id {n} out of range")));
+                    return Err(DecodeError::new(
+                        start,
+                        format!("integer id {n} out of range"),
+                    ));
                 }
                 Ok(Id::Int(n))
             }

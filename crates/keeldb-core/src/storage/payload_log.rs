@@ -206,7 +206,10 @@ impl PayloadLogFile {
 
     /// Makes every appended frame durable (fdatasync persists the length too).
     pub fn sync(&self) -> Result<()> {
-        debug_assert!(self.pending.is_empty(), "buffered frames are written before a sync");
+        debug_assert!(
+            self.pending.is_empty(),
+            "buffered frames are written before a sync"
+        );
         self.file
             .sync_data()
             .map_err(|e| Error::io("fdatasync", &self.path, e))
@@ -226,7 +229,10 @@ impl PayloadLogFile {
     /// The payload of the store frame at `loc`, which must be `id`'s. Any mismatch is
     /// reported as corruption of this file at that offset.
     pub fn read_payload(&self, loc: PayloadLoc, id: &Id) -> Result<Vec<u8>> {
-        debug_assert!(self.pending.is_empty(), "buffered frames are written before a read");
+        debug_assert!(
+            self.pending.is_empty(),
+            "buffered frames are written before a read"
+        );
         read_store_frame(&*self.file, &self.path, loc, id)
     }
 
