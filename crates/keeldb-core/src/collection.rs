@@ -45,9 +45,10 @@ use crate::search::{self, Space};
 use crate::storage::fsio;
 use crate::storage::payload_log;
 use crate::storage::vectors::VectorFile;
-use crate::storage::vfs::Vfs;
+use crate::storage::vfs::{Vfs, VfsView};
 use crate::types::{
-    Durability, Id, IdMap, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX, WAL_RECORD_BYTES_MAX,
+    Durability, Id, IdMap, IdMapBuilder, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX,
+    WAL_RECORD_BYTES_MAX,
 };
 use crate::wal::replay::replay;
 use crate::wal::writer::WalWriter;
@@ -56,6 +57,8 @@ use crate::wal::writer::WalWriter;
 pub const CONFIG_FILE: &str = "collection.json";
 /// The vector file.
 pub const VECTORS_FILE: &str = "vectors.dat";
+/// Vector bytes replay writes between two starts of their writeback.
+const REPLAY_WRITEBACK_BYTES: u64 = 16 << 20;
 /// The id index written at each checkpoint.
 pub const INDEX_FILE: &str = "ids.idx";
 /// The write-ahead log.
@@ -409,16 +412,25 @@ impl State {
     fn snapshot(&self, dimension: u32) -> IndexSnapshot {
         let mut free_slots = self.free_slots.clone();
         free_slots.extend_from_slice(&self.pending_free);
+        // In slot order: opening fills the slot -> id map front to back, and marks each slot
+        // seen, without a cache miss per entry.
+        let entries: Vec<(Id, u32)> = self
+            .slot_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, id)| Some((id.clone()?, slot as u32)))
+            .collect();
+        debug_assert_eq!(
+            entries.len(),
+            self.ids.len(),
+            "both directions of the id map agree"
+        );
         IndexSnapshot {
             version: INDEX_VERSION,
             dimension,
             checkpoint_lsn: self.last_lsn,
             slot_high_water: self.slot_high_water,
-            entries: self
-                .ids
-                .iter()
-                .map(|(id, slot)| (id.clone(), *slot))
-                .collect(),
+            entries,
             free_slots,
             // The caller synced the payload log just before, under the writer lock.
             payload_generation: self.payloads.generation(),
@@ -543,7 +555,7 @@ impl Collection {
     ) -> Result<Arc<Collection>> {
         let config = read_config(&*fs, dir)?;
         fsio::remove_stale_temps(&*fs, dir)?;
-        let snapshot = read_index(&*fs, dir, config.dimension)?;
+        let (snapshot, index_bytes) = read_index_header(&*fs, dir, config.dimension)?;
         let vectors = VectorFile::open(&*fs, &dir.join(VECTORS_FILE), config.dimension)?;
         if u64::from(snapshot.slot_high_water) > vectors.capacity_slots() {
             return Err(Error::corrupted(
@@ -557,33 +569,30 @@ impl Collection {
             ));
         }
         let upgrading = config.format_version < COLLECTION_FORMAT_VERSION;
-        let (payloads, payload_report) =
-            PayloadStore::open(&*fs, dir, &snapshot, options.recovery, upgrading)?;
+        // The two maps an open builds, each most of its time, on two threads: the payload
+        // index (and the payload log's recovery, the only I/O meanwhile, so the order of disk
+        // operations stays that of one thread) beside the id maps.
+        let (id_maps, payloads) = std::thread::scope(|scope| {
+            let payloads = scope
+                .spawn(|| PayloadStore::open(&*fs, dir, &snapshot, options.recovery, upgrading));
+            let id_maps = decode_index_entries(dir, index_bytes.bytes());
+            let payloads = payloads
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (id_maps, payloads)
+        });
+        drop(index_bytes);
+        let IndexEntries {
+            free_slots,
+            ids,
+            slot_ids,
+        } = id_maps?;
+        let (payloads, payload_report) = payloads?;
         let config = upgrade_config(&*fs, dir, config)?;
-        // One pass builds both directions of the id map; the decoder checked every slot,
-        // this checks every id (one hash table, not two: it is most of an open's time).
-        let mut slot_ids = vec![None; snapshot.slot_high_water as usize];
-        let mut ids = IdMap::with_capacity_and_hasher(snapshot.entries.len(), Default::default());
-        for (id, slot) in snapshot.entries {
-            if let Some(entry) = slot_ids.get_mut(slot as usize) {
-                *entry = Some(id.clone());
-            }
-            if ids.insert(id, slot).is_some() {
-                let id = slot_ids.get(slot as usize).cloned().flatten();
-                return Err(Error::corrupted(
-                    dir.join(INDEX_FILE),
-                    0,
-                    format!(
-                        "id {} appears twice",
-                        id.map_or_else(String::new, |id| id.to_string())
-                    ),
-                ));
-            }
-        }
         let mut state = State {
             vectors,
             ids,
-            free_slots: snapshot.free_slots,
+            free_slots,
             pending_free: Vec::new(),
             slot_high_water: snapshot.slot_high_water,
             last_lsn: snapshot.checkpoint_lsn,
@@ -1554,10 +1563,41 @@ fn read_config(fs: &dyn Vfs, dir: &Path) -> Result<CollectionConfig> {
     config::decode(&bytes).map_err(|e| Error::corrupted(&path, e.offset, e.reason))
 }
 
-fn read_index(fs: &dyn Vfs, dir: &Path, dimension: u32) -> Result<IndexSnapshot> {
+/// Both directions of the id map, built in one pass over `ids.idx` as it is decoded: the
+/// decoder checks every slot, this every id (one hash table, not two: it is most of an
+/// open's time).
+#[derive(Default)]
+struct IdMaps {
+    ids: IdMapBuilder<u32>,
+    slot_ids: Vec<Option<Id>>,
+}
+
+impl index::EntrySink for IdMaps {
+    fn reserve(&mut self, entries: usize, slot_high_water: u32) {
+        self.ids.reserve(entries);
+        self.slot_ids = vec![None; slot_high_water as usize];
+    }
+
+    fn entry(&mut self, id: Id, slot: u32) -> std::result::Result<(), String> {
+        // The decoder checked the slot against the high-water mark, which sized `slot_ids`.
+        if let Some(entry) = self.slot_ids.get_mut(slot as usize) {
+            *entry = Some(id.clone());
+        }
+        self.ids.push(id, slot)
+    }
+}
+
+/// Reads `ids.idx` and checks its header: the checkpoint's snapshot without its entries or
+/// free slots, and the file's bytes, whose entries [`decode_index_entries`] reads.
+fn read_index_header(
+    fs: &dyn Vfs,
+    dir: &Path,
+    dimension: u32,
+) -> Result<(IndexSnapshot, Box<dyn VfsView>)> {
     let path = dir.join(INDEX_FILE);
-    let bytes = fsio::read_small(fs, &path, INDEX_BYTES_MAX)?;
-    if let Some(version) = peek_version(&bytes, &INDEX_MAGIC).filter(|v| *v > INDEX_VERSION) {
+    let map = fsio::map_small(fs, &path, INDEX_BYTES_MAX)?;
+    let bytes = map.bytes();
+    if let Some(version) = peek_version(bytes, &INDEX_MAGIC).filter(|v| *v > INDEX_VERSION) {
         return Err(Error::UnsupportedVersion {
             file: path,
             what: "format version",
@@ -1565,29 +1605,54 @@ fn read_index(fs: &dyn Vfs, dir: &Path, dimension: u32) -> Result<IndexSnapshot>
             supported: INDEX_VERSION,
         });
     }
-    let snapshot =
-        index::decode(&bytes).map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
-    if snapshot.checkpoint_lsn > LSN_MAX {
+    let header =
+        index::decode_header(bytes).map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
+    if header.checkpoint_lsn > LSN_MAX {
         return Err(Error::corrupted(
             &path,
             16,
             format!(
                 "checkpoint sequence number {} is above the limit {LSN_MAX}",
-                snapshot.checkpoint_lsn
+                header.checkpoint_lsn
             ),
         ));
     }
-    if snapshot.dimension != dimension {
+    if header.dimension != dimension {
         return Err(Error::corrupted(
             &path,
             12,
             format!(
                 "dimension {} differs from the collection's {dimension}",
-                snapshot.dimension
+                header.dimension
             ),
         ));
     }
-    Ok(snapshot)
+    Ok((header, map))
+}
+
+/// What `ids.idx` holds beyond its header.
+struct IndexEntries {
+    free_slots: Vec<u32>,
+    ids: IdMap<u32>,
+    slot_ids: Vec<Option<Id>>,
+}
+
+/// Decodes the entries and free slots of `ids.idx` (pure computation, no I/O, so it can run
+/// beside the payload log's recovery): the free slots and both directions of the id map.
+fn decode_index_entries(dir: &Path, bytes: &[u8]) -> Result<IndexEntries> {
+    let path = dir.join(INDEX_FILE);
+    let mut maps = IdMaps::default();
+    let snapshot = index::decode_with(bytes, &mut maps)
+        .map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
+    let ids = maps
+        .ids
+        .finish()
+        .map_err(|reason| Error::corrupted(&path, bytes.len() as u64, reason))?;
+    Ok(IndexEntries {
+        free_slots: snapshot.free_slots,
+        ids,
+        slot_ids: maps.slot_ids,
+    })
 }
 
 /// Replays the log into `state`, cuts a torn tail (fsynced) and returns the writer, which
@@ -1601,8 +1666,11 @@ fn recover_log(
 ) -> Result<(WalWriter, OpenReport)> {
     let path = dir.join(WAL_FILE);
     let file = fsio::open_regular_rw(fs, &path)?;
-    let image = fsio::read_all(&*file, &path)?;
-    if let Some(version) = peek_version(&image, &walfmt::WAL_MAGIC).filter(|v| *v > WAL_VERSION) {
+    // Mapped, not read: copying the log into fresh memory (a page fault per 4 KiB) cost
+    // replay more than decoding it. Dropped before the file is cut.
+    let map = file.map_read().map_err(|e| Error::io("map", &path, e))?;
+    let image = map.bytes();
+    if let Some(version) = peek_version(image, &walfmt::WAL_MAGIC).filter(|v| *v > WAL_VERSION) {
         return Err(Error::UnsupportedVersion {
             file: path,
             what: "format version",
@@ -1611,7 +1679,7 @@ fn recover_log(
         });
     }
     let header =
-        walfmt::decode_header(&image).map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
+        walfmt::decode_header(image).map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
     if header.dimension != config.dimension {
         return Err(Error::corrupted(
             &path,
@@ -1623,17 +1691,33 @@ fn recover_log(
         ));
     }
     let checkpoint_lsn = state.checkpoint_lsn;
+    state.payloads.begin_replay();
+    // Replay dirties the vector file far faster than the kernel writes it back: starting
+    // the writeback every few MiB lets the checkpoint after replay wait for I/O that
+    // overlapped replay, not start all of it.
+    let slot_bytes = u64::from(config.dimension) * 4;
+    let mut dirtied_bytes = 0;
     let outcome = replay(
         &path,
-        &image,
+        image,
         config.dimension,
         checkpoint_lsn,
         policy,
-        |lsn, ops| state.apply(lsn, &ops).map(|_| ()),
+        |lsn, ops| {
+            state.apply(lsn, &ops)?;
+            let upserts = ops.iter().filter(|op| matches!(op, Op::Upsert { .. }));
+            dirtied_bytes += upserts.count() as u64 * slot_bytes;
+            if dirtied_bytes >= REPLAY_WRITEBACK_BYTES {
+                dirtied_bytes = 0;
+                state.vectors.start_writeback();
+            }
+            Ok(())
+        },
     )?;
+    state.payloads.end_replay()?;
     #[cfg(feature = "planted-bugs")]
     let image_len = image.len() as u64;
-    drop(image);
+    drop(map);
     #[cfg(feature = "planted-bugs")]
     if crate::planted::active(crate::planted::Bug::AppendAfterTornTail) {
         let next_lsn = outcome.last_lsn.max(checkpoint_lsn) + 1;

@@ -24,12 +24,12 @@ use crate::format::payload_index::{
     self, PayloadLoc, PayloadSnapshot, PAYLOAD_INDEX_MAGIC, PAYLOAD_INDEX_VERSION,
 };
 use crate::format::payload_log::{encode_frame, FrameKind, PAYLOAD_LOG_HEADER_LEN};
-use crate::format::peek_version;
 use crate::format::wal::Op;
+use crate::format::{peek_version, DecodeError};
 use crate::storage::fsio;
 use crate::storage::payload_log::{self, CompactionWriter, PayloadLogFile};
 use crate::storage::vfs::{Vfs, VfsFile};
-use crate::types::{Id, IdMap, RecoveryPolicy};
+use crate::types::{Id, IdMap, IdMapBuilder, RecoveryPolicy};
 
 /// The payload snapshot file, written at each checkpoint.
 pub const PAYLOAD_INDEX_FILE: &str = "payloads.idx";
@@ -58,6 +58,9 @@ pub struct PayloadStore {
     index: IdMap<PayloadLoc>,
     /// Sum of the frame lengths the index points at.
     live_bytes: u64,
+    /// Between [`PayloadStore::begin_replay`] and [`PayloadStore::end_replay`]: frames are
+    /// buffered, not written one log record at a time.
+    replaying: bool,
 }
 
 /// A change staged by [`PayloadStore::stage`]: `id`'s payload is now at `loc`, or gone.
@@ -117,12 +120,12 @@ impl PayloadStore {
             0 => synced_end,
             _ => synced_end.min(log.len_bytes()),
         };
-        let (mut index, from) = match snapshot {
-            Some(s) => {
+        let (mut index, mut live_bytes, from) = match snapshot {
+            Some((s, loaded)) => {
                 report.snapshot_used = true;
-                (s.entries.into_iter().collect(), s.log_end)
+                (loaded.index, loaded.live_bytes, s.log_end)
             }
-            None => (IdMap::default(), PAYLOAD_LOG_HEADER_LEN as u64),
+            None => (IdMap::default(), 0, PAYLOAD_LOG_HEADER_LEN as u64),
         };
         let outcome = log.scan(
             from,
@@ -130,13 +133,15 @@ impl PayloadStore {
             synced_end,
             policy,
             |offset, header, body| {
-                match body.payload {
+                let old = match body.payload {
                     Some(_) => {
                         let frame_len = u32::try_from(header.frame_len()).unwrap_or(u32::MAX);
+                        live_bytes += u64::from(frame_len);
                         index.insert(body.id, PayloadLoc { offset, frame_len })
                     }
                     None => index.remove(&body.id),
                 };
+                live_bytes -= old.map_or(0, |old| u64::from(old.frame_len));
             },
         )?;
         report.records_replayed = outcome.frames_read;
@@ -146,12 +151,12 @@ impl PayloadStore {
             report.bytes_truncated = log.len_bytes() - outcome.end_offset;
             log.truncate(outcome.end_offset)?;
         }
-        let live_bytes = index.values().map(|l| u64::from(l.frame_len)).sum();
         Ok((
             PayloadStore {
                 log,
                 index,
                 live_bytes,
+                replaying: false,
             },
             report,
         ))
@@ -219,8 +224,23 @@ impl PayloadStore {
             }
             touched.insert(id, (exists_after, payload.is_some()));
         }
-        self.log.append(&frames)?;
+        match self.replaying {
+            true => self.log.append_buffered(&frames)?,
+            false => self.log.append(&frames)?,
+        }
         Ok(changes)
+    }
+
+    /// Log replay starts: frames are buffered until [`PayloadStore::end_replay`], which
+    /// must come before anything reads or syncs the log.
+    pub fn begin_replay(&mut self) {
+        self.replaying = true;
+    }
+
+    /// Log replay is over: writes out the buffered frames.
+    pub fn end_replay(&mut self) -> Result<()> {
+        self.replaying = false;
+        self.log.write_buffered()
     }
 
     /// Applies staged changes to the index.
@@ -251,11 +271,7 @@ impl PayloadStore {
             generation: self.log.generation(),
             checkpoint_lsn,
             log_end: self.log.len_bytes(),
-            entries: self
-                .index
-                .iter()
-                .map(|(id, loc)| (id.clone(), *loc))
-                .collect(),
+            entries: self.index.iter().map(|(id, loc)| (id, *loc)).collect(),
         }
     }
 
@@ -300,7 +316,7 @@ impl PayloadStore {
     /// Checks, before anything is installed, that every index entry compaction did not see
     /// change was copied: afterwards the swap cannot fail.
     pub fn check_compaction(&self, copy: &CompactionCopy) -> Result<()> {
-        for (id, loc) in &self.index {
+        for (id, loc) in self.index.iter() {
             let copied = loc.offset >= copy.end
                 || copy
                     .moved
@@ -466,15 +482,16 @@ fn read_snapshot(
     checkpoint_lsn: u64,
     policy: RecoveryPolicy,
     report: &mut PayloadOpenReport,
-) -> Result<Option<PayloadSnapshot>> {
+) -> Result<Option<(PayloadSnapshot, LoadedIndex)>> {
     let path = dir.join(PAYLOAD_INDEX_FILE);
     match fs.kind(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         _ => {}
     }
-    let bytes = fsio::read_small(fs, &path, PAYLOAD_INDEX_BYTES_MAX)?;
+    let map = fsio::map_small(fs, &path, PAYLOAD_INDEX_BYTES_MAX)?;
+    let bytes = map.bytes();
     if let Some(v) =
-        peek_version(&bytes, &PAYLOAD_INDEX_MAGIC).filter(|v| *v > PAYLOAD_INDEX_VERSION)
+        peek_version(bytes, &PAYLOAD_INDEX_MAGIC).filter(|v| *v > PAYLOAD_INDEX_VERSION)
     {
         return Err(Error::UnsupportedVersion {
             file: path,
@@ -483,8 +500,17 @@ fn read_snapshot(
             supported: PAYLOAD_INDEX_VERSION,
         });
     }
-    let snapshot = match payload_index::decode(&bytes) {
-        Ok(s) => s,
+    let mut sink = IndexSink::default();
+    let decoded = payload_index::decode_with(bytes, &mut sink).and_then(|s| {
+        let index = sink
+            .builder
+            .finish()
+            .map_err(|reason| DecodeError::new(bytes.len(), reason))?;
+        let live_bytes = sink.live_bytes;
+        Ok((s, LoadedIndex { index, live_bytes }))
+    });
+    let (snapshot, index) = match decoded {
+        Ok(decoded) => decoded,
         Err(e) => {
             // Only an accelerator: the log itself is intact, so replay it whole.
             report.warnings.push(format!(
@@ -520,5 +546,31 @@ fn read_snapshot(
             }
         }
     }
-    Ok(Some(snapshot))
+    Ok(Some((snapshot, index)))
+}
+
+/// The payload index as the snapshot file has it.
+struct LoadedIndex {
+    index: IdMap<PayloadLoc>,
+    /// Sum of its frame lengths (summed while decoding: a pass over a table of a million
+    /// entries afterwards costs as much as a tenth of the open).
+    live_bytes: u64,
+}
+
+/// Builds the index straight from the snapshot file.
+#[derive(Default)]
+struct IndexSink {
+    builder: IdMapBuilder<PayloadLoc>,
+    live_bytes: u64,
+}
+
+impl payload_index::EntrySink for IndexSink {
+    fn reserve(&mut self, entries: usize) {
+        self.builder.reserve(entries);
+    }
+
+    fn entry(&mut self, id: Id, loc: PayloadLoc) -> std::result::Result<(), String> {
+        self.live_bytes += u64::from(loc.frame_len);
+        self.builder.push(id, loc)
+    }
 }

@@ -89,11 +89,95 @@ pub fn encode(snapshot: &IndexSnapshot) -> Vec<u8> {
     out
 }
 
+/// Where [`decode_with`] puts the entries it decodes.
+pub trait EntrySink {
+    /// Called once, before the entries, with their count and the slot high-water mark, both
+    /// checked against the file's length.
+    fn reserve(&mut self, entries: usize, slot_high_water: u32);
+    /// One entry, its slot checked; an `Err` (its reason) refuses the file at its offset.
+    fn entry(&mut self, id: Id, slot: u32) -> Result<(), String>;
+}
+
+impl EntrySink for Vec<(Id, u32)> {
+    fn reserve(&mut self, entries: usize, _slot_high_water: u32) {
+        Vec::reserve(self, entries);
+    }
+
+    fn entry(&mut self, id: Id, slot: u32) -> Result<(), String> {
+        self.push((id, slot));
+        Ok(())
+    }
+}
+
 /// Decodes an index file, checking its checksum, its counts against its length, and that
 /// every slot is below the high-water mark and used once. Duplicate ids are left to the
 /// caller, which builds the id map anyway (a second hash table here would double the cost of
 /// an open).
 pub fn decode(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
+    let mut entries = Vec::new();
+    let snapshot = decode_with(bytes, &mut entries)?;
+    Ok(IndexSnapshot {
+        entries,
+        ..snapshot
+    })
+}
+
+/// [`decode`], handing the entries to `sink` instead of collecting them (the snapshot it
+/// returns has no entries): opening builds its id maps from the file without a copy of
+/// every entry in between.
+pub fn decode_with(bytes: &[u8], sink: &mut impl EntrySink) -> Result<IndexSnapshot, DecodeError> {
+    let (mut snapshot, counts, mut r) = header(bytes)?;
+    let slot_high_water = snapshot.slot_high_water;
+    // Every slot below the high-water mark is either live or free, exactly once.
+    let mut seen = vec![false; slot_high_water as usize];
+    let mut mark = |slot: u32, at: usize| -> Result<(), DecodeError> {
+        match seen.get_mut(slot as usize) {
+            Some(s) if !*s => {
+                *s = true;
+                Ok(())
+            }
+            Some(_) => Err(DecodeError::new(at, format!("slot {slot} is used twice"))),
+            None => Err(DecodeError::new(
+                at,
+                format!("slot {slot} is at or above the high water mark {slot_high_water}"),
+            )),
+        }
+    };
+    sink.reserve(counts.entries, slot_high_water);
+    for _ in 0..counts.entries {
+        let at = r.position();
+        let id = r.id()?;
+        let slot = r.u32("slot")?;
+        mark(slot, at)?;
+        sink.entry(id, slot)
+            .map_err(|reason| DecodeError::new(at, reason))?;
+    }
+    snapshot.free_slots.reserve_exact(counts.free);
+    for _ in 0..counts.free {
+        let at = r.position();
+        let slot = r.u32("free slot")?;
+        mark(slot, at)?;
+        snapshot.free_slots.push(slot);
+    }
+    r.expect_end("the free slot list")?;
+    Ok(snapshot)
+}
+
+/// The header of an index file, its checksum checked (over the whole file) and its counts
+/// checked against its length: the snapshot without entries or free slots. Opening reads
+/// this first, to start on the payload log while the entries are decoded.
+pub fn decode_header(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
+    header(bytes).map(|(snapshot, _, _)| snapshot)
+}
+
+/// How many entries and free slots an index file declares.
+struct Counts {
+    entries: usize,
+    free: usize,
+}
+
+/// [`decode_header`], with the counts and a reader at the first entry.
+fn header(bytes: &[u8]) -> Result<(IndexSnapshot, Counts, ByteReader<'_>), DecodeError> {
     if bytes.len() < INDEX_V1_HEADER_LEN + 4 {
         return Err(DecodeError::new(0, "index file is shorter than its header"));
     }
@@ -146,47 +230,21 @@ pub fn decode(bytes: &[u8]) -> Result<IndexSnapshot, DecodeError> {
             ),
         ));
     }
-    // Every slot below the high-water mark is either live or free, exactly once.
-    let mut seen = vec![false; slot_count];
-    let mut mark = |slot: u32, at: usize| -> Result<(), DecodeError> {
-        match seen.get_mut(slot as usize) {
-            Some(s) if !*s => {
-                *s = true;
-                Ok(())
-            }
-            Some(_) => Err(DecodeError::new(at, format!("slot {slot} is used twice"))),
-            None => Err(DecodeError::new(
-                at,
-                format!("slot {slot} is at or above the high water mark {slot_high_water}"),
-            )),
-        }
-    };
-    let mut entries = Vec::with_capacity(entry_count);
-    for _ in 0..entry_count {
-        let at = r.position();
-        let id = r.id()?;
-        let slot = r.u32("slot")?;
-        mark(slot, at)?;
-        entries.push((id, slot));
-    }
-    let mut free_slots = Vec::with_capacity(free_count);
-    for _ in 0..free_count {
-        let at = r.position();
-        let slot = r.u32("free slot")?;
-        mark(slot, at)?;
-        free_slots.push(slot);
-    }
-    r.expect_end("the free slot list")?;
-    Ok(IndexSnapshot {
+    let snapshot = IndexSnapshot {
         version,
         dimension,
         checkpoint_lsn,
         slot_high_water,
-        entries,
-        free_slots,
+        entries: Vec::new(),
+        free_slots: Vec::new(),
         payload_generation,
         payload_log_end,
-    })
+    };
+    let counts = Counts {
+        entries: entry_count,
+        free: free_count,
+    };
+    Ok((snapshot, counts, r))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 
 use super::payload_log::{FRAME_BODY_BYTES_MAX, FRAME_OVERHEAD, PAYLOAD_LOG_HEADER_LEN};
 use super::{crc32, id_encoded_len, put_id, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
-use crate::types::Id;
+use crate::types::{Id, IdMap};
 
 /// First bytes of a payload snapshot.
 pub const PAYLOAD_INDEX_MAGIC: [u8; 8] = *b"KEELPIX\0";
@@ -81,9 +81,56 @@ pub fn encode(snapshot: &PayloadSnapshot) -> Vec<u8> {
     out
 }
 
+/// Where [`decode_with`] puts the entries it decodes.
+pub trait EntrySink {
+    /// Called once, before the entries, with their count (checked against the file's length).
+    fn reserve(&mut self, entries: usize);
+    /// One entry, its frame checked to lie inside the covered log; an `Err` (its reason)
+    /// refuses the file at this entry's offset.
+    fn entry(&mut self, id: Id, loc: PayloadLoc) -> Result<(), String>;
+}
+
+/// Collects the entries, refusing an id seen twice.
+#[derive(Default)]
+struct Collect {
+    entries: Vec<(Id, PayloadLoc)>,
+    seen: IdMap<()>,
+}
+
+impl EntrySink for Collect {
+    fn reserve(&mut self, entries: usize) {
+        self.entries.reserve(entries);
+        self.seen = IdMap::with_capacity(entries, 0);
+    }
+
+    fn entry(&mut self, id: Id, loc: PayloadLoc) -> Result<(), String> {
+        if self.seen.insert(id.clone(), ()).is_some() {
+            return Err(format!("id {id} appears twice"));
+        }
+        self.entries.push((id, loc));
+        Ok(())
+    }
+}
+
 /// Decodes a payload snapshot, checking its checksum, its count against its length, that
 /// no id appears twice and that every frame lies between the log header and `log_end`.
 pub fn decode(bytes: &[u8]) -> Result<PayloadSnapshot, DecodeError> {
+    let mut sink = Collect::default();
+    let snapshot = decode_with(bytes, &mut sink)?;
+    Ok(PayloadSnapshot {
+        entries: sink.entries,
+        ..snapshot
+    })
+}
+
+/// [`decode`], handing the entries to `sink` instead of collecting them (the snapshot it
+/// returns has no entries). The sink must refuse an id seen twice: opening builds the
+/// payload index straight from the file, and that map finds repeats anyway (a second hash
+/// table here would cost as much as the rest of loading the snapshot).
+pub fn decode_with(
+    bytes: &[u8],
+    sink: &mut impl EntrySink,
+) -> Result<PayloadSnapshot, DecodeError> {
     if bytes.len() < PAYLOAD_INDEX_HEADER_LEN + 4 {
         return Err(DecodeError::new(
             0,
@@ -127,8 +174,7 @@ pub fn decode(bytes: &[u8]) -> Result<PayloadSnapshot, DecodeError> {
             ),
         ));
     }
-    let mut entries = Vec::with_capacity(entry_count);
-    let mut ids = std::collections::HashSet::with_capacity(entry_count);
+    sink.reserve(entry_count);
     for _ in 0..entry_count {
         let at = r.position();
         let id = r.id()?;
@@ -151,10 +197,8 @@ pub fn decode(bytes: &[u8]) -> Result<PayloadSnapshot, DecodeError> {
                 ),
             ));
         }
-        if !ids.insert(id.clone()) {
-            return Err(DecodeError::new(at, format!("id {id} appears twice")));
-        }
-        entries.push((id, loc));
+        sink.entry(id, loc)
+            .map_err(|reason| DecodeError::new(at, reason))?;
     }
     r.expect_end("the entries")?;
     Ok(PayloadSnapshot {
@@ -162,7 +206,7 @@ pub fn decode(bytes: &[u8]) -> Result<PayloadSnapshot, DecodeError> {
         generation,
         checkpoint_lsn,
         log_end,
-        entries,
+        entries: Vec::new(),
     })
 }
 

@@ -26,6 +26,8 @@ const FILE_SUFFIX: &str = ".log";
 const SCAN_WINDOW_BYTES: usize = 1 << 20;
 /// Buffer of the compaction writer.
 const COPY_BUFFER_BYTES: usize = 1 << 20;
+/// Frames buffered by [`PayloadLogFile::append_buffered`] are written out past this size.
+const APPEND_BUFFER_BYTES: usize = 8 << 20;
 
 /// The file name of payload log `generation`.
 pub fn file_name(generation: u64) -> String {
@@ -75,6 +77,9 @@ pub struct PayloadLogFile {
     file: Arc<dyn VfsFile>,
     /// Bytes in the file, header included; the next frame goes here.
     len: u64,
+    /// Frames appended by [`PayloadLogFile::append_buffered`] and not yet written: they
+    /// belong right after `len`.
+    pending: Vec<u8>,
 }
 
 impl PayloadLogFile {
@@ -93,6 +98,7 @@ impl PayloadLogFile {
             generation,
             file,
             len: PAYLOAD_LOG_HEADER_LEN as u64,
+            pending: Vec::new(),
         })
     }
 
@@ -128,6 +134,7 @@ impl PayloadLogFile {
             generation,
             file,
             len,
+            pending: Vec::new(),
         })
     }
 
@@ -141,9 +148,9 @@ impl PayloadLogFile {
         self.generation
     }
 
-    /// Bytes in the file, header included.
+    /// Bytes in the file, header included, and buffered frames.
     pub fn len_bytes(&self) -> u64 {
-        self.len
+        self.len + self.pending.len() as u64
     }
 
     /// A handle on the file that stays valid after a compaction swaps the log out.
@@ -154,6 +161,39 @@ impl PayloadLogFile {
     /// Appends `bytes` (whole frames) at the end. Not synced. On error the caller poisons
     /// its collection: part of the bytes may be in the file.
     pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.write_buffered()?;
+        self.write_at_end(bytes)
+    }
+
+    /// Appends `bytes` (whole frames) to a buffer that is written out once it passes
+    /// [`APPEND_BUFFER_BYTES`] and by [`PayloadLogFile::write_buffered`]. Replay appends a
+    /// frame per log record: one write per record would cost more than the rest of replay.
+    /// Until the buffer is written out, nothing may read the buffered frames.
+    pub fn append_buffered(&mut self, bytes: &[u8]) -> Result<()> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= APPEND_BUFFER_BYTES {
+            self.write_buffered()?;
+        }
+        Ok(())
+    }
+
+    /// Writes out the frames buffered by [`PayloadLogFile::append_buffered`], and starts
+    /// their writeback (the checkpoint after replay syncs them).
+    pub fn write_buffered(&mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let at = self.len;
+        self.write_at_end(&pending)?;
+        if !pending.is_empty() {
+            // Only a hint: a failure to start writing back shows at the sync, if at all.
+            let _ = self.file.start_writeback(at, pending.len() as u64);
+        }
+        // Keep the allocation for the next buffered frames.
+        self.pending = pending;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn write_at_end(&mut self, bytes: &[u8]) -> Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -166,6 +206,10 @@ impl PayloadLogFile {
 
     /// Makes every appended frame durable (fdatasync persists the length too).
     pub fn sync(&self) -> Result<()> {
+        debug_assert!(
+            self.pending.is_empty(),
+            "buffered frames are written before a sync"
+        );
         self.file
             .sync_data()
             .map_err(|e| Error::io("fdatasync", &self.path, e))
@@ -173,6 +217,7 @@ impl PayloadLogFile {
 
     /// Cuts the file at `len` and syncs the cut.
     pub fn truncate(&mut self, len: u64) -> Result<()> {
+        self.pending.clear();
         self.file
             .set_len(len)
             .map_err(|e| Error::io("truncate", &self.path, e))?;
@@ -184,6 +229,10 @@ impl PayloadLogFile {
     /// The payload of the store frame at `loc`, which must be `id`'s. Any mismatch is
     /// reported as corruption of this file at that offset.
     pub fn read_payload(&self, loc: PayloadLoc, id: &Id) -> Result<Vec<u8>> {
+        debug_assert!(
+            self.pending.is_empty(),
+            "buffered frames are written before a read"
+        );
         read_store_frame(&*self.file, &self.path, loc, id)
     }
 
@@ -573,6 +622,7 @@ impl CompactionWriter {
             generation: self.generation,
             file: self.file,
             len: self.len,
+            pending: Vec::new(),
         })
     }
 

@@ -35,7 +35,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use super::vfs::{DirEntry, LockGuard, NodeKind, OpenMode, Vfs, VfsFile, VfsMap};
+use super::vfs::{DirEntry, LockGuard, NodeKind, OpenMode, Vfs, VfsFile, VfsMap, VfsView};
 
 /// The granularity at which a crash keeps or drops parts of a pending write.
 pub const SECTOR_BYTES: u64 = 512;
@@ -912,6 +912,21 @@ impl VfsFile for SimFile {
         self.sync()
     }
 
+    fn start_writeback(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        // A hint: the disk model already lets any pending write reach the disk early.
+        self.disk.lock().check_alive()
+    }
+
+    fn map_read(&self) -> io::Result<Box<dyn VfsView>> {
+        let mut state = self.disk.lock();
+        state.check_alive()?;
+        let len = state.inode(self.ino).current.len;
+        let mut bytes = vec![0u8; len as usize];
+        let got = state.inode(self.ino).current.read(0, &mut bytes);
+        bytes.truncate(got);
+        Ok(Box::new(SimView(bytes)))
+    }
+
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>> {
         self.check_writable()?;
         let mut state = self.disk.lock();
@@ -930,6 +945,16 @@ impl VfsFile for SimFile {
             ino: self.ino,
             bytes,
         }))
+    }
+}
+
+/// A read-only mapping: a copy of the bytes when it was made.
+#[derive(Debug)]
+struct SimView(Vec<u8>);
+
+impl VfsView for SimView {
+    fn bytes(&self) -> &[u8] {
+        &self.0
     }
 }
 

@@ -167,6 +167,12 @@ impl VectorFile {
         Ok(())
     }
 
+    /// Starts writing the slots written so far back to the disk, without waiting (see
+    /// `VfsFile::start_writeback`). Only a hint: a failure shows at the next sync, if at all.
+    pub fn start_writeback(&self) {
+        let _ = self.file.start_writeback(0, self.len_bytes());
+    }
+
     /// Copies the vector in `slot` out of the mapping.
     pub fn read_slot(&self, slot: u32) -> Result<Vec<f32>> {
         let range = self.slot_range(slot)?;

@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use memmap2::MmapMut;
+use memmap2::{Mmap, MmapMut};
 
 /// How a file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +98,22 @@ pub trait VfsFile: Debug + Send + Sync {
     fn sync_data(&self) -> io::Result<()>;
     /// fsync: data and metadata are durable on return.
     fn sync_all(&self) -> io::Result<()>;
+    /// A hint: start writing the bytes in `offset..offset + len` to the disk now, without
+    /// waiting. Durability still takes `sync_data` (or `VfsMap::flush` then `sync_data`),
+    /// which then finds less to write: replay calls this as it goes, so that the checkpoint
+    /// after it waits for I/O that overlapped with replay instead of starting it.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Maps the whole file for reading and writing.
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>>;
+    /// Maps the whole file for reading only: opening reads its logs and indexes in place
+    /// instead of copying each into fresh memory. The file must not shrink while mapped.
+    fn map_read(&self) -> io::Result<Box<dyn VfsView>>;
+}
+
+/// A read-only mapping of a whole file.
+pub trait VfsView: Debug + Send + Sync {
+    /// The mapped bytes.
+    fn bytes(&self) -> &[u8];
 }
 
 /// A writable shared mapping of a whole file. Writes go through [`VfsMap::write`] so that a
@@ -258,8 +272,22 @@ impl VfsFile for RealFile {
         self.0.sync_all()
     }
 
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "file range overflow");
+        let offset = i64::try_from(offset).map_err(|_| too_big())?;
+        let len = i64::try_from(len).map_err(|_| too_big())?;
+        match sync_file_range_write(&self.0, offset, len) {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>> {
         Ok(Box::new(RealMap(map_file(&self.0)?)))
+    }
+
+    fn map_read(&self) -> io::Result<Box<dyn VfsView>> {
+        Ok(Box::new(RealView(map_file_read(&self.0)?)))
     }
 }
 
@@ -273,6 +301,16 @@ fn fallocate(file: &File, offset: i64, len: i64) -> i32 {
     unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, len) }
 }
 
+#[expect(
+    unsafe_code,
+    reason = "sync_file_range is a plain libc call on an fd we own"
+)]
+fn sync_file_range_write(file: &File, offset: i64, len: i64) -> i32 {
+    // SAFETY: the fd is open and owned by `file` for the duration of the call; the call
+    // reads no memory of ours.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) }
+}
+
 #[expect(unsafe_code, reason = "memory-mapping a file is unsafe by nature")]
 fn map_file(file: &File) -> io::Result<MmapMut> {
     // SAFETY: the mapping is only valid while no one truncates or rewrites the file behind
@@ -281,6 +319,24 @@ fn map_file(file: &File) -> io::Result<MmapMut> {
     // remap (slices borrow the `VectorFile`). Another program ignoring the lock is outside
     // this contract (docs/ARCHITECTURE.md).
     unsafe { MmapMut::map_mut(file) }
+}
+
+#[expect(unsafe_code, reason = "memory-mapping a file is unsafe by nature")]
+fn map_file_read(file: &File) -> io::Result<Mmap> {
+    // SAFETY: as for `map_file`: keeldb holds the directory's lock, and a file mapped for
+    // reading (a log or an index, at open) is neither cut nor rewritten while the mapping
+    // lives (callers drop it first).
+    unsafe { Mmap::map(file) }
+}
+
+/// A read-only mapping of an operating-system file.
+#[derive(Debug)]
+struct RealView(Mmap);
+
+impl VfsView for RealView {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// A shared mapping of an operating-system file.
