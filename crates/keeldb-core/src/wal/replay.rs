@@ -85,12 +85,16 @@ pub fn replay(
     // one of them lies after it and continues the log (its lsn above every lsn before the
     // damage and above the checkpoint): a stale record left by an emptying that never
     // reached the disk does not vouch for anything.
+    let resync = Resync::new(image);
     let mut flagged: Option<Vec<(usize, u64)>> = None;
-    let mut synced_after = |damage_at: usize, last_lsn: u64| {
-        flagged
-            .get_or_insert_with(|| flagged_records(image, damage_at))
+    let mut synced_after = |damage_at: usize, last_lsn: u64| -> Result<bool> {
+        if flagged.is_none() {
+            flagged = Some(flagged_records(&resync, damage_at).map_err(|e| e.at(path))?);
+        }
+        Ok(flagged
             .iter()
-            .any(|&(at, lsn)| at > damage_at && lsn > last_lsn && lsn > checkpoint_lsn)
+            .flatten()
+            .any(|&(at, lsn)| at > damage_at && lsn > last_lsn && lsn > checkpoint_lsn))
     };
     while pos < image.len() {
         let header = match decode_record_header(&image[pos..]) {
@@ -103,7 +107,12 @@ pub fn replay(
                 ));
             }
             Err(HeaderProblem::Short | HeaderProblem::NotAHeader) => {
-                match find_next_record(image, pos + 1).filter(|_| synced_after(pos, out.last_lsn)) {
+                let next = resync.next(pos + 1).map_err(|e| e.at(path))?;
+                let next = match next {
+                    Some(next) if synced_after(pos, out.last_lsn)? => Some(next),
+                    _ => None,
+                };
+                match next {
                     Some(next) => {
                         skip_damage(pos, next, &mut out)?;
                         pos = next;
@@ -119,7 +128,12 @@ pub fn replay(
         }
         let frame_end = frame_end as usize;
         if !frame_body_crc_ok(&image[pos..frame_end]) {
-            match find_next_record(image, frame_end).filter(|_| synced_after(pos, out.last_lsn)) {
+            let next = resync.next(frame_end).map_err(|e| e.at(path))?;
+            let next = match next {
+                Some(next) if synced_after(pos, out.last_lsn)? => Some(next),
+                _ => None,
+            };
+            match next {
                 Some(next) => {
                     skip_damage(pos, next, &mut out)?;
                     pos = next;
@@ -196,44 +210,92 @@ fn check_record(path: &Path, pos: usize, header: &RecordHeader, last_lsn: u64) -
 
 /// The offset and lsn of every whole, checksum-valid record after `from` that carries
 /// `RECORD_FLAG_AFTER_SYNC`.
-fn flagged_records(image: &[u8], from: usize) -> Vec<(usize, u64)> {
+fn flagged_records(resync: &Resync<'_>, from: usize) -> Result<Vec<(usize, u64)>, TooDense> {
     let mut found = Vec::new();
-    let mut at = find_next_record(image, from + 1);
+    let mut at = resync.next(from + 1)?;
     while let Some(pos) = at {
-        // `find_next_record` only returns whole, checksum-valid records.
-        let Ok(header) = decode_record_header(&image[pos..]) else {
+        // `Resync::next` only returns whole, checksum-valid records.
+        let Ok(header) = decode_record_header(&resync.image[pos..]) else {
             break;
         };
         if header.flags & RECORD_FLAG_AFTER_SYNC != 0 {
             found.push((pos, header.lsn));
         }
-        at = find_next_record(image, pos + header.frame_len() as usize);
+        at = resync.next(pos + header.frame_len() as usize)?;
     }
-    found
+    Ok(found)
 }
 
-/// The offset of the first whole, checksum-valid record starting at or after `from`.
-fn find_next_record(image: &[u8], from: usize) -> Option<usize> {
-    let sync = RECORD_SYNC.to_le_bytes();
-    let mut at = from;
-    while at + RECORD_HEADER_LEN <= image.len() {
-        let offset = image[at..].windows(4).position(|w| w == sync)?;
-        at += offset;
-        if let Ok(header) = decode_record_header(&image[at..]) {
-            let end = at as u64 + header.frame_len();
-            if end <= image.len() as u64 && frame_body_crc_ok(&image[at..end as usize]) {
-                return Some(at);
-            }
-        }
-        at += 1;
+/// Finding the next whole record after damage, within a budget of checksum work.
+///
+/// Every candidate whose header checks out costs a CRC over its declared body, so a forged
+/// log of overlapping headers that each declare a long body would make resynchronizing
+/// quadratic in the log's size: a hang. A real log, however damaged, examines each byte a
+/// few times at most; past [`RESYNC_WORK_PER_LOG_BYTE`] bytes of failed checks per log byte,
+/// replay refuses the log as corrupt instead.
+struct Resync<'a> {
+    image: &'a [u8],
+    budget: std::cell::Cell<u64>,
+}
+
+/// See [`Resync`].
+const RESYNC_WORK_PER_LOG_BYTE: u64 = 8;
+
+/// [`Resync`] ran out of budget at this offset.
+#[derive(Debug)]
+struct TooDense(usize);
+
+impl TooDense {
+    fn at(self, path: &Path) -> Error {
+        Error::corrupted(
+            path,
+            self.0 as u64,
+            "damage too dense to resynchronize: forged or overlapping record headers",
+        )
     }
-    None
+}
+
+impl<'a> Resync<'a> {
+    fn new(image: &'a [u8]) -> Self {
+        let budget = (image.len() as u64).saturating_mul(RESYNC_WORK_PER_LOG_BYTE);
+        Resync {
+            image,
+            budget: std::cell::Cell::new(budget.saturating_add(1 << 20)),
+        }
+    }
+
+    /// The offset of the first whole, checksum-valid record starting at or after `from`.
+    fn next(&self, from: usize) -> Result<Option<usize>, TooDense> {
+        let image = self.image;
+        let sync = RECORD_SYNC.to_le_bytes();
+        let mut at = from;
+        while at + RECORD_HEADER_LEN <= image.len() {
+            let Some(offset) = image[at..].windows(4).position(|w| w == sync) else {
+                return Ok(None);
+            };
+            at += offset;
+            if let Ok(header) = decode_record_header(&image[at..]) {
+                let end = at as u64 + header.frame_len();
+                if end <= image.len() as u64 {
+                    if frame_body_crc_ok(&image[at..end as usize]) {
+                        return Ok(Some(at));
+                    }
+                    let left = self.budget.get().checked_sub(header.frame_len());
+                    self.budget.set(left.ok_or(TooDense(at))?);
+                }
+            }
+            at += 1;
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::wal::{encode_header, BatchEncoder, RECORD_FLAG_AFTER_SYNC};
+    use crate::format::wal::{
+        encode_header, BatchEncoder, RECORD_FLAG_AFTER_SYNC, RECORD_OVERHEAD,
+    };
     use crate::types::Id;
 
     /// A log of one-record groups, each written after the previous one was synced.
@@ -401,6 +463,35 @@ mod tests {
                 (end_of_new, 0)
             );
         }
+    }
+
+    #[test]
+    fn forged_overlapping_headers_are_refused_quickly_not_resynchronized_forever() {
+        // 4 MiB of record headers, one every 24 bytes, each declaring a body that runs to
+        // the end of the file (all failing their CRC), after one damaged byte: a check of
+        // every candidate would hash ~350 GB. Refused as corrupt within the budget instead.
+        let (mut image, _) = log(&[1]);
+        image.push(0xAA);
+        let len = image.len() + (4 << 20);
+        while image.len() + RECORD_HEADER_LEN <= len {
+            let body_len = (len - image.len() - RECORD_OVERHEAD) as u32;
+            let mut header = [0u8; RECORD_HEADER_LEN];
+            header[..4].copy_from_slice(&RECORD_SYNC.to_le_bytes());
+            header[4] = 1;
+            header[8..12].copy_from_slice(&body_len.to_le_bytes());
+            header[12..20].copy_from_slice(&2u64.to_le_bytes());
+            let crc = crate::format::crc32(&header[..20]);
+            header[20..].copy_from_slice(&crc.to_le_bytes());
+            image.extend_from_slice(&header);
+        }
+        image.resize(len, 0);
+        let started = std::time::Instant::now();
+        for policy in [RecoveryPolicy::Strict, RecoveryPolicy::Salvage] {
+            let err = run(&image, policy).expect_err("too dense");
+            assert_eq!(err.code(), "KEEL_CORRUPT", "{err}");
+        }
+        // Not a timing test: the point is that it returns at all (unbounded it takes hours).
+        eprintln!("refused in {:?}", started.elapsed());
     }
 
     #[test]
