@@ -444,6 +444,10 @@ struct Window<'f> {
     file_len: u64,
     start: u64,
     buf: Vec<u8>,
+    /// Bytes of failed frame checks [`Window::next_frame`] may still spend: overlapping
+    /// forged headers would otherwise make resynchronizing quadratic (a hang), as in the
+    /// log's replay (`wal::replay`, `Resync`).
+    resync_budget: u64,
 }
 
 impl<'f> Window<'f> {
@@ -454,6 +458,7 @@ impl<'f> Window<'f> {
             file_len,
             start: 0,
             buf: Vec::new(),
+            resync_budget: file_len.saturating_mul(8).saturating_add(1 << 20),
         }
     }
 
@@ -490,7 +495,16 @@ impl<'f> Window<'f> {
     fn next_frame(&mut self, mut from: u64) -> Result<Option<(u64, FrameHeader)>> {
         let sync = FRAME_SYNC.to_le_bytes();
         while from + FRAME_HEADER_LEN as u64 <= self.file_len {
-            let chunk = self.get(from, SCAN_WINDOW_BYTES)?;
+            // What the window holds from `from` on, if that is a header's worth: asking for a
+            // whole window past each candidate would reread it at every marker (a forged log
+            // of markers 24 bytes apart made that quadratic).
+            let cached_end = self.start + self.buf.len() as u64;
+            let ahead = if from >= self.start && from + FRAME_HEADER_LEN as u64 <= cached_end {
+                (cached_end - from) as usize
+            } else {
+                SCAN_WINDOW_BYTES
+            };
+            let chunk = self.get(from, ahead)?;
             let found = chunk.windows(sync.len()).position(|w| w == sync);
             let chunk_len = chunk.len() as u64;
             match found {
@@ -498,6 +512,20 @@ impl<'f> Window<'f> {
                     let at = from + i as u64;
                     if let Some(header) = self.frame_at(at)? {
                         return Ok(Some((at, header)));
+                    }
+                    // A header that checked out but a frame that did not: charge its length.
+                    let header = decode_frame_header(self.get(at, FRAME_HEADER_LEN)?).ok();
+                    if let Some(header) = header.filter(|h| at + h.frame_len() <= self.file_len) {
+                        self.resync_budget = self
+                            .resync_budget
+                            .checked_sub(header.frame_len())
+                            .ok_or_else(|| {
+                                Error::corrupted(
+                                    self.path,
+                                    at,
+                                    "damage too dense to resynchronize: forged or overlapping frame headers",
+                                )
+                            })?;
                     }
                     from = at + 1;
                 }
