@@ -61,22 +61,20 @@ pub fn remove_stale_temps(fs: &dyn Vfs, dir: &Path) -> Result<()> {
 /// Reads a whole small file, refusing one larger than `limit_bytes` before reading it (a
 /// hostile file must not make keeldb allocate its declared size).
 pub fn read_small(fs: &dyn Vfs, path: &Path, limit_bytes: u64) -> Result<Vec<u8>> {
-    let file = open_regular(fs, path)?;
-    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
-    if len > limit_bytes {
-        return Err(Error::corrupted(
-            path,
-            limit_bytes,
-            format!("file is {len} bytes, more than the {limit_bytes} keeldb ever writes there"),
-        ));
-    }
-    read_all(&*file, path)
+    read_all(&*open_within(fs, path, limit_bytes)?, path)
 }
 
 /// Maps a whole file for reading, refusing one larger than `limit_bytes`: for the indexes
 /// opening reads whole, which are large (tens of MB for a million ids), and copying them
 /// into fresh memory first cost a page fault per 4 KiB on top of the copy.
 pub fn map_small(fs: &dyn Vfs, path: &Path, limit_bytes: u64) -> Result<Box<dyn VfsView>> {
+    open_within(fs, path, limit_bytes)?
+        .map_read()
+        .map_err(|e| Error::io("map", path, e))
+}
+
+/// Opens a regular file for reading, refusing one larger than `limit_bytes`.
+fn open_within(fs: &dyn Vfs, path: &Path, limit_bytes: u64) -> Result<Arc<dyn VfsFile>> {
     let file = open_regular(fs, path)?;
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     if len > limit_bytes {
@@ -86,7 +84,7 @@ pub fn map_small(fs: &dyn Vfs, path: &Path, limit_bytes: u64) -> Result<Box<dyn 
             format!("file is {len} bytes, more than the {limit_bytes} keeldb ever writes there"),
         ));
     }
-    file.map_read().map_err(|e| Error::io("map", path, e))
+    Ok(file)
 }
 
 /// Reads the whole of an open file.
