@@ -986,10 +986,7 @@ impl Collection {
             let result = results.next().unwrap_or_else(|| {
                 Err(match &logged_but_failed {
                     Some(e) => commit::echo(e, &self.name),
-                    None => Error::Poisoned {
-                        what: format!("collection '{}'", self.name),
-                        cause: poisoned.clone().unwrap_or_default(),
-                    },
+                    None => self.poisoned(poisoned.as_deref().unwrap_or_default()),
                 })
             });
             request.complete(result);
@@ -1409,10 +1406,7 @@ impl Collection {
         let result = match guard.as_mut() {
             Some(writer) => match &writer.poisoned {
                 None => self.checkpoint_locked(writer),
-                Some(cause) => Err(Error::Poisoned {
-                    what: format!("collection '{}'", self.name),
-                    cause: cause.clone(),
-                }),
+                Some(cause) => Err(self.poisoned(cause)),
             },
             None => Ok(()),
         };
@@ -1449,11 +1443,16 @@ impl Collection {
         }
     }
 
-    fn lock_poisoned(&self) -> Error {
+    /// The error of this collection poisoned by `cause`.
+    fn poisoned(&self, cause: &str) -> Error {
         Error::Poisoned {
             what: format!("collection '{}'", self.name),
-            cause: "a thread panicked while holding its lock".to_owned(),
+            cause: cause.to_owned(),
         }
+    }
+
+    fn lock_poisoned(&self) -> Error {
+        self.poisoned("a thread panicked while holding its lock")
     }
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, Option<Writer>>> {
@@ -1474,10 +1473,7 @@ impl Collection {
             Some(Writer {
                 poisoned: Some(cause),
                 ..
-            }) => Err(Error::Poisoned {
-                what: format!("collection '{}'", self.name),
-                cause: cause.clone(),
-            }),
+            }) => Err(self.poisoned(cause)),
             Some(w) => Ok(w),
         }
     }
