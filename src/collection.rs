@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use keeldb_core::search::filter::Filter;
 use keeldb_core::search::SEARCH_K_MAX;
-use keeldb_core::{Collection, CollectionStats, Error, Id, Record, SearchHit, SearchRequest};
+use keeldb_core::{
+    Collection, CollectionStats, Error, Id, PayloadText, Record, SearchHit, SearchRequest,
+};
 use napi::bindgen_prelude::{
     AsyncTask, BufferSlice, Float32Array, Float32ArraySlice, Float64Array, Uint32ArraySlice,
 };
@@ -243,10 +245,12 @@ impl NativeCollection {
         // Validated and encoded here, on the calling thread (a bad batch throws before
         // anything is queued); the committer shares log writes and syncs between writes
         // issued together and reports this one once it is durable.
-        let batch = napi_result(
-            self.collection
-                .prepare_upsert_with_payloads(&ids, &vectors, &payloads),
-        )?;
+        let batch = napi_result(self.collection.prepare_upsert_texts(
+            &ids,
+            &vectors,
+            &payloads,
+            PayloadText::Serialized,
+        ))?;
         self.submit(ticket, batch, durability)
     }
 
@@ -266,10 +270,11 @@ impl NativeCollection {
             napi_result(to_id(id).map_err(|e| Error::InvalidArgument(format!("record 0: {e}"))))?;
         let durability = napi_result(to_durability(durability))?;
         let payloads = payload.as_deref().map(|text| [Some(text.as_bytes())]);
-        let batch = napi_result(self.collection.prepare_upsert_with_payloads(
+        let batch = napi_result(self.collection.prepare_upsert_texts(
             std::slice::from_ref(&id),
             &vector,
             payloads.as_ref().map_or(&[][..], |p| &p[..]),
+            PayloadText::Serialized,
         ))?;
         self.submit(ticket, batch, durability)
     }

@@ -30,8 +30,9 @@ use std::thread::JoinHandle;
 use crate::commit::{self, strongest, CommitQueue, Completion, PreparedBatch, Request};
 use crate::error::{Error, Result};
 use crate::format::config::{self, CollectionConfig, COLLECTION_FORMAT_VERSION, CONFIG_BYTES_MAX};
+use crate::format::first_non_finite;
 use crate::format::index::{self, IndexSnapshot, INDEX_MAGIC, INDEX_VERSION};
-use crate::format::json;
+use crate::format::json::{self, PayloadText};
 use crate::format::payload_index::{self, PayloadSnapshot, PAYLOAD_INDEX_VERSION};
 use crate::format::payload_log::PAYLOAD_LOG_HEADER_LEN;
 use crate::format::wal::{
@@ -698,6 +699,18 @@ impl Collection {
         vectors: &[f32],
         payloads: &[Option<&[u8]>],
     ) -> Result<Option<PreparedBatch>> {
+        self.prepare_upsert_texts(ids, vectors, payloads, PayloadText::Unchecked)
+    }
+
+    /// [`Collection::prepare_upsert_with_payloads`] for payload texts made as `text` says:
+    /// [`PayloadText::Serialized`] texts are not parsed again.
+    pub fn prepare_upsert_texts(
+        &self,
+        ids: &[Id],
+        vectors: &[f32],
+        payloads: &[Option<&[u8]>],
+        text: PayloadText,
+    ) -> Result<Option<PreparedBatch>> {
         let dim = self.config.dimension as usize;
         if !payloads.is_empty() && payloads.len() != ids.len() {
             return Err(Error::invalid(format!(
@@ -729,7 +742,7 @@ impl Collection {
         let mut enc = BatchEncoder::new(body_bytes);
         for (i, (id, vector)) in ids.iter().zip(vectors.chunks_exact(dim.max(1))).enumerate() {
             validate_id(i, id)?;
-            if let Some(j) = vector.iter().position(|v| !v.is_finite()) {
+            if let Some(j) = first_non_finite(vector) {
                 return Err(Error::invalid(format!(
                     "record {i} (id {id}): component {j} is {}, vectors must be finite",
                     vector[j]
@@ -737,7 +750,7 @@ impl Collection {
             }
             let payload = payloads.get(i).copied().flatten();
             if let Some(p) = payload {
-                json::validate_payload(p)
+                json::check_payload(p, text)
                     .map_err(|e| Error::invalid(format!("record {i} (id {id}): {e}")))?;
             }
             enc.upsert_with_payload(id, vector, payload);

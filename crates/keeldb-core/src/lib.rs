@@ -28,4 +28,5 @@ pub use collection::{
 pub use commit::{Completion, PreparedBatch};
 pub use db::{Db, DbOptions};
 pub use error::{Error, Result};
+pub use format::json::PayloadText;
 pub use types::{Durability, Id, Metric, RecoveryPolicy};
