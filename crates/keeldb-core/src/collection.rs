@@ -1724,7 +1724,6 @@ fn recover_log(
         },
     )?;
     state.payloads.end_replay()?;
-    #[cfg(feature = "planted-bugs")]
     let image_len = image.len() as u64;
     drop(map);
     #[cfg(feature = "planted-bugs")]
@@ -1733,7 +1732,7 @@ fn recover_log(
         let report = OpenReport::default();
         return Ok((WalWriter::new(path, file, image_len, next_lsn), report));
     }
-    if outcome.torn_bytes > 0 {
+    if image_len > outcome.end_offset {
         file.set_len(outcome.end_offset)
             .map_err(|e| Error::io("truncate torn tail", &path, e))?;
         #[cfg(feature = "planted-bugs")]

@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_holds, checkpoint_every_write, index_path, index_snapshot, open_ok, put, read, vector,
-    wal_path, write, NAME,
+    assert_holds, checkpoint_every_write, index_path, index_snapshot, open_ok, put, read, read_log,
+    vector, wal_path, write, NAME,
 };
 use keeldb_core::format::wal::WAL_HEADER_LEN;
 use keeldb_core::{Collection, Db, DbOptions, Durability, Id, Metric};
@@ -41,7 +41,7 @@ fn the_log_is_checkpointed_once_it_passes_the_threshold() {
             checkpoints += 1;
             assert_eq!(stats.wal_bytes, WAL_HEADER_LEN as u64, "write {n}");
             assert_eq!(stats.checkpoint_lsn, stats.last_lsn, "write {n}");
-            assert_eq!(read(&wal_path(dir.path())).len(), WAL_HEADER_LEN);
+            assert_eq!(read_log(dir.path()).len(), WAL_HEADER_LEN);
         }
         assert!(
             stats.wal_bytes <= threshold,
@@ -69,7 +69,7 @@ fn a_crash_between_the_index_rename_and_the_log_truncation_replays_nothing_twice
     put(&c, &[1]); // overwrite: takes a new slot, frees one
     c.delete(&[Id::Int(2)], None).expect("delete");
     put(&c, &[3]);
-    let log = read(&wal_path(dir.path()));
+    let log = read_log(dir.path());
     c.checkpoint().expect("checkpoint");
     let checkpointed = c.stats().expect("stats");
     let index = index_snapshot(dir.path());
@@ -88,7 +88,7 @@ fn a_crash_between_the_index_rename_and_the_log_truncation_replays_nothing_twice
     assert_holds(&c, &[1, 3], &[2]);
     assert_eq!(index_snapshot(dir.path()), index);
     assert_eq!(
-        read(&wal_path(dir.path())).len(),
+        read_log(dir.path()).len(),
         WAL_HEADER_LEN,
         "skipped log kept"
     );
@@ -119,7 +119,7 @@ fn a_crash_before_the_index_rename_replays_everything_from_the_old_index() {
     put(&c, &[1]);
     c.delete(&[Id::Int(2)], None).expect("delete");
     put(&c, &[4, 5]);
-    let log = read(&wal_path(dir.path()));
+    let log = read_log(dir.path());
     let before = c.stats().expect("stats");
     c.checkpoint().expect("second checkpoint");
     drop(c);
@@ -190,7 +190,7 @@ fn writes_lost_in_a_crash_never_touch_a_checkpointed_vector() {
     c.upsert(&[Id::Int(2)], &vector(22, DIM), lost)
         .expect("overwrite");
     assert_eq!(
-        read(&wal_path(dir.path())).len(),
+        read_log(dir.path()).len(),
         WAL_HEADER_LEN,
         "nothing logged yet"
     );

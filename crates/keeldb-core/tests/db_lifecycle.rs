@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{code, create, open_ok, put, read, wal_path, write, NAME};
+use common::{code, create, open_ok, put, read_log, write, NAME};
 use keeldb_core::{Collection, Db, DbOptions, Id, Metric};
 
 #[test]
@@ -192,7 +192,7 @@ fn refused_input_writes_nothing() {
     let (db, c) = create(dir.path(), 2);
     put(&c, &[1, 2]);
     let before = c.stats().expect("stats");
-    let log_before = read(&wal_path(dir.path()));
+    let log_before = read_log(dir.path());
     let long_id = Id::from("a".repeat(513).as_str());
     let cases: Vec<(&str, Vec<Id>, Vec<f32>, &str)> = vec![
         (
@@ -288,7 +288,7 @@ fn refused_input_writes_nothing() {
     assert_eq!(after.wal_bytes, before.wal_bytes);
     assert_eq!(after.slot_high_water, before.slot_high_water);
     assert!(!after.poisoned);
-    assert_eq!(read(&wal_path(dir.path())), log_before);
+    assert_eq!(read_log(dir.path()), log_before);
     common::assert_holds(&c, &[1, 2], &[5, 6]);
     // The collection still takes good writes.
     put(&c, &[3]);

@@ -5,9 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_holds, flat, ids, open_ok, read, wal_path, with_durability, NAME};
+use common::{assert_holds, flat, ids, open_ok, read_log, with_durability, NAME};
 use keeldb_core::format::wal::WAL_HEADER_LEN;
-use keeldb_core::wal::writer::BUFFER_BYTES_MAX;
+use keeldb_core::wal::writer::{BUFFER_BYTES_MAX, PREALLOC_MIN_BYTES};
 use keeldb_core::{Collection, Db, Durability, Metric};
 
 fn create_with(
@@ -28,7 +28,7 @@ fn put_with(c: &Collection, ns: &[u64], durability: Option<Durability>) {
 }
 
 fn log_len_on_disk(dir: &Path) -> u64 {
-    read(&wal_path(dir)).len() as u64
+    read_log(dir).len() as u64
 }
 
 fn reopen_holds(dir: &Path, present: &[u64], absent: &[u64]) -> u64 {
@@ -154,4 +154,41 @@ fn checkpoint_and_close_make_buffered_writes_durable() {
     put_with(&c, &[3], None);
     db.close().expect("close");
     assert_eq!(reopen_holds(dir.path(), &[1, 3], &[2]), 0);
+}
+
+#[test]
+fn the_log_keeps_zeroed_space_ahead_so_most_syncs_do_not_grow_the_file() {
+    // The first synced write zero-fills space after the log's records; the writes after it
+    // land in that space without changing the file's length (their syncs flush data only),
+    // and a crash leaves the zeros, which recovery cuts without calling them torn.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create_with(dir.path(), Durability::Fsync, 4);
+    put_with(&c, &[1], None);
+    let file_len = || {
+        std::fs::metadata(common::wal_path(dir.path()))
+            .expect("stat")
+            .len()
+    };
+    let after_first = file_len();
+    let records = log_len_on_disk(dir.path());
+    assert!(
+        after_first >= records + PREALLOC_MIN_BYTES / 2,
+        "{after_first} bytes on disk for {records} bytes of records"
+    );
+    for n in 2..=20 {
+        put_with(&c, &[n], None);
+    }
+    assert_eq!(file_len(), after_first, "a write grew the file");
+    assert!(log_len_on_disk(dir.path()) > records);
+    drop(c);
+    drop(db); // a crash: no checkpoint
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    let all: Vec<u64> = (1..=20).collect();
+    assert_holds(&c, &all, &[]);
+    let stats = c.stats().expect("stats");
+    assert_eq!(
+        (stats.records_replayed, stats.torn_bytes_truncated),
+        (20, 0)
+    );
 }

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use common::{
     code, coll_dir, config_path, create, fix_crcs, flat, frame_len, ids, index_path, open_ok, put,
-    read, vectors_path, wal_path, write, write_log, NAME, RECORD_LSN_AT,
+    read, read_log, vectors_path, wal_path, write, write_log, NAME, RECORD_LSN_AT,
 };
 use keeldb_core::format::crc32;
 use keeldb_core::format::index::{self, IndexSnapshot, INDEX_VERSION};
@@ -273,7 +273,7 @@ fn a_damaged_log_header_or_a_log_of_another_dimension_is_corrupt() {
     put(&c, &[1]);
     drop(c);
     drop(db);
-    write(&path, &read(&wal_path(other.path())));
+    write(&path, &read_log(other.path()));
     let err = open_err(dir.path());
     assert_refused(&err, "KEEL_CORRUPT", &path);
     assert!(err.to_string().contains("dimension 8"), "{err}");

@@ -5,7 +5,7 @@ mod common;
 
 use common::{
     code, config_path, create, differences, flat, ids, open_ok, payload, payload_index_path,
-    payload_log_path, put, put_with_payloads, read, vector, wal_path, write, Want, NAME,
+    payload_log_path, put, put_with_payloads, read, read_log, vector, write, Want, NAME,
 };
 use keeldb_core::format::wal::WAL_HEADER_LEN;
 use keeldb_core::types::{PAYLOAD_BYTES_MAX, PAYLOAD_DEPTH_MAX};
@@ -373,5 +373,5 @@ fn a_format_2_collection_without_its_payload_log_is_corrupt() {
     std::fs::remove_file(payload_log_path(dir.path(), 1)).expect("remove");
     let err = keeldb_core::Db::open(dir.path(), keeldb_core::DbOptions::default());
     assert_eq!(code(err), "KEEL_CORRUPT");
-    assert_eq!(read(&wal_path(dir.path())).len(), WAL_HEADER_LEN);
+    assert_eq!(read_log(dir.path()).len(), WAL_HEADER_LEN);
 }

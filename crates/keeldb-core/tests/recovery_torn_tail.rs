@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_holds, index_path, open, put, read, record_starts, wal_path, write, write_log, NAME,
+    assert_holds, index_path, open, put, read, read_log, record_starts, wal_path,
+    without_trailing_zeros, write, write_log, NAME,
 };
 use keeldb_core::format::wal::{RECORD_HEADER_LEN, WAL_HEADER_LEN};
 use keeldb_core::RecoveryPolicy::{self, Salvage, Strict};
@@ -46,14 +47,11 @@ fn a_last_record_cut_at_every_byte_is_dropped_whole_and_truncated() {
             write(&wal_path(dir.path()), &log[..last + keep]);
             let stats = open_and_check(dir.path(), policy, &[1, 2], &[3, 4]);
             assert_eq!(stats.records_replayed, 2, "{context}");
-            assert_eq!(stats.torn_bytes_truncated, keep as u64, "{context}");
+            let torn = without_trailing_zeros(&log[last..last + keep]);
+            assert_eq!(stats.torn_bytes_truncated, torn as u64, "{context}");
             assert_eq!(stats.corrupt_records_skipped, 0, "{context}");
             assert_eq!(stats.last_lsn, 2, "{context}");
-            assert_eq!(
-                read(&wal_path(dir.path())).len(),
-                WAL_HEADER_LEN,
-                "{context}"
-            );
+            assert_eq!(read_log(dir.path()).len(), WAL_HEADER_LEN, "{context}");
             if policy == Strict {
                 // Write after recovery, crash again: the new record follows the old ones.
                 let db = open(dir.path(), policy).expect("reopen");
@@ -80,10 +78,11 @@ fn a_torn_first_record_is_truncated_on_disk_at_open() {
         let db = open(dir.path(), Strict).expect("open");
         let c = db.collection(NAME).expect("collection");
         let stats = c.stats().expect("stats");
-        assert_eq!(stats.torn_bytes_truncated, keep as u64, "keep {keep}");
+        let torn = without_trailing_zeros(&log[WAL_HEADER_LEN..WAL_HEADER_LEN + keep]);
+        assert_eq!(stats.torn_bytes_truncated, torn as u64, "keep {keep}");
         assert_eq!(stats.checkpoints, 0, "keep {keep}");
         assert_eq!(
-            read(&wal_path(dir.path())).len(),
+            read_log(dir.path()).len(),
             WAL_HEADER_LEN,
             "torn bytes still on disk (keep {keep})"
         );
@@ -91,7 +90,7 @@ fn a_torn_first_record_is_truncated_on_disk_at_open() {
         put(&c, &[2]);
         drop(c);
         drop(db);
-        let crashed = read(&wal_path(dir.path()));
+        let crashed = read_log(dir.path());
         assert_eq!(record_starts(&crashed), vec![WAL_HEADER_LEN], "keep {keep}");
         let stats = open_and_check(dir.path(), Strict, &[2], &[1]);
         assert_eq!(stats.records_replayed, 1);
@@ -100,7 +99,8 @@ fn a_torn_first_record_is_truncated_on_disk_at_open() {
 
 #[test]
 fn zeros_and_garbage_after_the_last_record_are_a_torn_tail() {
-    // Zeros or garbage after the last record are a torn tail under Strict, not an error.
+    // Zeros or garbage after the last record are a torn tail under Strict, not an error; the
+    // zeros a file ends with are cut but not counted (the writer zero-fills space ahead).
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, starts) = write_log(dir.path(), DIM, &[&[1], &[2]]);
     let pristine_index = read(&index_path(dir.path()));
@@ -133,7 +133,8 @@ fn zeros_and_garbage_after_the_last_record_are_a_torn_tail() {
         damaged.extend_from_slice(&tail);
         write(&wal_path(dir.path()), &damaged);
         let stats = open_and_check(dir.path(), Strict, &[1, 2], &[]);
-        assert_eq!(stats.torn_bytes_truncated, tail.len() as u64, "{what}");
+        let counted = without_trailing_zeros(&tail) as u64;
+        assert_eq!(stats.torn_bytes_truncated, counted, "{what}");
         assert_eq!(stats.records_replayed, 2, "{what}");
         assert_eq!(stats.corrupt_records_skipped, 0, "{what}");
     }
@@ -156,11 +157,7 @@ fn salvage_skips_a_damaged_record_then_cuts_a_torn_tail() {
         keeldb_core::Error::Corrupted { offset, .. } => assert_eq!(offset, starts[1] as u64),
         other => panic!("expected Corrupted, got {other:?}"),
     }
-    assert_eq!(
-        read(&wal_path(dir.path())),
-        damaged,
-        "strict wrote to the log"
-    );
+    assert_eq!(read_log(dir.path()), damaged, "strict wrote to the log");
 
     write(&index_path(dir.path()), &pristine_index);
     let stats = open_and_check(dir.path(), Salvage, &[1, 3], &[2, 4]);

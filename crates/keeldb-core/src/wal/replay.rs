@@ -43,7 +43,9 @@ use crate::types::{RecoveryPolicy, LSN_MAX};
 pub struct ReplayOutcome {
     /// Where the valid records end: the log is cut here before anything is appended.
     pub end_offset: u64,
-    /// Bytes after `end_offset` (a torn tail), to be truncated.
+    /// Bytes after `end_offset` (a torn tail), to be truncated, not counting the zeros the
+    /// file ends with: those are space the writer had zero-filled ahead of its records
+    /// (see `wal::writer::PREALLOC_MIN_BYTES`), truncated too but not damage.
     pub torn_bytes: u64,
     /// Damaged records or byte ranges skipped under `Salvage`.
     pub corrupt_records_skipped: u64,
@@ -170,7 +172,9 @@ pub fn replay(
         pos = frame_end;
     }
     out.end_offset = pos as u64;
-    out.torn_bytes = (image.len() - pos) as u64;
+    let tail = &image[pos..];
+    let zeros = tail.iter().rev().take_while(|&&b| b == 0).count();
+    out.torn_bytes = (tail.len() - zeros) as u64;
     Ok(out)
 }
 
@@ -353,7 +357,10 @@ mod tests {
                 .filter(|&&end| end <= cut)
                 .count();
             assert_eq!(seen.len(), whole, "cut at {cut}");
-            assert_eq!(out.end_offset as usize + out.torn_bytes as usize, cut);
+            // What is neither a record nor counted torn is the zeros the cut ends with.
+            let counted = out.end_offset as usize + out.torn_bytes as usize;
+            assert!(counted <= cut, "cut at {cut}");
+            assert!(image[counted..cut].iter().all(|&b| b == 0), "cut at {cut}");
         }
     }
 
@@ -402,14 +409,24 @@ mod tests {
     }
 
     #[test]
-    fn zeros_after_the_last_record_are_a_torn_tail() {
+    fn zeros_after_the_last_record_end_the_log_and_are_not_counted_torn() {
+        // The writer's zero-filled space ahead of its records: the end of the log, cut at
+        // open, but no damage.
         let (mut image, _) = log(&[1]);
         let end = image.len();
         image.extend(std::iter::repeat_n(0u8, 4096));
         let (out, seen) = run(&image, RecoveryPolicy::Strict).expect("strict");
         assert_eq!(
             (seen, out.end_offset as usize, out.torn_bytes),
-            (vec![1], end, 4096)
+            (vec![1], end, 0)
+        );
+        // A torn write into that space: its bytes count, the zeros after them do not.
+        image[end + 10] = 0xAB;
+        image[end + 99] = 0xCD;
+        let (out, seen) = run(&image, RecoveryPolicy::Strict).expect("strict");
+        assert_eq!(
+            (seen, out.end_offset as usize, out.torn_bytes),
+            (vec![1], end, 100)
         );
     }
 

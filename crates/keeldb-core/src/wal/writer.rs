@@ -11,13 +11,27 @@ use crate::types::Durability;
 /// Under [`Durability::None`], buffered log bytes are written out once they pass this size.
 pub const BUFFER_BYTES_MAX: usize = 1 << 20;
 
+/// The log keeps zero-filled space ahead of its records: a write into space the file
+/// already has changes no metadata, so its fdatasync flushes the data alone, where an append
+/// also commits the new file size to the filesystem journal. On ext4 here, 1.9 KB records
+/// synced one at a time ran 1.4x faster into zeroed space than appended. The space is
+/// extended by the log's own size (at least `PREALLOC_MIN_BYTES`, at most
+/// `PREALLOC_MAX_BYTES`) whenever less than that is left, by the write that runs into it,
+/// so the sync that follows commits the new length once for many syncs. Replay reads the
+/// zeros as the end of the log (docs/FORMAT.md).
+pub const PREALLOC_MIN_BYTES: u64 = 64 << 10;
+/// See [`PREALLOC_MIN_BYTES`].
+pub const PREALLOC_MAX_BYTES: u64 = 8 << 20;
+
 /// The log of one collection, open for appending.
 #[derive(Debug)]
 pub struct WalWriter {
     path: PathBuf,
     file: Arc<dyn VfsFile>,
-    /// Bytes in the file (header included); the next write goes here.
+    /// Bytes of records in the file (header included); the next write goes here.
     written_len: u64,
+    /// Length of the file: zeros from `written_len` on (see [`PREALLOC_MIN_BYTES`]).
+    file_len: u64,
     /// Bytes appended but not yet handed to the OS.
     buffer: Vec<u8>,
     /// Whether everything written so far has been fdatasynced.
@@ -48,6 +62,7 @@ impl WalWriter {
             path,
             file,
             written_len: end_offset,
+            file_len: end_offset,
             buffer: Vec::new(),
             synced: true,
             next_lsn,
@@ -115,6 +130,19 @@ impl WalWriter {
         self.written_len += self.buffer.len() as u64;
         self.buffer.clear();
         self.synced = false;
+        self.file_len = self.file_len.max(self.written_len);
+        let room = self
+            .written_len
+            .clamp(PREALLOC_MIN_BYTES, PREALLOC_MAX_BYTES);
+        if self.file_len - self.written_len < room / 2 {
+            // Zeros, not fallocate: a write into an unwritten extent converts it, which is
+            // a metadata change again at the next sync.
+            let zeros = vec![0u8; (self.written_len + room - self.file_len) as usize];
+            self.file
+                .write_all_at(&zeros, self.file_len)
+                .map_err(|e| Error::io("write", &self.path, e))?;
+            self.file_len += zeros.len() as u64;
+        }
         #[cfg(feature = "planted-bugs")]
         crate::planted::record(crate::planted::EventKind::Write, &self.path);
         Ok(())
@@ -156,6 +184,7 @@ impl WalWriter {
         #[cfg(feature = "planted-bugs")]
         crate::planted::record(crate::planted::EventKind::SyncFile, &self.path);
         self.written_len = WAL_HEADER_LEN as u64;
+        self.file_len = self.written_len;
         self.synced = true;
         Ok(())
     }
