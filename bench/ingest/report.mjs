@@ -238,7 +238,7 @@ each run is a fresh process, and systems take turns within each workload. Raw da
 Peers: ${systemsList(results)}.
 
 ${p.keeldbPayloads
-  ? `Every system, keeldb included, stores an integer id, a ${p.dimension}-float vector and a ~300-byte JSON payload per record.`
+  ? `Every system, keeldb included, stores an integer id, a ${p.dimension}-float vector and a ~300-byte JSON payload per record, and does the same work per call as keeldb's API: the payload object is serialized with JSON.stringify on each write and parsed with JSON.parse on each read.`
   : `**keeldb stored no payload in this run**: its records were an integer id and a ${p.dimension}-float vector
 (${p.recordBytes} log bytes each), while every peer also stored a ~300-byte JSON payload per record
 (\`KEELDB_PAYLOADS\` in \`bench/ingest/systems/keeldb.mjs\` was off).`}

@@ -4,6 +4,7 @@
 // on `id`, created after loading. Checked with strace: LanceDB never fsyncs, so it is
 // compared at keeldb's 'flush'.
 import * as lancedb from '@lancedb/lancedb'
+import { withPayload } from './value.mjs'
 
 export const info = {
   name: 'lancedb',
@@ -14,7 +15,7 @@ export const info = {
 }
 
 function rows(records) {
-  return records.map((r) => ({ id: r.id, vector: Array.from(r.vector), payload: r.payloadJson }))
+  return records.map((r) => ({ id: r.id, vector: Array.from(r.vector), payload: JSON.stringify(r.payload) }))
 }
 
 export async function open(dir) {
@@ -36,7 +37,7 @@ export async function afterLoad(h) {
 
 export async function get(h, id) {
   const found = await h.table.query().where(`id = ${id}`).limit(1).toArray()
-  return found.length === 0 ? undefined : Float32Array.from(found[0].vector)
+  return found.length === 0 ? undefined : withPayload(Float32Array.from(found[0].vector), found[0].payload)
 }
 
 export async function count(h) {

@@ -4,7 +4,7 @@
 import Database from 'better-sqlite3'
 import path from 'node:path'
 import { mkdirSync } from 'node:fs'
-import { decodeValue, vectorBytes } from './value.mjs'
+import { decodeVector, vectorBytes, withPayload } from './value.mjs'
 
 export const info = {
   name: 'better-sqlite3',
@@ -20,15 +20,15 @@ export async function open(dir, { durability = 'flush', create = false } = {}) {
   db.pragma(`synchronous = ${durability === 'fsync' ? 'FULL' : 'NORMAL'}`)
   if (create) db.exec('CREATE TABLE v (id INTEGER PRIMARY KEY, vector BLOB NOT NULL, payload TEXT NOT NULL)')
   const insert = db.prepare('INSERT OR REPLACE INTO v (id, vector, payload) VALUES (?, ?, ?)')
-  const select = db.prepare('SELECT vector FROM v WHERE id = ?').pluck()
+  const select = db.prepare('SELECT vector, payload FROM v WHERE id = ?').raw()
   const many = db.transaction((records) => {
-    for (const r of records) insert.run(r.id, vectorBytes(r.vector), r.payloadJson)
+    for (const r of records) insert.run(r.id, vectorBytes(r.vector), JSON.stringify(r.payload))
   })
   return { db, insert, select, many }
 }
 
 export function put(h, r) {
-  h.insert.run(r.id, vectorBytes(r.vector), r.payloadJson)
+  h.insert.run(r.id, vectorBytes(r.vector), JSON.stringify(r.payload))
 }
 
 export function putBatch(h, records) {
@@ -36,8 +36,8 @@ export function putBatch(h, records) {
 }
 
 export function getSync(h, id) {
-  const buf = h.select.get(id)
-  return buf === undefined ? undefined : decodeValue(buf)
+  const row = h.select.get(id)
+  return row === undefined ? undefined : withPayload(decodeVector(row[0]), row[1])
 }
 
 export function count(h) {

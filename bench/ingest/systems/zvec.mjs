@@ -5,6 +5,7 @@
 // Checked with strace: zvec does not fdatasync per write (5 fdatasyncs for 2,000 upserts),
 // so it is compared at keeldb's 'flush'.
 import * as z from '@zvec/zvec'
+import { withPayload } from './value.mjs'
 
 export const info = {
   name: 'zvec',
@@ -29,7 +30,7 @@ function schema(dimension) {
 }
 
 function doc(r) {
-  return { id: String(r.id), vectors: { embedding: r.vector }, fields: { payload: r.payloadJson } }
+  return { id: String(r.id), vectors: { embedding: r.vector }, fields: { payload: JSON.stringify(r.payload) } }
 }
 
 function check(status) {
@@ -54,8 +55,8 @@ export function putBatch(h, records) {
 
 export function getSync(h, id) {
   const key = String(id)
-  const found = h.c.fetchSync({ ids: key, outputFields: [] })[key]
-  return found === undefined ? undefined : Float32Array.from(found.vectors.embedding)
+  const found = h.c.fetchSync({ ids: key, outputFields: ['payload'] })[key]
+  return found === undefined ? undefined : withPayload(Float32Array.from(found.vectors.embedding), found.fields.payload)
 }
 
 export function count(h) {
