@@ -505,7 +505,7 @@ impl<'f> Window<'f> {
                 SCAN_WINDOW_BYTES
             };
             let chunk = self.get(from, ahead)?;
-            let found = chunk.windows(sync.len()).position(|w| w == sync);
+            let found = memchr::memmem::find(chunk, &sync);
             let chunk_len = chunk.len() as u64;
             match found {
                 Some(i) => {

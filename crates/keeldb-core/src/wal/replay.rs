@@ -32,6 +32,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::format::trailing_zeros;
 use crate::format::wal::{
     decode_batch, decode_record_header, frame_body_crc_ok, HeaderProblem, Op, RecordHeader,
     RECORD_FLAG_AFTER_SYNC, RECORD_HEADER_LEN, RECORD_KIND_MAX, RECORD_SYNC, WAL_HEADER_LEN,
@@ -173,8 +174,7 @@ pub fn replay(
     }
     out.end_offset = pos as u64;
     let tail = &image[pos..];
-    let zeros = tail.iter().rev().take_while(|&&b| b == 0).count();
-    out.torn_bytes = (tail.len() - zeros) as u64;
+    out.torn_bytes = (tail.len() - trailing_zeros(tail)) as u64;
     Ok(out)
 }
 
@@ -274,7 +274,9 @@ impl<'a> Resync<'a> {
         let sync = RECORD_SYNC.to_le_bytes();
         let mut at = from;
         while at + RECORD_HEADER_LEN <= image.len() {
-            let Some(offset) = image[at..].windows(4).position(|w| w == sync) else {
+            // memmem is SIMD: the writer's zero-filled space (up to 8 MiB) after a crash is
+            // crossed in well under a millisecond, where a byte-by-byte search took several.
+            let Some(offset) = memchr::memmem::find(&image[at..], &sync) else {
                 return Ok(None);
             };
             at += offset;
