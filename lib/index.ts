@@ -11,6 +11,8 @@ import type { NativeCollection, NativeCollectionStats, NativeDb, NativeHits, Nat
 // zod 4 has no transitive dependencies. Records on the hot path are checked by hand below.
 import { z } from 'zod'
 
+import { checkedPayloadJson, describe, PAYLOAD_DEPTH_MAX, quickPayloadJson } from './payload'
+
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const native = require('../index.js') as typeof NativeBinding
 
@@ -286,13 +288,6 @@ function show(value: unknown): string {
   return String(value)
 }
 
-function describe(value: unknown): string {
-  if (value === null || value === undefined) return String(value)
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'object') return `a ${value.constructor?.name ?? 'null-prototype object'}`
-  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`
-  return `${typeof value} ${String(value)}`
-}
 
 // ---------------------------------------------------------------------------------------
 // Records
@@ -330,16 +325,8 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [key:
  */
 export const PAYLOAD_BYTES_MAX = 16 * 1024 * 1024
 
-/**
- * Deepest nesting of arrays and objects a payload may have (`{}` is 1, `{ a: [] }` is 2).
- *
- * @example
- * ```ts
- * import { PAYLOAD_DEPTH_MAX } from 'keeldb'
- * console.log(PAYLOAD_DEPTH_MAX) // 64
- * ```
- */
-export const PAYLOAD_DEPTH_MAX = 64
+// Defined with the payload checks that enforce it.
+export { PAYLOAD_DEPTH_MAX } from './payload'
 
 /**
  * A record to write. `vector` must have exactly the collection's dimension, every component
@@ -436,98 +423,12 @@ function badPayload(path: string, problem: string): never {
   throw new KeelError('KEEL_INVALID_ARGUMENT', `${path} ${problem}; payloads must survive JSON.stringify and JSON.parse unchanged`)
 }
 
-/** `isWellFormed` is in Node 20 but not in the ES2022 typings. */
-const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed()
-
-function keyPath(path: string, key: string): string {
-  return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`
-}
-
 /**
  * Checks that `value` would come back deep-equal from JSON (see {@link VectorRecord.payload}),
- * naming the path of the first value that would not, and returns its JSON text. The path is
- * kept as a stack of keys and indices and spelled out only for an error: building a string
- * per key cost more than the check itself on the write path.
+ * naming the path of the first value that would not, and returns its JSON text.
  */
 function payloadJson(value: unknown, where: string | (() => string)): string {
-  const check = new PayloadCheck(where)
-  check.walk(value, 0)
-  return check.negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
-}
-
-class PayloadCheck {
-  negativeZero = false
-  /** What the payload is, for a message; a function when that costs work to spell out. */
-  readonly #where: string | (() => string)
-  readonly #ancestors: object[] = []
-  readonly #path: (string | number)[] = []
-
-  constructor(where: string | (() => string)) {
-    this.#where = where
-  }
-
-  walk(v: unknown, depth: number): void {
-    switch (typeof v) {
-      case 'string':
-        if (!wellFormed(v)) this.#fail('is a string with a lone surrogate, which JSON cannot carry')
-        return
-      case 'boolean':
-        return
-      case 'number':
-        if (!Number.isFinite(v)) this.#fail(`is ${v}, which JSON cannot carry`)
-        if (Object.is(v, -0)) this.negativeZero = true
-        return
-      case 'object':
-        break
-      default:
-        this.#fail(`is ${typeof v === 'undefined' ? 'undefined' : `a ${typeof v}`}, which JSON cannot carry`)
-    }
-    if (v === null) return
-    if (depth >= PAYLOAD_DEPTH_MAX) this.#fail(`nests deeper than ${PAYLOAD_DEPTH_MAX} levels of arrays and objects`)
-    const ancestors = this.#ancestors
-    if (ancestors.includes(v)) this.#fail('refers back to a value that contains it (a cycle)')
-    ancestors.push(v)
-    const path = this.#path
-    if (Array.isArray(v)) {
-      for (let i = 0; i < v.length; i++) {
-        path.push(i)
-        if (!(i in v)) this.#fail('is a hole in a sparse array, which JSON gives back as null')
-        this.walk(v[i], depth + 1)
-        path.pop()
-      }
-    } else {
-      const proto: unknown = Object.getPrototypeOf(v)
-      if (proto !== Object.prototype && proto !== null) {
-        this.#fail(`is ${describe(v)}, not a plain object, which JSON does not give back as such`)
-      }
-      if (Object.getOwnPropertySymbols(v).length > 0) this.#fail('has symbol keys, which JSON drops')
-      for (const key of Object.keys(v)) {
-        if (!wellFormed(key)) this.#fail('has a key with a lone surrogate')
-        path.push(key)
-        this.walk((v as Record<string, unknown>)[key], depth + 1)
-        path.pop()
-      }
-    }
-    ancestors.pop()
-  }
-
-  #fail(problem: string): never {
-    let at = typeof this.#where === 'string' ? this.#where : this.#where()
-    for (const step of this.#path) at = typeof step === 'number' ? `${at}[${step}]` : keyPath(at, step)
-    return badPayload(at, problem)
-  }
-}
-
-/**
- * `JSON.stringify` for a value `payloadJson` checked, except that -0 is written `-0.0`, which
- * `JSON.parse` gives back as -0 (`JSON.stringify` writes `0`). Only used when there is a -0.
- */
-function stringifyKeepingNegativeZero(v: unknown): string {
-  if (typeof v === 'number') return Object.is(v, -0) ? '-0.0' : JSON.stringify(v)
-  if (typeof v !== 'object' || v === null) return JSON.stringify(v)
-  if (Array.isArray(v)) return `[${v.map(stringifyKeepingNegativeZero).join(',')}]`
-  const fields = Object.keys(v).map((k) => `${JSON.stringify(k)}:${stringifyKeepingNegativeZero((v as Record<string, unknown>)[k])}`)
-  return `{${fields.join(',')}}`
+  return quickPayloadJson(value) ?? checkedPayloadJson(value, where, badPayload)
 }
 
 /** Parses a stored payload; text that is not JSON was changed on disk. */
@@ -623,10 +524,12 @@ function checkFull(value: unknown, i: number, dimension: number): CheckedRecord 
     )
   }
   const payload: unknown = record.payload
+  // The description for a message is a closure made only when the quick check is unsure.
   const text =
     payload === undefined || payload === null
       ? undefined
-      : payloadJson(payload, () => `record ${i} (id ${JSON.stringify(record.id)}): payload`)
+      : (quickPayloadJson(payload) ??
+        checkedPayloadJson(payload, () => `record ${i} (id ${JSON.stringify(record.id)}): payload`, badPayload))
   return { id, vector: vector as Float32Array | readonly number[], text }
 }
 
