@@ -830,12 +830,24 @@ function unpackHits(hits: NativeHits, dimension: number): SearchHit[][] {
 // ---------------------------------------------------------------------------------------
 // Queued writes
 
-interface Waiter {
-  resolve: (value: number | undefined) => void
-  reject: (err: KeelError) => void
-  /** Resolve with the count the write reports (delete), or with `undefined` (upsert). */
-  count: boolean
+/** Settles a write's promise: with the count the write reports (delete) or `undefined`. */
+type Resolve = (value: number | undefined) => void
+type Reject = (err: KeelError) => void
+
+/**
+ * The functions of the promise {@link capture} last ran for. `new Promise(capture)` then
+ * reads them, so making a write's promise allocates no closure of its own; the executor runs
+ * inside the constructor, so nothing runs between the two.
+ */
+let capturedResolve: Resolve | undefined
+let capturedReject: Reject | undefined
+function capture(resolve: Resolve, reject: Reject): void {
+  capturedResolve = resolve
+  capturedReject = reject
 }
+
+/** Slots the ring of waiting writes starts with (a power of two; it doubles as needed). */
+const WAITING_SLOTS_MIN = 256
 
 /**
  * The promises of one database's queued writes (`upsert`, `delete`), by ticket. The native
@@ -843,10 +855,26 @@ interface Waiter {
  * reports outcomes in batches, usually one per commit group, through {@link Writes.settle}
  * (src/settle.rs). While a write waits, the database's settle function keeps Node running,
  * as a pending native promise would.
+ *
+ * Tickets are consecutive, and outcomes come back nearly in order (each collection's in
+ * order; collections interleave), so the waiting writes live in a ring indexed by
+ * `ticket & (slots - 1)` rather than a Map: a Map grew and shrank its hash table with every
+ * commit group, and each entry needed an object of its own.
+ *
+ * Invariant: every waiting ticket is in `[#oldest, #lastTicket]`, a range shorter than the
+ * ring, so no two waiting tickets share a slot. A slot is empty (`undefined`) once its
+ * write has settled, or if its ticket never waited (its native call threw).
  */
 class Writes {
   #lastTicket = 0
-  readonly #waiting = new Map<number, Waiter>()
+  /** No ticket before it waits any more. */
+  #oldest = 1
+  /** How many writes wait; Node is kept alive while it is above 0. */
+  #waiting = 0
+  #resolves: (Resolve | undefined)[] = new Array<Resolve | undefined>(WAITING_SLOTS_MIN).fill(undefined)
+  #rejects: (Reject | undefined)[] = new Array<Reject | undefined>(WAITING_SLOTS_MIN).fill(undefined)
+  /** Whether the write in each slot resolves with its count (delete) or `undefined` (upsert). */
+  #counts: boolean[] = new Array<boolean>(WAITING_SLOTS_MIN).fill(false)
   /**
    * Weak: the native database holds `settle`, which holds this object, so a strong
    * reference back would keep the database from ever being garbage-collected.
@@ -857,36 +885,74 @@ class Writes {
     this.#native = new WeakRef(native)
   }
 
-  /** A fresh ticket (exact up to 2^53 writes). */
+  /** A fresh ticket (exact up to 2^53 writes; `& mask` keeps the low 32 bits of any of them). */
   ticket(): number {
     return ++this.#lastTicket
   }
 
-  /** The promise of the write queued under `ticket`. */
+  /** The promise of the write just queued under `ticket` (the last one handed out). */
   wait(ticket: number, count: boolean): Promise<number | undefined> {
-    const promise = new Promise<number | undefined>((resolve, reject) => {
-      this.#waiting.set(ticket, { resolve, reject, count })
-    })
-    if (this.#waiting.size === 1) this.#keepAlive(true)
+    if (ticket - this.#oldest >= this.#resolves.length) this.#makeRoom()
+    const promise = new Promise<number | undefined>(capture)
+    const slot = ticket & (this.#resolves.length - 1)
+    this.#resolves[slot] = capturedResolve
+    this.#rejects[slot] = capturedReject
+    this.#counts[slot] = count
+    if (++this.#waiting === 1) this.#keepAlive(true)
     return promise
   }
 
   /** `[ticket, value]` pairs; a NaN value failed, with the next message of `errors`. */
   readonly settle = (outcomes: Float64Array, errors: string[]): void => {
+    const resolves = this.#resolves
+    const rejects = this.#rejects
+    const mask = resolves.length - 1
     let failed = 0
     for (let i = 0; i + 1 < outcomes.length; i += 2) {
-      const ticket = outcomes[i] as number
+      const slot = (outcomes[i] as number) & mask
       const value = outcomes[i + 1] as number
-      const waiter = this.#waiting.get(ticket)
-      this.#waiting.delete(ticket)
-      if (Number.isNaN(value)) {
-        const message = errors[failed++]
-        waiter?.reject(errorFromMessage(message))
-      } else {
-        waiter?.resolve(waiter.count ? value : undefined)
-      }
+      const resolve = resolves[slot]
+      const reject = rejects[slot]
+      if (resolve === undefined || reject === undefined) continue
+      resolves[slot] = undefined
+      rejects[slot] = undefined
+      this.#waiting--
+      if (Number.isNaN(value)) reject(errorFromMessage(errors[failed++]))
+      else resolve(this.#counts[slot] === true ? value : undefined)
     }
-    if (this.#waiting.size === 0) this.#keepAlive(false)
+    this.#advanceOldest()
+    if (this.#waiting === 0) this.#keepAlive(false)
+  }
+
+  /** Moves `#oldest` past the tickets that no longer wait. */
+  #advanceOldest(): void {
+    const resolves = this.#resolves
+    const mask = resolves.length - 1
+    while (this.#oldest <= this.#lastTicket && resolves[this.#oldest & mask] === undefined) this.#oldest++
+  }
+
+  /** Makes the ring long enough for every ticket from `#oldest` to `#lastTicket`. */
+  #makeRoom(): void {
+    this.#advanceOldest()
+    const span = this.#lastTicket - this.#oldest + 1
+    let slots = this.#resolves.length
+    if (span <= slots) return
+    while (slots < span) slots *= 2
+    const resolves = new Array<Resolve | undefined>(slots).fill(undefined)
+    const rejects = new Array<Reject | undefined>(slots).fill(undefined)
+    const counts = new Array<boolean>(slots).fill(false)
+    const oldMask = this.#resolves.length - 1
+    // Every waiting ticket is within the old ring's length of `#oldest` (the invariant);
+    // a later slot would read the entry of an earlier ticket that shares it.
+    const last = Math.min(this.#lastTicket, this.#oldest + oldMask)
+    for (let t = this.#oldest; t <= last; t++) {
+      resolves[t & (slots - 1)] = this.#resolves[t & oldMask]
+      rejects[t & (slots - 1)] = this.#rejects[t & oldMask]
+      counts[t & (slots - 1)] = this.#counts[t & oldMask] as boolean
+    }
+    this.#resolves = resolves
+    this.#rejects = rejects
+    this.#counts = counts
   }
 
   /**
