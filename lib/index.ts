@@ -542,9 +542,41 @@ function payloadBytes(text: string, i: number): number {
   return n
 }
 
+/** Most floats the batch scratch array keeps between writes: 16 MiB. */
+const SCRATCH_FLOATS_MAX = 4 * 1024 * 1024
+
+/**
+ * The flat vector array of batch writes, reused: the native call copies it before it
+ * returns, so the next batch can fill the same memory. A fresh `Float32Array` per batch
+ * cost more than filling it (the allocator zeroes it, and a large one comes from fresh
+ * pages, each a page fault). Arrays over {@link SCRATCH_FLOATS_MAX} floats are not kept.
+ * A write that starts while the scratch is lent out (a payload's getter writing mid-pack)
+ * gets an array of its own.
+ */
+class FloatScratch {
+  #array = new Float32Array(0)
+  #lent = false
+
+  /** `length` floats to fill completely; give it back with {@link FloatScratch.giveBack}. */
+  take(length: number): Float32Array {
+    if (this.#lent || length > SCRATCH_FLOATS_MAX) return new Float32Array(length)
+    if (this.#array.length < length) this.#array = new Float32Array(Math.min(SCRATCH_FLOATS_MAX, Math.max(length, 2 * this.#array.length)))
+    this.#lent = true
+    return this.#array.length === length ? this.#array : this.#array.subarray(0, length)
+  }
+
+  /** Ends the loan of `array` if it came from the scratch (a no-op for any other). */
+  giveBack(array: Float32Array): void {
+    if (array.buffer === this.#array.buffer) this.#lent = false
+  }
+}
+
+const floats = new FloatScratch()
+
 /**
  * Packs the records of one write into ids, one flat Float32Array (records x dimension) and
- * the payloads, checking the shape of each.
+ * the payloads, checking the shape of each. The flat array may be the scratch: the caller
+ * gives it back once the native call has copied it (`pack` does when it throws).
  */
 function pack(
   records: readonly unknown[],
@@ -555,17 +587,22 @@ function pack(
   const only = records.length === 1 ? checkRecord(records[0], 0).vector : undefined
   // A single Float32Array record needs no copy here: the native side copies it once.
   const reuse = only instanceof Float32Array && only.length === dimension
-  const flat = reuse ? only : new Float32Array(records.length * dimension)
-  for (let i = 0; i < records.length; i++) {
-    const { id, vector, text } = checkFull(records[i], i, dimension)
-    ids[i] = id
-    if (!reuse) flat.set(vector, i * dimension)
-    if (text !== undefined) {
-      texts ??= new Array<string | undefined>(records.length)
-      texts[i] = text
+  const flat = reuse ? only : floats.take(records.length * dimension)
+  try {
+    for (let i = 0; i < records.length; i++) {
+      const { id, vector, text } = checkFull(records[i], i, dimension)
+      ids[i] = id
+      if (!reuse) flat.set(vector, i * dimension)
+      if (text !== undefined) {
+        texts ??= new Array<string | undefined>(records.length)
+        texts[i] = text
+      }
     }
+    return { ids, flat, payloads: texts === undefined ? undefined : packPayloads(texts) }
+  } catch (err) {
+    floats.giveBack(flat)
+    throw err
   }
-  return { ids, flat, payloads: texts === undefined ? undefined : packPayloads(texts) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1253,7 +1290,11 @@ export class Collection {
       const ticket = this.#writes.ticket()
       if (Array.isArray(records)) {
         const { ids, flat, payloads } = pack(records, this.#dimension)
-        this.#native.upsert(ticket, ids, flat, durability, payloads?.bytes, payloads?.lengths)
+        try {
+          this.#native.upsert(ticket, ids, flat, durability, payloads?.bytes, payloads?.lengths)
+        } finally {
+          floats.giveBack(flat)
+        }
       } else {
         // One record, the common call: no id array and no packed payload buffer to build.
         const { id, vector, text } = checkFull(records, 0, this.#dimension)
