@@ -90,6 +90,46 @@ test('hundreds of writes in flight with mixed durability and deletes all settle 
   await db.close()
 })
 
+test('thousands of writes in flight, some refused before queueing, settle by their own ticket across waves', async (t) => {
+  // The waiting writes live in a ring by ticket: it must grow while thousands wait, skip
+  // tickets whose write threw before it was queued, and be reused after it wraps.
+  const db = await open(tempDir(t), { durability: 'none' })
+  const fast = await db.createCollection('fast', { dimension: 2 })
+  const slow = await db.createCollection('slow', { dimension: 2 })
+  for (let wave = 0; wave < 3; wave++) {
+    const writes: Promise<number | void>[] = []
+    const expected: (number | undefined | 'refused')[] = []
+    for (let i = 0; i < 3000; i++) {
+      const id = wave * 10_000 + i
+      if (i % 7 === 3) {
+        writes.push(fast.upsert({ id, vector: [1, 2, 3] }))
+        expected.push('refused')
+      } else if (i % 11 === 5) {
+        // Deletes of one written id and one never written: the count must be this write's.
+        // (Write i - 1 was an upsert into the collection of its parity: 5 % 7 and 4 % 11
+        // are neither refusal nor delete, nor are the neighbours of later i % 11 === 5.)
+        writes.push((i % 2 === 1 ? fast : slow).delete([id - 1, id + 100_000]))
+        expected.push((i - 1) % 7 === 3 ? 0 : 1)
+      } else {
+        // 'slow' fsyncs now and then, so its outcomes come back behind 'fast''s.
+        const col = i % 2 === 0 ? fast : slow
+        writes.push(col.upsert({ id, vector: [i, 1] }, i % 50 === 0 ? { durability: 'fsync' } : undefined))
+        expected.push(undefined)
+      }
+    }
+    const outcomes = await Promise.allSettled(writes)
+    outcomes.forEach((o, i) => {
+      if (expected[i] === 'refused') {
+        if (o.status !== 'rejected' || (o.reason as KeelError).code !== 'KEEL_DIMENSION_MISMATCH') t.fail(`wave ${wave} write ${i}: ${o.status}`)
+      } else if (o.status !== 'fulfilled' || o.value !== expected[i]) {
+        t.fail(`wave ${wave} write ${i}: ${o.status} ${o.status === 'fulfilled' ? String(o.value) : String(o.reason)}, expected ${String(expected[i])}`)
+      }
+    })
+  }
+  t.pass()
+  await db.close()
+})
+
 test('a write that fails in the committer rejects alone, with its code, amid writes that land', async (t) => {
   // Writes to a dropped collection's handle pass validation but find its queue closed: they
   // fail on the way through the committer path, in the same settle batch as good writes.

@@ -11,6 +11,8 @@ import type { NativeCollection, NativeCollectionStats, NativeDb, NativeHits, Nat
 // zod 4 has no transitive dependencies. Records on the hot path are checked by hand below.
 import { z } from 'zod'
 
+import { checkedPayloadJson, describe, PAYLOAD_DEPTH_MAX, quickPayloadJson } from './payload'
+
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const native = require('../index.js') as typeof NativeBinding
 
@@ -286,13 +288,6 @@ function show(value: unknown): string {
   return String(value)
 }
 
-function describe(value: unknown): string {
-  if (value === null || value === undefined) return String(value)
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'object') return `a ${value.constructor?.name ?? 'null-prototype object'}`
-  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`
-  return `${typeof value} ${String(value)}`
-}
 
 // ---------------------------------------------------------------------------------------
 // Records
@@ -330,16 +325,8 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [key:
  */
 export const PAYLOAD_BYTES_MAX = 16 * 1024 * 1024
 
-/**
- * Deepest nesting of arrays and objects a payload may have (`{}` is 1, `{ a: [] }` is 2).
- *
- * @example
- * ```ts
- * import { PAYLOAD_DEPTH_MAX } from 'keeldb'
- * console.log(PAYLOAD_DEPTH_MAX) // 64
- * ```
- */
-export const PAYLOAD_DEPTH_MAX = 64
+// Defined with the payload checks that enforce it.
+export { PAYLOAD_DEPTH_MAX } from './payload'
 
 /**
  * A record to write. `vector` must have exactly the collection's dimension, every component
@@ -436,98 +423,12 @@ function badPayload(path: string, problem: string): never {
   throw new KeelError('KEEL_INVALID_ARGUMENT', `${path} ${problem}; payloads must survive JSON.stringify and JSON.parse unchanged`)
 }
 
-/** `isWellFormed` is in Node 20 but not in the ES2022 typings. */
-const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed()
-
-function keyPath(path: string, key: string): string {
-  return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`
-}
-
 /**
  * Checks that `value` would come back deep-equal from JSON (see {@link VectorRecord.payload}),
- * naming the path of the first value that would not, and returns its JSON text. The path is
- * kept as a stack of keys and indices and spelled out only for an error: building a string
- * per key cost more than the check itself on the write path.
+ * naming the path of the first value that would not, and returns its JSON text.
  */
 function payloadJson(value: unknown, where: string | (() => string)): string {
-  const check = new PayloadCheck(where)
-  check.walk(value, 0)
-  return check.negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
-}
-
-class PayloadCheck {
-  negativeZero = false
-  /** What the payload is, for a message; a function when that costs work to spell out. */
-  readonly #where: string | (() => string)
-  readonly #ancestors: object[] = []
-  readonly #path: (string | number)[] = []
-
-  constructor(where: string | (() => string)) {
-    this.#where = where
-  }
-
-  walk(v: unknown, depth: number): void {
-    switch (typeof v) {
-      case 'string':
-        if (!wellFormed(v)) this.#fail('is a string with a lone surrogate, which JSON cannot carry')
-        return
-      case 'boolean':
-        return
-      case 'number':
-        if (!Number.isFinite(v)) this.#fail(`is ${v}, which JSON cannot carry`)
-        if (Object.is(v, -0)) this.negativeZero = true
-        return
-      case 'object':
-        break
-      default:
-        this.#fail(`is ${typeof v === 'undefined' ? 'undefined' : `a ${typeof v}`}, which JSON cannot carry`)
-    }
-    if (v === null) return
-    if (depth >= PAYLOAD_DEPTH_MAX) this.#fail(`nests deeper than ${PAYLOAD_DEPTH_MAX} levels of arrays and objects`)
-    const ancestors = this.#ancestors
-    if (ancestors.includes(v)) this.#fail('refers back to a value that contains it (a cycle)')
-    ancestors.push(v)
-    const path = this.#path
-    if (Array.isArray(v)) {
-      for (let i = 0; i < v.length; i++) {
-        path.push(i)
-        if (!(i in v)) this.#fail('is a hole in a sparse array, which JSON gives back as null')
-        this.walk(v[i], depth + 1)
-        path.pop()
-      }
-    } else {
-      const proto: unknown = Object.getPrototypeOf(v)
-      if (proto !== Object.prototype && proto !== null) {
-        this.#fail(`is ${describe(v)}, not a plain object, which JSON does not give back as such`)
-      }
-      if (Object.getOwnPropertySymbols(v).length > 0) this.#fail('has symbol keys, which JSON drops')
-      for (const key of Object.keys(v)) {
-        if (!wellFormed(key)) this.#fail('has a key with a lone surrogate')
-        path.push(key)
-        this.walk((v as Record<string, unknown>)[key], depth + 1)
-        path.pop()
-      }
-    }
-    ancestors.pop()
-  }
-
-  #fail(problem: string): never {
-    let at = typeof this.#where === 'string' ? this.#where : this.#where()
-    for (const step of this.#path) at = typeof step === 'number' ? `${at}[${step}]` : keyPath(at, step)
-    return badPayload(at, problem)
-  }
-}
-
-/**
- * `JSON.stringify` for a value `payloadJson` checked, except that -0 is written `-0.0`, which
- * `JSON.parse` gives back as -0 (`JSON.stringify` writes `0`). Only used when there is a -0.
- */
-function stringifyKeepingNegativeZero(v: unknown): string {
-  if (typeof v === 'number') return Object.is(v, -0) ? '-0.0' : JSON.stringify(v)
-  if (typeof v !== 'object' || v === null) return JSON.stringify(v)
-  if (Array.isArray(v)) return `[${v.map(stringifyKeepingNegativeZero).join(',')}]`
-  const fields = Object.keys(v).map((k) => `${JSON.stringify(k)}:${stringifyKeepingNegativeZero((v as Record<string, unknown>)[k])}`)
-  return `{${fields.join(',')}}`
+  return quickPayloadJson(value) ?? checkedPayloadJson(value, where, badPayload)
 }
 
 /** Parses a stored payload; text that is not JSON was changed on disk. */
@@ -623,10 +524,12 @@ function checkFull(value: unknown, i: number, dimension: number): CheckedRecord 
     )
   }
   const payload: unknown = record.payload
+  // The description for a message is a closure made only when the quick check is unsure.
   const text =
     payload === undefined || payload === null
       ? undefined
-      : payloadJson(payload, () => `record ${i} (id ${JSON.stringify(record.id)}): payload`)
+      : (quickPayloadJson(payload) ??
+        checkedPayloadJson(payload, () => `record ${i} (id ${JSON.stringify(record.id)}): payload`, badPayload))
   return { id, vector: vector as Float32Array | readonly number[], text }
 }
 
@@ -639,9 +542,41 @@ function payloadBytes(text: string, i: number): number {
   return n
 }
 
+/** Most floats the batch scratch array keeps between writes: 16 MiB. */
+const SCRATCH_FLOATS_MAX = 4 * 1024 * 1024
+
+/**
+ * The flat vector array of batch writes, reused: the native call copies it before it
+ * returns, so the next batch can fill the same memory. A fresh `Float32Array` per batch
+ * cost more than filling it (the allocator zeroes it, and a large one comes from fresh
+ * pages, each a page fault). Arrays over {@link SCRATCH_FLOATS_MAX} floats are not kept.
+ * A write that starts while the scratch is lent out (a payload's getter writing mid-pack)
+ * gets an array of its own.
+ */
+class FloatScratch {
+  #array = new Float32Array(0)
+  #lent = false
+
+  /** `length` floats to fill completely; give it back with {@link FloatScratch.giveBack}. */
+  take(length: number): Float32Array {
+    if (this.#lent || length > SCRATCH_FLOATS_MAX) return new Float32Array(length)
+    if (this.#array.length < length) this.#array = new Float32Array(Math.min(SCRATCH_FLOATS_MAX, Math.max(length, 2 * this.#array.length)))
+    this.#lent = true
+    return this.#array.length === length ? this.#array : this.#array.subarray(0, length)
+  }
+
+  /** Ends the loan of `array` if it came from the scratch (a no-op for any other). */
+  giveBack(array: Float32Array): void {
+    if (array.buffer === this.#array.buffer) this.#lent = false
+  }
+}
+
+const floats = new FloatScratch()
+
 /**
  * Packs the records of one write into ids, one flat Float32Array (records x dimension) and
- * the payloads, checking the shape of each.
+ * the payloads, checking the shape of each. The flat array may be the scratch: the caller
+ * gives it back once the native call has copied it (`pack` does when it throws).
  */
 function pack(
   records: readonly unknown[],
@@ -652,17 +587,22 @@ function pack(
   const only = records.length === 1 ? checkRecord(records[0], 0).vector : undefined
   // A single Float32Array record needs no copy here: the native side copies it once.
   const reuse = only instanceof Float32Array && only.length === dimension
-  const flat = reuse ? only : new Float32Array(records.length * dimension)
-  for (let i = 0; i < records.length; i++) {
-    const { id, vector, text } = checkFull(records[i], i, dimension)
-    ids[i] = id
-    if (!reuse) flat.set(vector, i * dimension)
-    if (text !== undefined) {
-      texts ??= new Array<string | undefined>(records.length)
-      texts[i] = text
+  const flat = reuse ? only : floats.take(records.length * dimension)
+  try {
+    for (let i = 0; i < records.length; i++) {
+      const { id, vector, text } = checkFull(records[i], i, dimension)
+      ids[i] = id
+      if (!reuse) flat.set(vector, i * dimension)
+      if (text !== undefined) {
+        texts ??= new Array<string | undefined>(records.length)
+        texts[i] = text
+      }
     }
+    return { ids, flat, payloads: texts === undefined ? undefined : packPayloads(texts) }
+  } catch (err) {
+    floats.giveBack(flat)
+    throw err
   }
-  return { ids, flat, payloads: texts === undefined ? undefined : packPayloads(texts) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -927,12 +867,24 @@ function unpackHits(hits: NativeHits, dimension: number): SearchHit[][] {
 // ---------------------------------------------------------------------------------------
 // Queued writes
 
-interface Waiter {
-  resolve: (value: number | undefined) => void
-  reject: (err: KeelError) => void
-  /** Resolve with the count the write reports (delete), or with `undefined` (upsert). */
-  count: boolean
+/** Settles a write's promise: with the count the write reports (delete) or `undefined`. */
+type Resolve = (value: number | undefined) => void
+type Reject = (err: KeelError) => void
+
+/**
+ * The functions of the promise {@link capture} last ran for. `new Promise(capture)` then
+ * reads them, so making a write's promise allocates no closure of its own; the executor runs
+ * inside the constructor, so nothing runs between the two.
+ */
+let capturedResolve: Resolve | undefined
+let capturedReject: Reject | undefined
+function capture(resolve: Resolve, reject: Reject): void {
+  capturedResolve = resolve
+  capturedReject = reject
 }
+
+/** Slots the ring of waiting writes starts with (a power of two; it doubles as needed). */
+const WAITING_SLOTS_MIN = 256
 
 /**
  * The promises of one database's queued writes (`upsert`, `delete`), by ticket. The native
@@ -940,10 +892,26 @@ interface Waiter {
  * reports outcomes in batches, usually one per commit group, through {@link Writes.settle}
  * (src/settle.rs). While a write waits, the database's settle function keeps Node running,
  * as a pending native promise would.
+ *
+ * Tickets are consecutive, and outcomes come back nearly in order (each collection's in
+ * order; collections interleave), so the waiting writes live in a ring indexed by
+ * `ticket & (slots - 1)` rather than a Map: a Map grew and shrank its hash table with every
+ * commit group, and each entry needed an object of its own.
+ *
+ * Invariant: every waiting ticket is in `[#oldest, #lastTicket]`, a range shorter than the
+ * ring, so no two waiting tickets share a slot. A slot is empty (`undefined`) once its
+ * write has settled, or if its ticket never waited (its native call threw).
  */
 class Writes {
   #lastTicket = 0
-  readonly #waiting = new Map<number, Waiter>()
+  /** No ticket before it waits any more. */
+  #oldest = 1
+  /** How many writes wait; Node is kept alive while it is above 0. */
+  #waiting = 0
+  #resolves: (Resolve | undefined)[] = new Array<Resolve | undefined>(WAITING_SLOTS_MIN).fill(undefined)
+  #rejects: (Reject | undefined)[] = new Array<Reject | undefined>(WAITING_SLOTS_MIN).fill(undefined)
+  /** Whether the write in each slot resolves with its count (delete) or `undefined` (upsert). */
+  #counts: boolean[] = new Array<boolean>(WAITING_SLOTS_MIN).fill(false)
   /**
    * Weak: the native database holds `settle`, which holds this object, so a strong
    * reference back would keep the database from ever being garbage-collected.
@@ -954,36 +922,74 @@ class Writes {
     this.#native = new WeakRef(native)
   }
 
-  /** A fresh ticket (exact up to 2^53 writes). */
+  /** A fresh ticket (exact up to 2^53 writes; `& mask` keeps the low 32 bits of any of them). */
   ticket(): number {
     return ++this.#lastTicket
   }
 
-  /** The promise of the write queued under `ticket`. */
+  /** The promise of the write just queued under `ticket` (the last one handed out). */
   wait(ticket: number, count: boolean): Promise<number | undefined> {
-    const promise = new Promise<number | undefined>((resolve, reject) => {
-      this.#waiting.set(ticket, { resolve, reject, count })
-    })
-    if (this.#waiting.size === 1) this.#keepAlive(true)
+    if (ticket - this.#oldest >= this.#resolves.length) this.#makeRoom()
+    const promise = new Promise<number | undefined>(capture)
+    const slot = ticket & (this.#resolves.length - 1)
+    this.#resolves[slot] = capturedResolve
+    this.#rejects[slot] = capturedReject
+    this.#counts[slot] = count
+    if (++this.#waiting === 1) this.#keepAlive(true)
     return promise
   }
 
   /** `[ticket, value]` pairs; a NaN value failed, with the next message of `errors`. */
   readonly settle = (outcomes: Float64Array, errors: string[]): void => {
+    const resolves = this.#resolves
+    const rejects = this.#rejects
+    const mask = resolves.length - 1
     let failed = 0
     for (let i = 0; i + 1 < outcomes.length; i += 2) {
-      const ticket = outcomes[i] as number
+      const slot = (outcomes[i] as number) & mask
       const value = outcomes[i + 1] as number
-      const waiter = this.#waiting.get(ticket)
-      this.#waiting.delete(ticket)
-      if (Number.isNaN(value)) {
-        const message = errors[failed++]
-        waiter?.reject(errorFromMessage(message))
-      } else {
-        waiter?.resolve(waiter.count ? value : undefined)
-      }
+      const resolve = resolves[slot]
+      const reject = rejects[slot]
+      if (resolve === undefined || reject === undefined) continue
+      resolves[slot] = undefined
+      rejects[slot] = undefined
+      this.#waiting--
+      if (Number.isNaN(value)) reject(errorFromMessage(errors[failed++]))
+      else resolve(this.#counts[slot] === true ? value : undefined)
     }
-    if (this.#waiting.size === 0) this.#keepAlive(false)
+    this.#advanceOldest()
+    if (this.#waiting === 0) this.#keepAlive(false)
+  }
+
+  /** Moves `#oldest` past the tickets that no longer wait. */
+  #advanceOldest(): void {
+    const resolves = this.#resolves
+    const mask = resolves.length - 1
+    while (this.#oldest <= this.#lastTicket && resolves[this.#oldest & mask] === undefined) this.#oldest++
+  }
+
+  /** Makes the ring long enough for every ticket from `#oldest` to `#lastTicket`. */
+  #makeRoom(): void {
+    this.#advanceOldest()
+    const span = this.#lastTicket - this.#oldest + 1
+    let slots = this.#resolves.length
+    if (span <= slots) return
+    while (slots < span) slots *= 2
+    const resolves = new Array<Resolve | undefined>(slots).fill(undefined)
+    const rejects = new Array<Reject | undefined>(slots).fill(undefined)
+    const counts = new Array<boolean>(slots).fill(false)
+    const oldMask = this.#resolves.length - 1
+    // Every waiting ticket is within the old ring's length of `#oldest` (the invariant);
+    // a later slot would read the entry of an earlier ticket that shares it.
+    const last = Math.min(this.#lastTicket, this.#oldest + oldMask)
+    for (let t = this.#oldest; t <= last; t++) {
+      resolves[t & (slots - 1)] = this.#resolves[t & oldMask]
+      rejects[t & (slots - 1)] = this.#rejects[t & oldMask]
+      counts[t & (slots - 1)] = this.#counts[t & oldMask] as boolean
+    }
+    this.#resolves = resolves
+    this.#rejects = rejects
+    this.#counts = counts
   }
 
   /**
@@ -1284,7 +1290,11 @@ export class Collection {
       const ticket = this.#writes.ticket()
       if (Array.isArray(records)) {
         const { ids, flat, payloads } = pack(records, this.#dimension)
-        this.#native.upsert(ticket, ids, flat, durability, payloads?.bytes, payloads?.lengths)
+        try {
+          this.#native.upsert(ticket, ids, flat, durability, payloads?.bytes, payloads?.lengths)
+        } finally {
+          floats.giveBack(flat)
+        }
       } else {
         // One record, the common call: no id array and no packed payload buffer to build.
         const { id, vector, text } = checkFull(records, 0, this.#dimension)
