@@ -1057,7 +1057,11 @@ export interface CollectionStats {
   capacitySlots: number
   /** Vector slots handed out so far. */
   slotHighWater: number
-  /** Size of the write-ahead log (`vectors.wal`), including bytes still buffered. */
+  /**
+   * Bytes of records in the write-ahead log (`vectors.wal`), header and bytes still buffered
+   * included; the file itself is longer while the collection is open (see
+   * `checkpointThresholdBytes`).
+   */
   walBytes: number
   /** Size of the id index written at each checkpoint (`ids.idx`). */
   indexFileBytes: number
@@ -1071,7 +1075,10 @@ export interface CollectionStats {
   recordsReplayed: number
   /** Damaged log records skipped at open (recovery `'salvage'`). */
   corruptRecordsSkipped: number
-  /** Bytes of torn log tail cut off at open. */
+  /**
+   * Bytes of torn log tail cut off at open. Not counted: the zero-filled space after the
+   * log's records and the old records a checkpoint left after the new ones, also cut.
+   */
   tornBytesTruncated: number
   /** What open skipped or repaired, one line each. */
   warnings: string[]
