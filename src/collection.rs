@@ -6,6 +6,7 @@
 //! Queued writes return nothing: `lib/index.ts` names each by a ticket, and its outcome
 //! comes back through the database's [`Settler`].
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use keeldb_core::search::filter::Filter;
@@ -16,7 +17,7 @@ use keeldb_core::{
 use napi::bindgen_prelude::{
     AsyncTask, BufferSlice, Float32Array, Float32ArraySlice, Float64Array, Uint32ArraySlice,
 };
-use napi::{Either, Env};
+use napi::{Either, Env, JsString};
 use napi_derive::napi;
 
 use crate::convert::{napi_result, to_durability, to_id, to_ids, to_napi_error, JsId};
@@ -351,7 +352,10 @@ impl NativeCollection {
     /// vector is copied into an ArrayBuffer that V8 allocates and owns: handing V8 the `Vec`
     /// as an external buffer instead (as the pool's `get` must, having no `Env`) costs a
     /// finalizer and a global handle per call and keeps freed vectors alive until V8 sweeps
-    /// them, which made this call about twice as slow (bench/ingest/profile.sh).
+    /// them, which made this call about twice as slow (bench/ingest/profile.sh). The core
+    /// reads into this thread's [`ReadScratch`] under its lock, and the JavaScript values
+    /// are made from it after the lock is released: no allocation on the Rust side, and no
+    /// V8 call (which may run a GC and its finalizers) while the collection is locked.
     #[napi(
         catch_unwind,
         ts_return_type = "[Float32Array | null, string | null] | null"
@@ -362,17 +366,29 @@ impl NativeCollection {
         #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
         vector: bool,
         payload: bool,
-    ) -> napi::Result<Option<(Option<Float32ArraySlice<'env>>, Option<String>)>> {
+    ) -> napi::Result<Option<(Option<Float32ArraySlice<'env>>, Option<JsString<'env>>)>> {
         let id = napi_result(to_id(id))?;
-        let Some(record) = napi_result(self.collection.get_record(&id, vector, payload))? else {
-            return Ok(None);
-        };
-        let vector = match record.vector {
-            Some(v) => Some(Float32ArraySlice::copy_from(env, v)?),
-            None => None,
-        };
-        let payload = napi_result(record.payload.map(payload_text).transpose())?;
-        Ok(Some((vector, payload)))
+        READ_SCRATCH.with_borrow_mut(|scratch| {
+            let dimension = self.collection.dimension() as usize;
+            scratch.vector.resize(dimension, 0.0);
+            let found = self.collection.get_record_into(
+                &id,
+                vector.then_some(&mut scratch.vector[..]),
+                payload.then_some(&mut scratch.payload),
+            );
+            let Some(has_payload) = napi_result(found)? else {
+                return Ok(None);
+            };
+            let vector = match vector {
+                true => Some(Float32ArraySlice::copy_from(env, &scratch.vector)?),
+                false => None,
+            };
+            let payload = match has_payload {
+                true => Some(env.create_string(napi_result(payload_str(&scratch.payload))?)?),
+                false => None,
+            };
+            Ok(Some((vector, payload)))
+        })
     }
 
     /// The records under `ids`, in order (`null` for a missing one), read at one moment.
@@ -510,6 +526,28 @@ fn read_many(
         .into_iter()
         .map(|r| r.map(to_js_record).transpose())
         .collect()
+}
+
+/// Buffers `getSync` reads into, kept per thread (it runs on the JS thread) so a read
+/// allocates nothing once they have grown to the dimension and the largest payload.
+#[derive(Default)]
+struct ReadScratch {
+    vector: Vec<f32>,
+    payload: Vec<u8>,
+}
+
+thread_local! {
+    static READ_SCRATCH: RefCell<ReadScratch> = RefCell::default();
+}
+
+/// A stored payload's JSON text, borrowed. It was checked when written; bytes that fail
+/// now were changed on disk.
+fn payload_str(bytes: &[u8]) -> keeldb_core::Result<&str> {
+    std::str::from_utf8(bytes).map_err(|e| Error::Corrupted {
+        file: "payload log".into(),
+        offset: e.valid_up_to() as u64,
+        reason: "a stored payload is not UTF-8".into(),
+    })
 }
 
 /// A stored payload's JSON text as a string. It was checked when written; bytes that fail

@@ -1192,6 +1192,41 @@ impl Collection {
         read_record(state, id, vector, payload)
     }
 
+    /// [`Collection::get_record`] into buffers the caller owns and reuses, under one lock:
+    /// the vector into `vector` (exactly `dimension` floats), the payload's JSON text into
+    /// `payload` (cleared first). `None` if no record has `id`; else whether a payload was
+    /// read (`false` too when none was asked for). Nothing is allocated once `payload` has
+    /// grown to the largest payload read.
+    pub fn get_record_into(
+        &self,
+        id: &Id,
+        vector: Option<&mut [f32]>,
+        payload: Option<&mut Vec<u8>>,
+    ) -> Result<Option<bool>> {
+        id.validate()?;
+        if let Some(v) = &vector {
+            if v.len() != self.config.dimension as usize {
+                return Err(Error::DimensionMismatch(format!(
+                    "the vector buffer holds {} floats, the collection's dimension is {}",
+                    v.len(),
+                    self.config.dimension
+                )));
+            }
+        }
+        let guard = self.read_state()?;
+        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        let Some(&slot) = state.ids.get(id) else {
+            return Ok(None);
+        };
+        if let Some(out) = vector {
+            state.vectors.read_slot_into(slot, out)?;
+        }
+        match payload {
+            Some(out) => state.payloads.get_into(id, out).map(Some),
+            None => Ok(Some(false)),
+        }
+    }
+
     /// [`Collection::get_record`] for many ids at once (at most `BATCH_RECORDS_MAX`), in
     /// their order, all from the same moment.
     pub fn get_many(&self, ids: &[Id], vector: bool, payload: bool) -> Result<Vec<Option<Record>>> {

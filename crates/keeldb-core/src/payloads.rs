@@ -151,6 +151,7 @@ impl PayloadStore {
             report.bytes_truncated = log.len_bytes() - outcome.end_offset;
             log.truncate(outcome.end_offset)?;
         }
+        log.refresh_view();
         Ok((
             PayloadStore {
                 log,
@@ -172,6 +173,18 @@ impl PayloadStore {
         match self.index.get(id) {
             Some(&loc) => self.log.read_payload(loc, id).map(Some),
             None => Ok(None),
+        }
+    }
+
+    /// [`PayloadStore::get`] into `out` (cleared first, reused across calls so a read
+    /// allocates nothing); returns whether `id` has a payload.
+    pub fn get_into(&self, id: &Id, out: &mut Vec<u8>) -> Result<bool> {
+        match self.index.get(id) {
+            Some(&loc) => self.log.read_payload_into(loc, id, out).map(|()| true),
+            None => {
+                out.clear();
+                Ok(false)
+            }
         }
     }
 
@@ -228,6 +241,7 @@ impl PayloadStore {
             true => self.log.append_buffered(&frames)?,
             false => self.log.append(&frames)?,
         }
+        self.log.refresh_view();
         Ok(changes)
     }
 
@@ -240,7 +254,9 @@ impl PayloadStore {
     /// Log replay is over: writes out the buffered frames.
     pub fn end_replay(&mut self) -> Result<()> {
         self.replaying = false;
-        self.log.write_buffered()
+        self.log.write_buffered()?;
+        self.log.refresh_view();
+        Ok(())
     }
 
     /// Applies staged changes to the index.
@@ -386,6 +402,7 @@ impl PayloadStore {
             };
         }
         let old = std::mem::replace(&mut self.log, log);
+        self.log.refresh_view();
         old.generation()
     }
 }
