@@ -244,7 +244,7 @@ impl State {
         self.vectors.reserve(self.slots_needed(upserts))?;
         // Payload frames first: if appending them fails, nothing in memory has changed.
         let ids = &self.ids;
-        let payload_changes = self.payloads.stage(lsn, ops, |id| ids.contains_key(id))?;
+        self.payloads.stage(lsn, ops, |id| ids.contains_key(id))?;
         let mut removed = 0;
         for op in ops {
             match op {
@@ -270,7 +270,7 @@ impl State {
                 Op::SetPayload { .. } => {}
             }
         }
-        self.payloads.apply(payload_changes);
+        self.payloads.apply_staged();
         self.last_lsn = lsn;
         Ok(removed)
     }
@@ -1748,7 +1748,7 @@ fn recover_log(
         checkpoint_lsn,
         policy,
         |lsn, ops| {
-            state.apply(lsn, &ops)?;
+            state.apply(lsn, ops)?;
             let upserts = ops.iter().filter(|op| matches!(op, Op::Upsert { .. }));
             dirtied_bytes += upserts.count() as u64 * slot_bytes;
             if dirtied_bytes >= REPLAY_WRITEBACK_BYTES {
