@@ -1392,8 +1392,10 @@ export class Collection {
   getSync<const O extends GetOptions = {}>(id: Id, options?: O): StoredRecord<O> | null {
     const o = readOptions(options)
     checkId(id)
-    const found = callSync(() => this.#native.getSync(id, o.vector !== false, o.payload !== false))
-    return found === null || found === undefined ? null : (toStored(id, found[0], found[1], o) as StoredRecord<O>)
+    // A fresh array per call, which the caller owns: the native side copies into it.
+    const vector = o.vector !== false ? new Float32Array(this.#dimension) : null
+    const text = callSync(() => this.#native.getSyncInto(id, vector, o.payload !== false))
+    return text === false ? null : (toStored(id, vector, text, o) as StoredRecord<O>)
   }
 
   /**

@@ -391,6 +391,44 @@ impl NativeCollection {
         })
     }
 
+    /// `getSync` as `lib/index.ts` calls it: the vector is copied into `vector`, a fresh
+    /// `Float32Array` of `dimension` floats that the caller allocated for this call (or
+    /// `null` when not asked for), and the payload's JSON text is the return value:
+    /// `false` when there is no record under `id`, `null` when it has no payload (or none
+    /// was asked for). One value back instead of a two-element array to build and fill
+    /// (napi sets each element through V8's generic property path), and no ArrayBuffer
+    /// made here: about a third of a microsecond less per call than `get_sync`.
+    #[napi(catch_unwind, ts_return_type = "string | null | false")]
+    pub fn get_sync_into<'env>(
+        &self,
+        env: &'env Env,
+        #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
+        vector: Option<Float32ArraySlice<'_>>,
+        payload: bool,
+    ) -> napi::Result<Either<JsString<'env>, Option<bool>>> {
+        let id = napi_result(to_id(id))?;
+        let mut vector = vector;
+        let vector_out = match vector.as_mut() {
+            Some(v) => Some(typed_array_contents(v)),
+            None => None,
+        };
+        READ_SCRATCH.with_borrow_mut(|scratch| {
+            let found = self.collection.get_record_into(
+                &id,
+                vector_out,
+                payload.then_some(&mut scratch.payload),
+            );
+            match napi_result(found)? {
+                None => Ok(Either::B(Some(false))),
+                Some(false) => Ok(Either::B(None)),
+                Some(true) => {
+                    let text = napi_result(payload_str(&scratch.payload))?;
+                    Ok(Either::A(env.create_string(text)?))
+                }
+            }
+        })
+    }
+
     /// The records under `ids`, in order (`null` for a missing one), read at one moment.
     #[napi(ts_return_type = "Promise<Array<NativeRecord | null>>")]
     pub fn get_many(
@@ -526,6 +564,21 @@ fn read_many(
         .into_iter()
         .map(|r| r.map(to_js_record).transpose())
         .collect()
+}
+
+/// The elements of a typed array JavaScript passed in, to write into.
+#[expect(
+    unsafe_code,
+    reason = "napi-rs gives mutable access to a typed array's elements only through unsafe"
+)]
+fn typed_array_contents<'a>(array: &'a mut Float32ArraySlice<'_>) -> &'a mut [f32] {
+    // SAFETY: the slice points at the backing store of a typed array argument, which V8
+    // keeps alive for the whole call. No JavaScript runs during the call (it is synchronous,
+    // on the JS thread), so nothing else reads or writes the elements while the returned
+    // borrow lives; the borrow ends before the call returns. lib/index.ts passes a
+    // `Float32Array` it allocated for this call alone, so no other view sees the writes
+    // half-done.
+    unsafe { array.as_mut() }
 }
 
 /// Buffers `getSync` reads into, kept per thread (it runs on the JS thread) so a read
