@@ -204,12 +204,7 @@ impl PayloadStore {
     /// `exists` says whether an id has a record before this batch. The index does not
     /// change here, so a failed append leaves it as it was (and the collection is poisoned
     /// by the caller).
-    pub fn stage(
-        &mut self,
-        lsn: u64,
-        ops: &[Op<'_>],
-        exists: impl Fn(&Id) -> bool,
-    ) -> Result<()> {
+    pub fn stage(&mut self, lsn: u64, ops: &[Op<'_>], exists: impl Fn(&Id) -> bool) -> Result<()> {
         // Existence and payload presence of the ids this batch touched so far. A batch of
         // one op (one write, or a replayed record of one) needs no map: nothing came before.
         let mut touched: HashMap<&Id, (bool, bool), foldhash::fast::RandomState> =

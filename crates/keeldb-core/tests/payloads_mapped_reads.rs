@@ -113,7 +113,10 @@ fn a_damaged_payload_frame_is_corrupt_on_get() {
         .expect("payload 2 is in the log");
     // `"v":0` becomes `"v":1`: still valid JSON, only the CRC tells.
     let digit = at + target.windows(5).position(|w| w == b"\"v\":0").expect("v") + 4;
-    let file = OpenOptions::new().write(true).open(&path).expect("open log");
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open log");
     file.write_all_at(b"1", digit as u64).expect("damage");
     drop(file);
     assert_eq!(code(c.get_record(&Id::Int(2), true, true)), "KEEL_CORRUPT");

@@ -773,13 +773,8 @@ mod tests {
 
     fn store_frame(lsn: u64, id: &Id, payload: &[u8]) -> (Vec<u8>, u32) {
         let mut out = Vec::new();
-        let len = crate::format::payload_log::encode_frame(
-            &mut out,
-            FrameKind::Store,
-            lsn,
-            id,
-            payload,
-        );
+        let len =
+            crate::format::payload_log::encode_frame(&mut out, FrameKind::Store, lsn, id, payload);
         (out, len)
     }
 
