@@ -408,10 +408,7 @@ impl NativeCollection {
     ) -> napi::Result<Either<JsString<'env>, Option<bool>>> {
         let id = napi_result(to_id(id))?;
         let mut vector = vector;
-        let vector_out = match vector.as_mut() {
-            Some(v) => Some(typed_array_contents(v)),
-            None => None,
-        };
+        let vector_out = vector.as_mut().map(typed_array_contents);
         READ_SCRATCH.with_borrow_mut(|scratch| {
             let found = self.collection.get_record_into(
                 &id,
