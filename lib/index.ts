@@ -1214,6 +1214,8 @@ export class Db {
  */
 export class Collection {
   readonly #native: NativeCollection
+  /** The same collection for `getSync`'s plain native function (cheaper than a method). */
+  readonly #reader: ReturnType<NativeCollection['readHandle']>
   readonly #dimension: number
   /**
    * The database this collection came from, kept reachable: a garbage-collected native
@@ -1225,6 +1227,7 @@ export class Collection {
 
   private constructor(handle: NativeCollection, db: Db, writes: Writes) {
     this.#native = handle
+    this.#reader = handle.readHandle()
     this.#dimension = handle.dimension
     this.#db = db
     this.#writes = writes
@@ -1394,7 +1397,7 @@ export class Collection {
     checkId(id)
     // A fresh array per call, which the caller owns: the native side copies into it.
     const vector = o.vector !== false ? new Float32Array(this.#dimension) : null
-    const text = callSync(() => this.#native.getSyncInto(id, vector, o.payload !== false))
+    const text = callSync(() => native.collectionGetSyncInto(this.#reader, id, vector, o.payload !== false))
     return text === false ? null : (toStored(id, vector, text, o) as StoredRecord<O>)
   }
 
