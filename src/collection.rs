@@ -348,7 +348,9 @@ impl NativeCollection {
     }
 
     /// `get` on the JS thread, as `[vector, payload]` (each `null` when not asked for or,
-    /// for the payload, absent): a two-element array is cheaper to fill than an object,
+    /// for the payload, absent). `Collection.getSync` in lib/index.ts calls the cheaper
+    /// [`collection_get_sync_into`]; this method stays for callers of the generated binding
+    /// (bench/ingest times it as a layer of getSync): a two-element array is cheaper to fill than an object,
     /// whose every named property napi looks up in V8's string table on each call. The
     /// vector is copied into an ArrayBuffer that V8 allocates and owns: handing V8 the `Vec`
     /// as an external buffer instead (as the pool's `get` must, having no `Env`) costs a
