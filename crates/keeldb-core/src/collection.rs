@@ -1218,12 +1218,19 @@ impl Collection {
         let Some(&slot) = state.ids.get(id) else {
             return Ok(None);
         };
+        // Both lookups before either copy: each is a chain of dependent loads that usually
+        // misses the cache, and done back to back they overlap.
+        let loc = payload.as_ref().and_then(|_| state.payloads.loc(id));
         if let Some(out) = vector {
             state.vectors.read_slot_into(slot, out)?;
         }
-        match payload {
-            Some(out) => state.payloads.get_into(id, out).map(Some),
-            None => Ok(Some(false)),
+        match (payload, loc) {
+            (Some(out), Some(loc)) => state.payloads.read_at(loc, id, out).map(|()| Some(true)),
+            (Some(out), None) => {
+                out.clear();
+                Ok(Some(false))
+            }
+            (None, _) => Ok(Some(false)),
         }
     }
 

@@ -187,16 +187,15 @@ impl PayloadStore {
         }
     }
 
-    /// [`PayloadStore::get`] into `out` (cleared first, reused across calls so a read
-    /// allocates nothing); returns whether `id` has a payload.
-    pub fn get_into(&self, id: &Id, out: &mut Vec<u8>) -> Result<bool> {
-        match self.index.get(id) {
-            Some(&loc) => self.log.read_payload_into(loc, id, out).map(|()| true),
-            None => {
-                out.clear();
-                Ok(false)
-            }
-        }
+    /// Where `id`'s payload frame is, if it has one.
+    pub fn loc(&self, id: &Id) -> Option<PayloadLoc> {
+        self.index.get(id).copied()
+    }
+
+    /// The payload of `id`'s frame at `loc` (from [`PayloadStore::loc`]) into `out`
+    /// (cleared first). The frame is checked as by [`PayloadStore::get`].
+    pub fn read_at(&self, loc: PayloadLoc, id: &Id, out: &mut Vec<u8>) -> Result<()> {
+        self.log.read_payload_into(loc, id, out)
     }
 
     /// Appends the frames the ops of record `lsn` call for and stages the index changes
