@@ -27,7 +27,10 @@ mod settle;
 
 use napi_derive::napi;
 
-pub use collection::{NativeCollection, NativeCollectionStats, NativeHits, NativeRecord};
+pub use collection::{
+    collection_get_sync_into, NativeCollection, NativeCollectionStats, NativeHits, NativeRecord,
+    ReadHandle,
+};
 pub use db::{open_db, NativeDb, NativeTuning};
 
 /// Version of the native addon (the Cargo package version).

@@ -130,10 +130,10 @@ fn run_replay(
             if let Some((last, _)) = applied.last() {
                 assert!(lsn > *last, "record {lsn} applied after {last}");
             }
-            let record = encode_ops(&ops, lsn);
+            let record = encode_ops(ops, lsn);
             // The body round-trips: re-encoding what was decoded decodes to the same ops.
             let body = &record[RECORD_HEADER_LEN..record.len() - 4];
-            assert_eq!(decode_batch(body, dimension).as_ref(), Ok(&ops));
+            assert_eq!(decode_batch(body, dimension).as_deref(), Ok(ops));
             applied.push((lsn, record));
             Ok(())
         },

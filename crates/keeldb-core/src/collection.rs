@@ -244,7 +244,7 @@ impl State {
         self.vectors.reserve(self.slots_needed(upserts))?;
         // Payload frames first: if appending them fails, nothing in memory has changed.
         let ids = &self.ids;
-        let payload_changes = self.payloads.stage(lsn, ops, |id| ids.contains_key(id))?;
+        self.payloads.stage(lsn, ops, |id| ids.contains_key(id))?;
         let mut removed = 0;
         for op in ops {
             match op {
@@ -270,7 +270,7 @@ impl State {
                 Op::SetPayload { .. } => {}
             }
         }
-        self.payloads.apply(payload_changes);
+        self.payloads.apply_staged();
         self.last_lsn = lsn;
         Ok(removed)
     }
@@ -1192,6 +1192,48 @@ impl Collection {
         read_record(state, id, vector, payload)
     }
 
+    /// [`Collection::get_record`] into buffers the caller owns and reuses, under one lock:
+    /// the vector into `vector` (exactly `dimension` floats), the payload's JSON text into
+    /// `payload` (cleared first). `None` if no record has `id`; else whether a payload was
+    /// read (`false` too when none was asked for). Nothing is allocated once `payload` has
+    /// grown to the largest payload read.
+    pub fn get_record_into(
+        &self,
+        id: &Id,
+        vector: Option<&mut [f32]>,
+        payload: Option<&mut Vec<u8>>,
+    ) -> Result<Option<bool>> {
+        id.validate()?;
+        if let Some(v) = &vector {
+            if v.len() != self.config.dimension as usize {
+                return Err(Error::DimensionMismatch(format!(
+                    "the vector buffer holds {} floats, the collection's dimension is {}",
+                    v.len(),
+                    self.config.dimension
+                )));
+            }
+        }
+        let guard = self.read_state()?;
+        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        let Some(&slot) = state.ids.get(id) else {
+            return Ok(None);
+        };
+        // Both lookups before either copy: each is a chain of dependent loads that usually
+        // misses the cache, and done back to back they overlap.
+        let loc = payload.as_ref().and_then(|_| state.payloads.loc(id));
+        if let Some(out) = vector {
+            state.vectors.read_slot_into(slot, out)?;
+        }
+        match (payload, loc) {
+            (Some(out), Some(loc)) => state.payloads.read_at(loc, id, out).map(|()| Some(true)),
+            (Some(out), None) => {
+                out.clear();
+                Ok(Some(false))
+            }
+            (None, _) => Ok(Some(false)),
+        }
+    }
+
     /// [`Collection::get_record`] for many ids at once (at most `BATCH_RECORDS_MAX`), in
     /// their order, all from the same moment.
     pub fn get_many(&self, ids: &[Id], vector: bool, payload: bool) -> Result<Vec<Option<Record>>> {
@@ -1715,7 +1757,7 @@ fn recover_log(
         checkpoint_lsn,
         policy,
         |lsn, ops| {
-            state.apply(lsn, &ops)?;
+            state.apply(lsn, ops)?;
             let upserts = ops.iter().filter(|op| matches!(op, Op::Upsert { .. }));
             dirtied_bytes += upserts.count() as u64 * slot_bytes;
             if dirtied_bytes >= REPLAY_WRITEBACK_BYTES {

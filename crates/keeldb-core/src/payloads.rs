@@ -33,6 +33,9 @@ use crate::types::{Id, IdMap, IdMapBuilder, RecoveryPolicy};
 
 /// The payload snapshot file, written at each checkpoint.
 pub const PAYLOAD_INDEX_FILE: &str = "payloads.idx";
+/// The staging buffers of [`PayloadStore::stage`] are kept between records up to this
+/// size (a batch of thousands of records grows them further, once).
+const STAGING_BYTES_KEPT_MAX: usize = 1 << 20;
 /// Largest payload snapshot keeldb will read.
 const PAYLOAD_INDEX_BYTES_MAX: u64 = 64 << 30;
 
@@ -61,11 +64,17 @@ pub struct PayloadStore {
     /// Between [`PayloadStore::begin_replay`] and [`PayloadStore::end_replay`]: frames are
     /// buffered, not written one log record at a time.
     replaying: bool,
+    /// The index changes [`PayloadStore::stage`] made ready and
+    /// [`PayloadStore::apply_staged`] makes; kept, like `frames`, so that staging a record
+    /// allocates nothing once they have grown (replay stages one record after another).
+    staged: Vec<PayloadChange>,
+    /// The frames of the record being staged, encoded before they are appended.
+    frames: Vec<u8>,
 }
 
 /// A change staged by [`PayloadStore::stage`]: `id`'s payload is now at `loc`, or gone.
 #[derive(Debug)]
-pub struct PayloadChange {
+struct PayloadChange {
     id: Id,
     loc: Option<PayloadLoc>,
 }
@@ -151,12 +160,15 @@ impl PayloadStore {
             report.bytes_truncated = log.len_bytes() - outcome.end_offset;
             log.truncate(outcome.end_offset)?;
         }
+        log.refresh_view();
         Ok((
             PayloadStore {
                 log,
                 index,
                 live_bytes,
                 replaying: false,
+                staged: Vec::new(),
+                frames: Vec::new(),
             },
             report,
         ))
@@ -175,20 +187,34 @@ impl PayloadStore {
         }
     }
 
-    /// Appends the frames the ops of record `lsn` call for and returns the index changes
-    /// to make once the vector side is applied too. `exists` says whether an id has a
-    /// record before this batch. Nothing in memory changes here, so a failed append leaves
-    /// the index as it was (and the collection is poisoned by the caller).
-    pub fn stage(
-        &mut self,
-        lsn: u64,
-        ops: &[Op<'_>],
-        exists: impl Fn(&Id) -> bool,
-    ) -> Result<Vec<PayloadChange>> {
-        // Existence and payload presence of the ids this batch touched so far.
-        let mut touched: HashMap<&Id, (bool, bool)> = HashMap::new();
-        let mut frames = Vec::new();
-        let mut changes = Vec::new();
+    /// Where `id`'s payload frame is, if it has one.
+    pub fn loc(&self, id: &Id) -> Option<PayloadLoc> {
+        self.index.get(id).copied()
+    }
+
+    /// The payload of `id`'s frame at `loc` (from [`PayloadStore::loc`]) into `out`
+    /// (cleared first). The frame is checked as by [`PayloadStore::get`].
+    pub fn read_at(&self, loc: PayloadLoc, id: &Id, out: &mut Vec<u8>) -> Result<()> {
+        self.log.read_payload_into(loc, id, out)
+    }
+
+    /// Appends the frames the ops of record `lsn` call for and stages the index changes
+    /// to make, by [`PayloadStore::apply_staged`], once the vector side is applied too.
+    /// `exists` says whether an id has a record before this batch. The index does not
+    /// change here, so a failed append leaves it as it was (and the collection is poisoned
+    /// by the caller).
+    pub fn stage(&mut self, lsn: u64, ops: &[Op<'_>], exists: impl Fn(&Id) -> bool) -> Result<()> {
+        // Existence and payload presence of the ids this batch touched so far. A batch of
+        // one op (one write, or a replayed record of one) needs no map: nothing came before.
+        let mut touched: HashMap<&Id, (bool, bool), foldhash::fast::RandomState> =
+            HashMap::default();
+        if ops.len() > 1 {
+            touched.reserve(ops.len());
+        }
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        let changes = &mut self.staged;
+        changes.clear();
         let base = self.log.len_bytes();
         for op in ops {
             let id = op.id();
@@ -222,13 +248,21 @@ impl PayloadStore {
                 }
                 None => {}
             }
-            touched.insert(id, (exists_after, payload.is_some()));
+            if ops.len() > 1 {
+                touched.insert(id, (exists_after, payload.is_some()));
+            }
         }
-        match self.replaying {
-            true => self.log.append_buffered(&frames)?,
-            false => self.log.append(&frames)?,
+        let appended = match self.replaying {
+            true => self.log.append_buffered(&frames),
+            false => self.log.append(&frames),
+        };
+        // Kept for the next record unless a large batch grew it: memory held for good.
+        if frames.capacity() <= STAGING_BYTES_KEPT_MAX {
+            self.frames = frames;
         }
-        Ok(changes)
+        appended?;
+        self.log.refresh_view();
+        Ok(())
     }
 
     /// Log replay starts: frames are buffered until [`PayloadStore::end_replay`], which
@@ -240,12 +274,14 @@ impl PayloadStore {
     /// Log replay is over: writes out the buffered frames.
     pub fn end_replay(&mut self) -> Result<()> {
         self.replaying = false;
-        self.log.write_buffered()
+        self.log.write_buffered()?;
+        self.log.refresh_view();
+        Ok(())
     }
 
-    /// Applies staged changes to the index.
-    pub fn apply(&mut self, changes: Vec<PayloadChange>) {
-        for PayloadChange { id, loc } in changes {
+    /// Applies the changes the last [`PayloadStore::stage`] staged to the index.
+    pub fn apply_staged(&mut self) {
+        for PayloadChange { id, loc } in self.staged.drain(..) {
             let old = match loc {
                 Some(loc) => {
                     self.live_bytes += u64::from(loc.frame_len);
@@ -256,6 +292,9 @@ impl PayloadStore {
             if let Some(old) = old {
                 self.live_bytes -= u64::from(old.frame_len);
             }
+        }
+        if self.staged.capacity() * std::mem::size_of::<PayloadChange>() > STAGING_BYTES_KEPT_MAX {
+            self.staged = Vec::new();
         }
     }
 
@@ -386,6 +425,7 @@ impl PayloadStore {
             };
         }
         let old = std::mem::replace(&mut self.log, log);
+        self.log.refresh_view();
         old.generation()
     }
 }

@@ -113,7 +113,7 @@ fn replayed(
         0,
         policy,
         |lsn, ops| {
-            seen.push((lsn, raw(&ops)));
+            seen.push((lsn, raw(ops)));
             Ok(())
         },
     )

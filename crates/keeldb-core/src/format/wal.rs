@@ -368,6 +368,20 @@ fn read_payload<'a>(
 /// Decodes a whole batch body for vectors of `dimension`. The batch is either decoded whole
 /// or refused: replay must never apply half a batch.
 pub fn decode_batch(body: &[u8], dimension: u32) -> Result<Vec<Op<'_>>, DecodeError> {
+    let mut ops = Vec::new();
+    decode_batch_into(body, dimension, &mut ops)?;
+    Ok(ops)
+}
+
+/// [`decode_batch`] into `ops` (cleared first), so that replay reuses one vector for every
+/// record instead of allocating one per record. On error `ops` holds no complete batch and
+/// must not be applied.
+pub fn decode_batch_into<'a>(
+    body: &'a [u8],
+    dimension: u32,
+    ops: &mut Vec<Op<'a>>,
+) -> Result<(), DecodeError> {
+    ops.clear();
     let mut r = ByteReader::new(body);
     let op_count = r.u32("op count")? as usize;
     // Each op takes at least an op byte and the shortest id: refuse counts the body cannot
@@ -386,7 +400,7 @@ pub fn decode_batch(body: &[u8], dimension: u32) -> Result<Vec<Op<'_>>, DecodeEr
         ));
     }
     let vector_bytes = dimension as usize * 4;
-    let mut ops = Vec::with_capacity(op_count);
+    ops.reserve(op_count);
     for _ in 0..op_count {
         let at = r.position();
         let op_byte = r.u8("op")?;
@@ -414,8 +428,7 @@ pub fn decode_batch(body: &[u8], dimension: u32) -> Result<Vec<Op<'_>>, DecodeEr
         };
         ops.push(op);
     }
-    r.expect_end("the batch's ops")?;
-    Ok(ops)
+    r.expect_end("the batch's ops")
 }
 
 #[cfg(test)]
@@ -430,6 +443,24 @@ mod tests {
         enc.set_payload(&Id::from("a"), Some(b"[]"));
         enc.set_payload(&Id::Int(8), None);
         enc.finish(lsn)
+    }
+
+    #[test]
+    fn decoding_into_a_reused_vector_keeps_only_the_last_batch() {
+        // Replay decodes every record into one vector: what an earlier (longer) record left
+        // there must never be applied with a later one.
+        let long = sample_record(1);
+        let mut enc = BatchEncoder::new(64);
+        enc.delete(&Id::Int(3));
+        let short = enc.finish(2);
+        let body = |rec: &[u8]| rec[RECORD_HEADER_LEN..rec.len() - 4].to_vec();
+        let (long, short) = (body(&long), body(&short));
+        let mut ops = Vec::new();
+        decode_batch_into(&long, 2, &mut ops).expect("long");
+        assert_eq!(ops.len(), 5);
+        decode_batch_into(&short, 2, &mut ops).expect("short");
+        assert_eq!(ops, vec![Op::Delete { id: Id::Int(3) }]);
+        assert_eq!(decode_batch(&short, 2).as_deref(), Ok(&ops[..]));
     }
 
     #[test]

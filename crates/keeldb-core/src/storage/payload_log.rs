@@ -3,14 +3,15 @@
 //!
 //! Invariant: frames are only appended, at the end; a frame once written is never modified,
 //! so a reader holding an offset (and a handle on the file) reads the same bytes for as long
-//! as the generation exists. Nothing here syncs by itself: the collection syncs the log at
+//! as the generation exists. The same holds for the read-only mapping a log keeps
+//! ([`FrameView`]): it is read only below the bytes written, and dropped before a cut. Nothing here syncs by itself: the collection syncs the log at
 //! each checkpoint, before `ids.idx` names a sequence number the log must hold.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::fsio::{self, TEMP_SUFFIX};
-use super::vfs::{OpenMode, Vfs, VfsFile};
+use super::vfs::{OpenMode, Vfs, VfsFile, VfsView};
 use crate::error::{Error, Result};
 use crate::format::payload_index::PayloadLoc;
 use crate::format::payload_log::{
@@ -28,6 +29,10 @@ const SCAN_WINDOW_BYTES: usize = 1 << 20;
 const COPY_BUFFER_BYTES: usize = 1 << 20;
 /// Frames buffered by [`PayloadLogFile::append_buffered`] are written out past this size.
 const APPEND_BUFFER_BYTES: usize = 8 << 20;
+/// Room a log's mapping leaves to grow into, at least: appends show in the mapping without
+/// a remap until the log passes the mapped length (then it is mapped again, with twice its
+/// length). Address space only; nothing is read or allocated for it.
+const VIEW_GROWTH_BYTES_MIN: u64 = 16 << 20;
 
 /// The file name of payload log `generation`.
 pub fn file_name(generation: u64) -> String {
@@ -80,6 +85,22 @@ pub struct PayloadLogFile {
     /// Frames appended by [`PayloadLogFile::append_buffered`] and not yet written: they
     /// belong right after `len`.
     pending: Vec<u8>,
+    /// A read-only mapping, so that reading a frame is a copy, not a system call.
+    view: FrameView,
+}
+
+/// A read-only mapping of a payload log that the log grows into (`map_read_growing`).
+///
+/// Invariant: only bytes below the log's `len` (written with `write_all_at`, never
+/// rewritten) are read through it; anything else is read with `read_at`. It is dropped
+/// before the file is cut, and a compaction's new generation gets a mapping of its own.
+#[derive(Debug, Default)]
+struct FrameView {
+    /// `None` before the first [`PayloadLogFile::refresh_view`], or if mapping failed: reads
+    /// then go to the file.
+    map: Option<Box<dyn VfsView>>,
+    /// The length asked for: no remap is needed until the log grows past it.
+    reserved: u64,
 }
 
 impl PayloadLogFile {
@@ -99,6 +120,7 @@ impl PayloadLogFile {
             file,
             len: PAYLOAD_LOG_HEADER_LEN as u64,
             pending: Vec::new(),
+            view: FrameView::default(),
         })
     }
 
@@ -135,6 +157,7 @@ impl PayloadLogFile {
             file,
             len,
             pending: Vec::new(),
+            view: FrameView::default(),
         })
     }
 
@@ -218,6 +241,9 @@ impl PayloadLogFile {
     /// Cuts the file at `len` and syncs the cut.
     pub fn truncate(&mut self, len: u64) -> Result<()> {
         self.pending.clear();
+        // Bytes past the cut may be written again, and pages past the new end must not be
+        // touched: no mapping survives a cut.
+        self.view = FrameView::default();
         self.file
             .set_len(len)
             .map_err(|e| Error::io("truncate", &self.path, e))?;
@@ -226,14 +252,59 @@ impl PayloadLogFile {
         Ok(())
     }
 
+    /// Maps the log again if it has grown past its mapping (or was never mapped), so that
+    /// [`PayloadLogFile::read_payload_into`] finds its frames in memory. Called after
+    /// appends; cheap when nothing needs doing. A failure to map is not an error: reads
+    /// then use the file, as they do for any frame the mapping does not cover.
+    pub fn refresh_view(&mut self) {
+        if self.len <= self.view.reserved {
+            return;
+        }
+        let reserved = self
+            .len
+            .saturating_mul(2)
+            .max(self.len.saturating_add(VIEW_GROWTH_BYTES_MIN));
+        // Unmap first: the old mapping's address space is not needed twice.
+        self.view = FrameView::default();
+        self.view = FrameView {
+            map: self.file.map_read_growing(reserved).ok(),
+            reserved,
+        };
+    }
+
     /// The payload of the store frame at `loc`, which must be `id`'s. Any mismatch is
     /// reported as corruption of this file at that offset.
     pub fn read_payload(&self, loc: PayloadLoc, id: &Id) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_payload_into(loc, id, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`PayloadLogFile::read_payload`] into `out` (cleared first), which a caller reading
+    /// many payloads reuses: from the mapping when it covers the frame, else from the file.
+    /// The frame's header, length, CRC and id are checked either way.
+    pub fn read_payload_into(&self, loc: PayloadLoc, id: &Id, out: &mut Vec<u8>) -> Result<()> {
         debug_assert!(
             self.pending.is_empty(),
             "buffered frames are written before a read"
         );
-        read_store_frame(&*self.file, &self.path, loc, id)
+        out.clear();
+        match self.mapped_frame(loc) {
+            Some(frame) => out.extend_from_slice(check_store_frame(frame, &self.path, loc, id)?),
+            None => out.extend_from_slice(&read_store_frame(&*self.file, &self.path, loc, id)?),
+        }
+        Ok(())
+    }
+
+    /// The bytes of the frame at `loc` in the mapping, if they were written (below `len`)
+    /// and the mapping shows them. Unchecked: the caller checks the frame.
+    fn mapped_frame(&self, loc: PayloadLoc) -> Option<&[u8]> {
+        let end = loc.offset.checked_add(u64::from(loc.frame_len))?;
+        if end > self.len {
+            return None;
+        }
+        let bytes = self.view.map.as_ref()?.bytes();
+        bytes.get(usize::try_from(loc.offset).ok()?..usize::try_from(end).ok()?)
     }
 
     /// Reads frames from `from` on, handing each one with `lsn <= checkpoint_lsn` to
@@ -400,14 +471,24 @@ pub fn read_store_frame(
     id: &Id,
 ) -> Result<Vec<u8>> {
     let frame = read_frame(file, path, loc)?;
+    check_store_frame(&frame, path, loc, id).map(<[u8]>::to_vec)
+}
+
+/// Checks the store frame `frame` read at `loc` (header, length, CRC, kind and id: it must
+/// hold `id`'s payload) and returns its payload.
+fn check_store_frame<'f>(
+    frame: &'f [u8],
+    path: &Path,
+    loc: PayloadLoc,
+    id: &Id,
+) -> Result<&'f [u8]> {
+    check_frame(frame, path, loc)?;
     let body = &frame[FRAME_HEADER_LEN..frame.len() - 4];
     let corrupt = |reason: String| Error::corrupted(path, loc.offset, reason);
     let parsed = decode_frame_body(FrameKind::Store, body)
         .map_err(|e| corrupt(format!("payload frame: {}", e.reason)))?;
     match parsed.payload {
-        Some(payload) if parsed.id == *id && frame[4] == FrameKind::Store as u8 => {
-            Ok(payload.to_vec())
-        }
+        Some(payload) if parsed.id == *id && frame[4] == FrameKind::Store as u8 => Ok(payload),
         _ => Err(corrupt(format!(
             "the index points at a frame that is not id {id}'s payload"
         ))),
@@ -418,17 +499,24 @@ pub fn read_store_frame(
 pub fn read_frame(file: &dyn VfsFile, path: &Path, loc: PayloadLoc) -> Result<Vec<u8>> {
     let mut frame = vec![0u8; loc.frame_len as usize];
     let got = read_up_to(file, path, loc.offset, &mut frame)?;
-    let intact = got == frame.len()
-        && decode_frame_header(&frame).is_ok_and(|h| h.frame_len() == u64::from(loc.frame_len))
-        && frame_crc_ok(&frame);
-    if !intact {
-        return Err(Error::corrupted(
+    check_frame(&frame[..got], path, loc)?;
+    Ok(frame)
+}
+
+/// Checks that `frame` is the whole `loc.frame_len`-byte frame `loc` names: header, length
+/// and CRC.
+fn check_frame(frame: &[u8], path: &Path, loc: PayloadLoc) -> Result<()> {
+    let intact = frame.len() == loc.frame_len as usize
+        && decode_frame_header(frame).is_ok_and(|h| h.frame_len() == u64::from(loc.frame_len))
+        && frame_crc_ok(frame);
+    match intact {
+        true => Ok(()),
+        false => Err(Error::corrupted(
             path,
             loc.offset,
             format!("the {}-byte payload frame here is damaged", loc.frame_len),
-        ));
+        )),
     }
-    Ok(frame)
 }
 
 /// Reads into `buf` from `offset` until it is full or the file ends; returns the count.
@@ -651,6 +739,7 @@ impl CompactionWriter {
             file: self.file,
             len: self.len,
             pending: Vec::new(),
+            view: FrameView::default(),
         })
     }
 
@@ -680,5 +769,60 @@ mod tests {
             assert_eq!(parse_file_name(other), None, "{other}");
         }
         assert_eq!(parse_file_name(&file_name(7)), Some(7));
+    }
+
+    fn store_frame(lsn: u64, id: &Id, payload: &[u8]) -> (Vec<u8>, u32) {
+        let mut out = Vec::new();
+        let len =
+            crate::format::payload_log::encode_frame(&mut out, FrameKind::Store, lsn, id, payload);
+        (out, len)
+    }
+
+    #[test]
+    fn reads_use_the_mapping_only_below_what_was_written_and_never_across_a_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = crate::storage::vfs::RealFs;
+        let mut log = PayloadLogFile::create(&fs, dir.path(), 1).expect("create");
+        let id = Id::Int(7);
+        let (a, a_len) = store_frame(1, &id, br#"{"a":1}"#);
+        let at = log.len_bytes();
+        log.append(&a).expect("append");
+        let loc = PayloadLoc {
+            offset: at,
+            frame_len: a_len,
+        };
+        // Not mapped yet: read from the file.
+        assert!(log.mapped_frame(loc).is_none());
+        assert_eq!(log.read_payload(loc, &id).expect("read"), br#"{"a":1}"#);
+        log.refresh_view();
+        assert!(log.mapped_frame(loc).is_some());
+        assert_eq!(log.read_payload(loc, &id).expect("read"), br#"{"a":1}"#);
+        // A frame past the written end is never looked for in the mapping, though the
+        // mapping reaches that far: it is damage, reported as corruption.
+        let beyond = PayloadLoc {
+            offset: log.len_bytes(),
+            frame_len: a_len,
+        };
+        assert!(log.mapped_frame(beyond).is_none());
+        assert_eq!(
+            log.read_payload(beyond, &id).map_err(|e| e.code()),
+            Err("KEEL_CORRUPT")
+        );
+        // A cut drops the mapping; the frame written at the same offset afterwards reads.
+        log.truncate(at).expect("truncate");
+        assert!(log.view.map.is_none());
+        let (b, b_len) = store_frame(2, &id, br#"{"b":2}"#);
+        log.append(&b).expect("append");
+        let loc = PayloadLoc {
+            offset: at,
+            frame_len: b_len,
+        };
+        log.refresh_view();
+        assert_eq!(log.read_payload(loc, &id).expect("read"), br#"{"b":2}"#);
+        // A frame of another id at the offset the index names is corruption too.
+        assert_eq!(
+            log.read_payload(loc, &Id::Int(8)).map_err(|e| e.code()),
+            Err("KEEL_CORRUPT")
+        );
     }
 }

@@ -927,6 +927,13 @@ impl VfsFile for SimFile {
         Ok(Box::new(SimView(bytes)))
     }
 
+    fn map_read_growing(&self, _reserve_len: u64) -> io::Result<Box<dyn VfsView>> {
+        // A copy of the bytes written so far: later writes do not show in it, which the
+        // trait allows (the reader falls back to `read_at` past its end), and which makes a
+        // reader that kept a view across a cut and rewrite see stale bytes here.
+        self.map_read()
+    }
+
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>> {
         self.check_writable()?;
         let mut state = self.disk.lock();

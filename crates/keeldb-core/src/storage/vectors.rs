@@ -173,6 +173,17 @@ impl VectorFile {
         let _ = self.file.start_writeback(0, self.len_bytes());
     }
 
+    /// Copies the vector in `slot` into `out`, which holds exactly one vector: a caller
+    /// that has its own buffer (a JavaScript `Float32Array`) gets one copy, no allocation.
+    pub fn read_slot_into(&self, slot: u32, out: &mut [f32]) -> Result<()> {
+        let range = self.slot_range(slot)?;
+        debug_assert_eq!(out.len() * 4, self.slot_bytes);
+        // Little-endian targets only (checked at compile time above): the slot's bytes are
+        // the f32s' own.
+        bytemuck::cast_slice_mut::<f32, u8>(out).copy_from_slice(&self.map.bytes()[range]);
+        Ok(())
+    }
+
     /// Copies the vector in `slot` out of the mapping.
     pub fn read_slot(&self, slot: u32) -> Result<Vec<f32>> {
         let range = self.slot_range(slot)?;

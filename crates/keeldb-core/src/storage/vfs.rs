@@ -108,6 +108,15 @@ pub trait VfsFile: Debug + Send + Sync {
     /// Maps the whole file for reading only: opening reads its logs and indexes in place
     /// instead of copying each into fresh memory. The file must not shrink while mapped.
     fn map_read(&self) -> io::Result<Box<dyn VfsView>>;
+    /// Maps the file for reading with room to grow: `reserve_len` bytes, which may run past
+    /// its end, so that bytes written later with [`VfsFile::write_all_at`] show in the
+    /// mapping without a remap (the payload log is read this way while it is appended to).
+    /// The view's `bytes()` may be longer than the file: the caller must touch only bytes
+    /// it knows were written (a page wholly past the end of the file is a SIGBUS), and must
+    /// drop the view before cutting the file. A view may also show fewer bytes than were
+    /// written (the simulated disk copies the file as it is when mapped); the caller reads
+    /// the rest with [`VfsFile::read_at`].
+    fn map_read_growing(&self, reserve_len: u64) -> io::Result<Box<dyn VfsView>>;
 }
 
 /// A read-only mapping of a whole file.
@@ -289,6 +298,12 @@ impl VfsFile for RealFile {
     fn map_read(&self) -> io::Result<Box<dyn VfsView>> {
         Ok(Box::new(RealView(map_file_read(&self.0)?)))
     }
+
+    fn map_read_growing(&self, reserve_len: u64) -> io::Result<Box<dyn VfsView>> {
+        let len = usize::try_from(reserve_len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mapping too large"))?;
+        Ok(Box::new(RealView(map_file_read_growing(&self.0, len)?)))
+    }
 }
 
 #[expect(
@@ -327,6 +342,15 @@ fn map_file_read(file: &File) -> io::Result<Mmap> {
     // reading (a log or an index, at open) is neither cut nor rewritten while the mapping
     // lives (callers drop it first).
     unsafe { Mmap::map(file) }
+}
+
+#[expect(unsafe_code, reason = "memory-mapping a file is unsafe by nature")]
+fn map_file_read_growing(file: &File, len: usize) -> io::Result<Mmap> {
+    // SAFETY: as for `map_file_read`, and `VfsFile::map_read_growing` binds the caller to
+    // read only bytes it wrote (below the file's end: no page past it is touched, so no
+    // SIGBUS) and to drop the mapping before cutting the file. Written bytes are never
+    // rewritten while mapped (the payload log only appends), so a slice of them stays valid.
+    unsafe { memmap2::MmapOptions::new().len(len).map(file) }
 }
 
 /// A read-only mapping of an operating-system file.

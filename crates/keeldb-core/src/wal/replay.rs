@@ -34,7 +34,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::trailing_zeros;
 use crate::format::wal::{
-    decode_batch, decode_record_header, frame_body_crc_ok, HeaderProblem, Op, RecordHeader,
+    decode_batch_into, decode_record_header, frame_body_crc_ok, HeaderProblem, Op, RecordHeader,
     RECORD_FLAG_AFTER_SYNC, RECORD_HEADER_LEN, RECORD_KIND_MAX, RECORD_SYNC, WAL_HEADER_LEN,
 };
 use crate::types::{RecoveryPolicy, LSN_MAX};
@@ -59,16 +59,18 @@ pub struct ReplayOutcome {
 }
 
 /// Replays `image` (the whole log file, header included, already checked by the caller).
-/// `apply` gets each record after `checkpoint_lsn`, decoded whole, in log order.
+/// `apply` gets each record after `checkpoint_lsn`, decoded whole, in log order (the ops
+/// borrow `image`, and their vector is reused from one record to the next).
 pub fn replay(
     path: &Path,
     image: &[u8],
     dimension: u32,
     checkpoint_lsn: u64,
     policy: RecoveryPolicy,
-    mut apply: impl FnMut(u64, Vec<Op<'_>>) -> Result<()>,
+    mut apply: impl FnMut(u64, &[Op<'_>]) -> Result<()>,
 ) -> Result<ReplayOutcome> {
     let mut out = ReplayOutcome::default();
+    let mut ops = Vec::new();
     let mut pos = WAL_HEADER_LEN;
     let mut ended_stale = false;
     let skip_damage = |from: usize, to: usize, out: &mut ReplayOutcome| -> Result<()> {
@@ -160,14 +162,14 @@ pub fn replay(
         out.last_lsn = header.lsn;
         if header.lsn > checkpoint_lsn {
             let body = &image[pos + RECORD_HEADER_LEN..frame_end - 4];
-            let ops = decode_batch(body, dimension).map_err(|e| {
+            decode_batch_into(body, dimension, &mut ops).map_err(|e| {
                 Error::corrupted(
                     path,
                     (pos + RECORD_HEADER_LEN) as u64 + e.offset,
                     format!("record {} passed its checksum but {}", header.lsn, e.reason),
                 )
             })?;
-            apply(header.lsn, ops)?;
+            apply(header.lsn, &ops)?;
             out.records_replayed += 1;
         }
         pos = frame_end;
