@@ -124,7 +124,8 @@ export function goals(results) {
   const big = results.bigOpen?.summary?.openMs?.median
   goal(`open after a clean close of ${fmt(results.bigOpen?.records ?? 0)} vectors < 100 ms`, big, 100, big < 100, results.bigOpen?.records === 1_000_000 ? '1M vectors as the goal asks' : `ran ${fmt(results.bigOpen?.records ?? 0)} vectors, not the 1M of the goal`)
   const p50 = results.open.keeldb?.summary?.getSyncP50Us?.median
-  goal('getSync p50 ≤ 2 µs at dimension 384', p50, 2, p50 <= 2, `p50 ${fmt(p50, 2)} µs per call timed alone; ${fmt(results.open.keeldb?.summary?.getSyncLoopUs?.median, 2)} µs per call in a tight loop`)
+  const vectorOnly = results.open.keeldb?.summary?.getSyncVectorP50Us?.median
+  goal('getSync p50 ≤ 2 µs at dimension 384', p50, 2, p50 <= 2, `p50 ${fmt(p50, 2)} µs per call timed alone, vector and payload (parsed); ${fmt(results.open.keeldb?.summary?.getSyncLoopUs?.median, 2)} µs per call in a tight loop; the vector alone (\`{ payload: false }\`): p50 ${fmt(vectorOnly, 2)} µs`)
   return out
 }
 
@@ -176,7 +177,7 @@ function layersTable(results) {
   const rows = [
     ['no-op napi call', l.noopNapi],
     ['`new Float32Array(384)` in JS (allocation floor of a copy-out)', l.allocFloat32Array],
-    ['native `getSync` (generated binding, no TypeScript layer)', l.nativeGetSync],
+    ['native read the public `getSync` makes (fresh Float32Array, payload text, no parse)', l.nativeGetSync],
     ['public `Collection.getSync`', l.publicGetSync],
   ]
   return [

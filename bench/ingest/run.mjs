@@ -351,6 +351,7 @@ function summaries() {
       openMs: pick(o.runs, (r) => r.openMs),
       firstGetMs: pick(o.runs, (r) => r.firstGetMs),
       getSyncP50Us: pick(o.runs, (r) => r.getSync?.p50Us),
+      getSyncVectorP50Us: pick(o.runs, (r) => r.getSyncVector?.p50Us),
       getSyncP99Us: pick(o.runs, (r) => r.getSync?.p99Us),
       getSyncLoopUs: pick(o.runs, (r) => r.getSync?.loopUs),
       getAsyncP50Us: pick(o.runs, (r) => r.getAsync?.p50Us),

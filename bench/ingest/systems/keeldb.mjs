@@ -41,6 +41,11 @@ export function getSync(h, id) {
   return h.coll.getSync(id)?.vector
 }
 
+/** The vector alone (`{ payload: false }`): what the getSync goal's number would be without a payload. */
+export function getSyncVector(h, id) {
+  return h.coll.getSync(id, { payload: false })?.vector
+}
+
 export async function get(h, id) {
   return (await h.coll.get(id))?.vector
 }
