@@ -1372,7 +1372,7 @@ impl Collection {
     fn checkpoint_steps(&self, writer: &mut Writer) -> Result<()> {
         #[cfg(feature = "planted-bugs")]
         if crate::planted::active(crate::planted::Bug::CutLogEarly) {
-            writer.wal.truncate()?;
+            writer.wal.reset()?;
         }
         // Writers are held off by the caller's lock, so the state cannot change between the
         // snapshot and the free-list update below; readers go on meanwhile.
@@ -1460,9 +1460,7 @@ impl Collection {
         // all the same).
         let result = match guard.as_mut() {
             Some(writer) => match &writer.poisoned {
-                None => self
-                    .checkpoint_locked(writer)
-                    .and_then(|()| writer.wal.truncate()),
+                None => self.checkpoint_locked(writer),
                 Some(cause) => Err(self.poisoned(cause)),
             },
             None => Ok(()),
