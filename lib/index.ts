@@ -1059,8 +1059,8 @@ export interface CollectionStats {
   slotHighWater: number
   /**
    * Bytes of records in the write-ahead log (`vectors.wal`), header and bytes still buffered
-   * included; the file itself is longer while the collection is open (see
-   * `checkpointThresholdBytes`).
+   * included; the file itself may be up to 8 MiB longer (zero-filled space ahead of the
+   * records).
    */
   walBytes: number
   /** Size of the id index written at each checkpoint (`ids.idx`). */
@@ -1077,7 +1077,7 @@ export interface CollectionStats {
   corruptRecordsSkipped: number
   /**
    * Bytes of torn log tail cut off at open. Not counted: the zero-filled space after the
-   * log's records and the old records a checkpoint left after the new ones, also cut.
+   * log's records, also cut.
    */
   tornBytesTruncated: number
   /** What open skipped or repaired, one line each. */
