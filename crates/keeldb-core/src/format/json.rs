@@ -179,6 +179,22 @@ mod tests {
     }
 
     #[test]
+    fn serialized_text_is_checked_for_size_and_utf8_only() {
+        let ok = br#"{"a":[1,2]}"#;
+        assert_eq!(check_payload(ok, PayloadText::Serialized), Ok(()));
+        assert_eq!(check_payload(ok, PayloadText::Unchecked), Ok(()));
+        assert!(check_payload(b"", PayloadText::Serialized).is_err());
+        assert!(check_payload(b"\"\xff\"", PayloadText::Serialized)
+            .expect_err("not UTF-8")
+            .contains("UTF-8"));
+        let big = vec![b'1'; PAYLOAD_BYTES_MAX + 1];
+        assert!(check_payload(&big, PayloadText::Serialized).is_err());
+        // Not parsed: a serializer never writes this, and only the full check refuses it.
+        assert_eq!(check_payload(b"{", PayloadText::Serialized), Ok(()));
+        assert!(check_payload(b"{", PayloadText::Unchecked).is_err());
+    }
+
+    #[test]
     fn oversized_payloads_are_refused() {
         let big = vec![b' '; PAYLOAD_BYTES_MAX + 1];
         assert!(validate_payload(&big).expect_err("big").contains("limit"));
