@@ -347,53 +347,6 @@ impl NativeCollection {
         Ok(Job::spawn(move || read(&collection, &id, vector, payload)))
     }
 
-    /// `get` on the JS thread, as `[vector, payload]` (each `null` when not asked for or,
-    /// for the payload, absent). `Collection.getSync` in lib/index.ts calls the cheaper
-    /// [`collection_get_sync_into`]; this method stays for callers of the generated binding
-    /// (bench/ingest times it as a layer of getSync): a two-element array is cheaper to fill than an object,
-    /// whose every named property napi looks up in V8's string table on each call. The
-    /// vector is copied into an ArrayBuffer that V8 allocates and owns: handing V8 the `Vec`
-    /// as an external buffer instead (as the pool's `get` must, having no `Env`) costs a
-    /// finalizer and a global handle per call and keeps freed vectors alive until V8 sweeps
-    /// them, which made this call about twice as slow (bench/ingest/profile.sh). The core
-    /// reads into this thread's [`ReadScratch`] under its lock, and the JavaScript values
-    /// are made from it after the lock is released: no allocation on the Rust side, and no
-    /// V8 call (which may run a GC and its finalizers) while the collection is locked.
-    #[napi(
-        catch_unwind,
-        ts_return_type = "[Float32Array | null, string | null] | null"
-    )]
-    pub fn get_sync<'env>(
-        &self,
-        env: &'env Env,
-        #[napi(ts_arg_type = "string | number")] id: JsId<'_>,
-        vector: bool,
-        payload: bool,
-    ) -> napi::Result<Option<(Option<Float32ArraySlice<'env>>, Option<JsString<'env>>)>> {
-        let id = napi_result(to_id(id))?;
-        READ_SCRATCH.with_borrow_mut(|scratch| {
-            let dimension = self.collection.dimension() as usize;
-            scratch.vector.resize(dimension, 0.0);
-            let found = self.collection.get_record_into(
-                &id,
-                vector.then_some(&mut scratch.vector[..]),
-                payload.then_some(&mut scratch.payload),
-            );
-            let Some(has_payload) = napi_result(found)? else {
-                return Ok(None);
-            };
-            let vector = match vector {
-                true => Some(Float32ArraySlice::copy_from(env, &scratch.vector)?),
-                false => None,
-            };
-            let payload = match has_payload {
-                true => Some(env.create_string(napi_result(payload_str(&scratch.payload))?)?),
-                false => None,
-            };
-            Ok(Some((vector, payload)))
-        })
-    }
-
     /// A handle on this collection for [`collection_get_sync_into`], the read hot path: a
     /// plain function taking it costs about a third of a microsecond less per call than a
     /// method (napi-rs unwraps `this`, checks its type tag and tracks a borrow of it on
@@ -523,7 +476,8 @@ pub struct ReadHandle(Arc<Collection>);
 /// value: `false` when there is no record under `id`, `null` when it has no payload (or
 /// none was asked for). One value back instead of a two-element array to build and fill
 /// (napi sets each element through V8's generic property path), no ArrayBuffer made here,
-/// and no method-call overhead: about 0.5 us less per call than `NativeCollection.getSync`.
+/// and no method-call overhead: about 0.5 us less per call than the `getSync` method it
+/// replaced, which returned a `[vector, payload]` array.
 #[napi(catch_unwind, ts_return_type = "string | null | false")]
 pub fn collection_get_sync_into<'env>(
     env: &'env Env,
@@ -550,7 +504,7 @@ pub fn collection_get_sync_into<'env>(
     })
 }
 
-/// The one read path behind `get` and `getSync`.
+/// The read path behind `get`.
 fn read(
     collection: &Collection,
     id: &Id,
@@ -592,11 +546,11 @@ fn typed_array_contents<'a>(array: &'a mut Float32ArraySlice<'_>) -> &'a mut [f3
     unsafe { array.as_mut() }
 }
 
-/// Buffers `getSync` reads into, kept per thread (it runs on the JS thread) so a read
-/// allocates nothing once they have grown to the dimension and the largest payload.
+/// The buffer `getSync` reads payloads into, kept per thread (it runs on the JS thread) so
+/// a read allocates nothing once it has grown to the largest payload. (The vector goes
+/// straight into the caller's array.)
 #[derive(Default)]
 struct ReadScratch {
-    vector: Vec<f32>,
     payload: Vec<u8>,
 }
 

@@ -4,8 +4,9 @@
 //! Invariant: frames are only appended, at the end; a frame once written is never modified,
 //! so a reader holding an offset (and a handle on the file) reads the same bytes for as long
 //! as the generation exists. The same holds for the read-only mapping a log keeps
-//! ([`FrameView`]): it is read only below the bytes written, and dropped before a cut. Nothing here syncs by itself: the collection syncs the log at
-//! each checkpoint, before `ids.idx` names a sequence number the log must hold.
+//! ([`FrameView`]): it is read only below the bytes written, and dropped before a cut.
+//! Nothing here syncs by itself: the collection syncs the log at each checkpoint, before
+//! `ids.idx` names a sequence number the log must hold.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -291,7 +292,10 @@ impl PayloadLogFile {
         out.clear();
         match self.mapped_frame(loc) {
             Some(frame) => out.extend_from_slice(check_store_frame(frame, &self.path, loc, id)?),
-            None => out.extend_from_slice(&read_store_frame(&*self.file, &self.path, loc, id)?),
+            None => {
+                let frame = read_frame(&*self.file, &self.path, loc)?;
+                out.extend_from_slice(check_store_frame(&frame, &self.path, loc, id)?);
+            }
         }
         Ok(())
     }
