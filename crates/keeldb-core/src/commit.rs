@@ -28,9 +28,8 @@ pub const GROUP_BYTES_MAX: usize = 64 << 20;
 /// [`CommitQueue::wake`] then still has the committer working alongside it. Small, because
 /// the JS thread's burst of 64 writes takes several hundred microseconds to queue: with 256,
 /// the committer idled through it (the two threads took turns); with 8 it starts on the
-/// first writes and the rest form the next group while it syncs. Ingest with 64 writes in
-/// flight (bench/ingest worker, one run each, alternated on a loaded machine): fsync
-/// 45-46k -> 67-69k records/s, none 62-63k -> 93-113k.
+/// first writes and the rest form the next group while it syncs (docs/BENCHMARKS.md has the
+/// 64-in-flight ingest rows this serves).
 pub const QUIET_PENDING_MAX: usize = 8;
 
 /// How long an idle committer polls for the next wake before it blocks on the condvar.

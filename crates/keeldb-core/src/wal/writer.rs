@@ -13,8 +13,9 @@ pub const BUFFER_BYTES_MAX: usize = 1 << 20;
 
 /// The log keeps zero-filled space ahead of its records: a write into space the file
 /// already has changes no metadata, so its fdatasync flushes the data alone, where an append
-/// also commits the new file size to the filesystem journal. On ext4 here, 1.9 KB records
-/// synced one at a time ran 1.4x faster into zeroed space than appended. The space is
+/// also updates the file size (a metadata write, and a journal commit where there is a
+/// journal): fsync one write at a time went from 0.59x to 0.90x of the raw append+fdatasync
+/// rate with this and the committer's spin (docs/BENCHMARKS.md). The space is
 /// extended by the log's own size (at least `PREALLOC_MIN_BYTES`, at most
 /// `PREALLOC_MAX_BYTES`) whenever less than that is left, by the write that runs into it,
 /// so the sync that follows commits the new length once for many syncs. Replay reads the
