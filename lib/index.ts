@@ -238,6 +238,19 @@ const collectionOptionsSchema = z.strictObject({
 
 const writeOptionsSchema = z.strictObject({ durability: durabilitySchema.optional() })
 
+/** Options of {@link Collection.bulkLoad}. */
+export interface BulkLoadOptions {
+  /** Records per atomic batch, 1 to 100,000 (default 1,000). */
+  batchSize?: number
+}
+
+/** Largest `batchSize` of {@link Collection.bulkLoad}: two batches are held at once. */
+export const BULK_LOAD_BATCH_MAX = 100_000
+
+const bulkLoadOptionsSchema = z.strictObject({
+  batchSize: z.number().int().min(1).max(BULK_LOAD_BATCH_MAX).optional(),
+})
+
 /**
  * The durability of a write's options. The options of nearly every write are absent or a
  * plain `{ durability }` with a valid value, and running zod on every write cost more than
@@ -1296,28 +1309,32 @@ export class Collection {
    */
   upsert(records: VectorRecord | readonly VectorRecord[], options?: WriteOptions): Promise<void> {
     try {
-      const durability = writeDurability(options)
-      const ticket = this.#writes.ticket()
-      if (Array.isArray(records)) {
-        const { ids, flat, payloads } = pack(records, this.#dimension)
-        try {
-          this.#native.upsert(ticket, ids, flat, durability, payloads?.bytes, payloads?.lengths)
-        } finally {
-          floats.giveBack(flat)
-        }
-      } else {
-        // One record, the common call: no id array and no packed payload buffer to build.
-        const { id, vector, text } = checkFull(records, 0, this.#dimension)
-        // A UTF-16 code unit is at most 3 bytes of UTF-8: only long texts need counting.
-        if (text !== undefined && text.length * 3 > PAYLOAD_BYTES_MAX) payloadBytes(text, 0)
-        const flat = vector instanceof Float32Array ? vector : Float32Array.from(vector)
-        this.#native.upsertOne(ticket, id, flat, durability, text)
-      }
-      this.#writes.wakeLater(this.#native)
-      return this.#writes.wait(ticket, false) as Promise<void>
+      return this.#upsert(records, writeDurability(options))
     } catch (err) {
       return Promise.reject(toKeelError(err))
     }
+  }
+
+  /** {@link Collection.upsert}, throwing bad input at once instead of rejecting. */
+  #upsert(records: VectorRecord | readonly VectorRecord[], durability: Durability | undefined): Promise<void> {
+    const ticket = this.#writes.ticket()
+    if (Array.isArray(records)) {
+      const { ids, flat, payloads } = pack(records, this.#dimension)
+      try {
+        this.#native.upsert(ticket, ids, flat, durability, payloads?.bytes, payloads?.lengths)
+      } finally {
+        floats.giveBack(flat)
+      }
+    } else {
+      // One record, the common call: no id array and no packed payload buffer to build.
+      const { id, vector, text } = checkFull(records, 0, this.#dimension)
+      // A UTF-16 code unit is at most 3 bytes of UTF-8: only long texts need counting.
+      if (text !== undefined && text.length * 3 > PAYLOAD_BYTES_MAX) payloadBytes(text, 0)
+      const flat = vector instanceof Float32Array ? vector : Float32Array.from(vector)
+      this.#native.upsertOne(ticket, id, flat, durability, text)
+    }
+    this.#writes.wakeLater(this.#native)
+    return this.#writes.wait(ticket, false) as Promise<void>
   }
 
   /**
@@ -1592,6 +1609,97 @@ export class Collection {
       throw new KeelError('KEEL_INVALID_ARGUMENT', `reserve: additional must be a non-negative safe integer, got ${String(additional)}`)
     }
     await callAsync(() => this.#native.reserve(additional))
+  }
+
+  /**
+   * Loads many records fast, and resolves to how many it stored once all of them are durable.
+   * `records` is an array, or any iterable or async iterable of records (read as the load
+   * goes). They are written in batches of `batchSize` at durability `'none'`, two at a time
+   * (one is packed while the other commits), and the load ends with one
+   * {@link Collection.checkpoint}, which makes everything durable and empties the log. An
+   * array's length is reserved first (see {@link Collection.reserve}).
+   *
+   * Each batch is atomic; the load as a whole is not. If a record is bad (or a write
+   * fails), the load stops and rejects with that error, its message prefixed with how many
+   * records were stored before the failing batch; those stay, as durable as `'none'` makes
+   * them until the next `flush`, `checkpoint` or `close`. Loading again is safe: an upsert
+   * of an id replaces the record.
+   *
+   * @example
+   * ```ts
+   * const stored = await docs.bulkLoad(records, { batchSize: 5_000 })
+   * ```
+   */
+  async bulkLoad(records: Iterable<VectorRecord> | AsyncIterable<VectorRecord>, options?: BulkLoadOptions): Promise<number> {
+    const batchSize = parseOptions('bulkLoad options', bulkLoadOptionsSchema, options ?? {}).batchSize ?? 1_000
+    if (Array.isArray(records)) {
+      await this.reserve(records.length)
+    } else if (typeof records !== 'object' || records === null || !(Symbol.iterator in records || Symbol.asyncIterator in records)) {
+      throw new KeelError('KEEL_INVALID_ARGUMENT', `bulkLoad: records must be an iterable or async iterable of records, got ${describe(records)}`)
+    }
+    let stored = 0
+    // The batch being committed while the next one is read and packed. Its outcome is taken
+    // as a value at once, so that a rejection is never left unhandled meanwhile.
+    let committing: { count: number; outcome: Promise<unknown> } | undefined
+    const settle = async (): Promise<void> => {
+      const last = committing
+      committing = undefined
+      if (last === undefined) return
+      const error = await last.outcome
+      if (error !== undefined) throw error
+      stored += last.count
+    }
+    const send = async (batch: VectorRecord[]): Promise<void> => {
+      let outcome: Promise<unknown>
+      try {
+        // Bad input throws here, before this batch or any later one is sent.
+        outcome = this.#upsert(batch, 'none').then(
+          () => undefined,
+          (err: unknown) => err,
+        )
+      } catch (err) {
+        throw toKeelError(err)
+      }
+      const previous = committing
+      committing = { count: batch.length, outcome }
+      if (previous !== undefined) {
+        const error = await previous.outcome
+        if (error !== undefined) throw error
+        stored += previous.count
+      }
+    }
+    let batch: VectorRecord[] = []
+    const add = (record: VectorRecord): VectorRecord[] | undefined => {
+      batch.push(record)
+      if (batch.length < batchSize) return undefined
+      const full = batch
+      batch = []
+      return full
+    }
+    try {
+      if (Symbol.asyncIterator in records) {
+        for await (const record of records) {
+          const full = add(record)
+          if (full !== undefined) await send(full)
+        }
+      } else {
+        for (const record of records) {
+          const full = add(record)
+          if (full !== undefined) await send(full)
+        }
+      }
+      if (batch.length > 0) await send(batch)
+      await settle()
+    } catch (err) {
+      // The batch still committing counts if it succeeds (an error of its own comes second:
+      // a failed write poisons the collection, so it fails too).
+      await settle().catch(() => undefined)
+      // An error thrown by the caller's iterable is theirs: it goes back as it is.
+      if (!(err instanceof KeelError)) throw err
+      throw new KeelError(err.code, `bulkLoad stopped after storing ${stored} records: ${err.message}`, { cause: err })
+    }
+    await this.checkpoint()
+    return stored
   }
 
   /**
