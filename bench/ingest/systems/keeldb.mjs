@@ -37,6 +37,14 @@ export function putBatch(h, records) {
   return h.coll.upsert(records.map(toRecord))
 }
 
+/** `records` (an iterable of bench records) through `Collection.bulkLoad`; resolves to how many it stored. */
+export function bulkLoad(h, records, batchSize) {
+  function* mapped() {
+    for (const r of records) yield toRecord(r)
+  }
+  return h.coll.bulkLoad(mapped(), { batchSize })
+}
+
 export function getSync(h, id) {
   return h.coll.getSync(id)?.vector
 }
