@@ -230,7 +230,8 @@ impl State {
 
     /// Slots a batch with `upserts` upserts could need beyond those handed out already.
     fn slots_needed(&self, upserts: usize) -> u64 {
-        u64::from(self.slot_high_water) + upserts.saturating_sub(self.free_slots.len()) as u64
+        u64::from(self.slot_high_water)
+            .saturating_add(upserts.saturating_sub(self.free_slots.len()) as u64)
     }
 
     /// Applies one decoded record. Slots were reserved before the record was logged, so
@@ -1093,13 +1094,14 @@ impl Collection {
     }
 
     /// Grows the vector file so that `additional` more records fit without a remap, ahead of
-    /// a bulk load.
+    /// a bulk load. Slots freed by the last checkpoint count: a load that replaces records it
+    /// loaded before reuses them, so reserving for it again does not grow the file.
     pub fn reserve(&self, additional: u64) -> Result<()> {
         let mut writer_guard = self.lock_writer()?;
         let writer = self.usable_writer(&mut writer_guard)?;
         let mut state_guard = self.write_state()?;
         let state = open_state(&mut state_guard)?;
-        let needed = u64::from(state.slot_high_water).saturating_add(additional);
+        let needed = state.slots_needed(usize::try_from(additional).unwrap_or(usize::MAX));
         state.vectors.reserve(needed).map_err(|e| writer.poison(e))
     }
 

@@ -300,3 +300,39 @@ fn refused_input_writes_nothing() {
     assert_eq!(c.stats().expect("stats").records_replayed, 2);
     db.close().expect("close");
 }
+
+#[test]
+fn reserve_makes_room_counting_the_slots_a_checkpoint_freed() {
+    // 4 KiB slots, so the 16 MiB file the collection starts with holds about 4,000.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_db, c) = create(dir.path(), 1024);
+    let ns: Vec<u64> = (0..1000).collect();
+    put(&c, &ns);
+    c.checkpoint().expect("checkpoint");
+    // Replacing every record takes new slots (copy-on-write); the next checkpoint frees the
+    // old ones.
+    put(&c, &ns);
+    c.checkpoint().expect("checkpoint");
+    let s = c.stats().expect("stats");
+    assert_eq!(s.slot_high_water, 2000);
+    let room = s.capacity_slots - s.slot_high_water;
+    // Loading the same records again fits in the freed slots plus the room left: no growth.
+    c.reserve(1000 + room).expect("reserve");
+    assert_eq!(
+        c.stats().expect("stats").vector_file_bytes,
+        s.vector_file_bytes,
+        "reserve grew the file for records the freed slots hold"
+    );
+    c.reserve(1000 + room + 1).expect("reserve");
+    let grown = c.stats().expect("stats");
+    assert!(grown.vector_file_bytes > s.vector_file_bytes);
+    assert!(grown.capacity_slots > s.capacity_slots);
+    // The records are untouched by either reserve.
+    assert_eq!(grown.count, 1000);
+    for n in [0, 999] {
+        assert_eq!(
+            c.get(&Id::Int(n)).expect("get"),
+            Some(common::vector(n, 1024))
+        );
+    }
+}
