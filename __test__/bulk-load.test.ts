@@ -52,7 +52,9 @@ test('an async iterable is read as the load goes, with the default batch size', 
       yield recordFor(i)
     }
   }
+  const before = col.stats().walRecords
   t.is(await col.bulkLoad(source()), 2_100)
+  t.is(col.stats().walRecords - before, 3, 'batches of 1,000 by default')
   t.is(col.stats().count, 2_100)
   t.true(allThere(col, 2_100))
 })
@@ -65,7 +67,7 @@ test('a bad record stops the load: typed error, how many were stored, and exactl
   records[1_234] = { id: 1_234, vector: bad }
   const err = await t.throwsAsync(col.bulkLoad(records, { batchSize: 500 }), { instanceOf: KeelError })
   t.is(err?.code, 'KEEL_INVALID_ARGUMENT')
-  t.regex(err?.message ?? '', /^bulkLoad stopped after storing 1000 records: /)
+  t.regex(err?.message ?? '', /^bulkLoad stopped after storing 1000 records; the batch of input records 1000\.\.1499 failed: .*record 234 \(id 1234\)/)
   t.is(col.stats().count, 1_000, 'the batches before the bad one, and nothing of it or after it')
   t.true(allThere(col, 1_000))
   t.is(col.getSync(1_000), null)
@@ -82,6 +84,44 @@ test("an error thrown by the caller's iterable comes back as it is, after the ba
   const err = await t.throwsAsync(col.bulkLoad(source(), { batchSize: 500 }))
   t.is(err, mine)
   t.is(col.stats().count, 1_000)
+})
+
+test('a KeelError thrown by the iterable is the caller\'s too: it comes back unchanged', async (t) => {
+  const { col } = await fresh(t)
+  const theirs = new KeelError('KEEL_NOT_FOUND', 'the source collection went away')
+  async function* source(): AsyncGenerator<VectorRecord> {
+    for (let i = 0; i < 600; i++) yield recordFor(i)
+    throw theirs
+  }
+  const err = await t.throwsAsync(col.bulkLoad(source(), { batchSize: 500 }))
+  t.is(err, theirs)
+  t.is(col.stats().count, 500)
+})
+
+test('empty input stores nothing and resolves to 0', async (t) => {
+  const { col } = await fresh(t)
+  t.is(await col.bulkLoad([]), 0)
+  t.is(await col.bulkLoad(new Set<VectorRecord>()), 0)
+  t.is(col.stats().count, 0)
+})
+
+test('a database closed mid-load: KEEL_CLOSED, and exactly the records it counts are there after reopening', async (t) => {
+  const dir = tempDir(t, 'keeldb-bulk-close-')
+  const db = await open(dir)
+  const col = await db.createCollection('v', { dimension: DIM })
+  async function* source(): AsyncGenerator<VectorRecord> {
+    for (let i = 0; i < 3_000; i++) {
+      if (i === 1_500) await db.close()
+      yield recordFor(i)
+    }
+  }
+  const err = await t.throwsAsync(col.bulkLoad(source(), { batchSize: 500 }), { instanceOf: KeelError })
+  t.is(err?.code, 'KEEL_CLOSED')
+  const stored = Number(/^bulkLoad stopped after storing (\d+) records/.exec(err?.message ?? '')?.[1])
+  t.is(stored, 1_500, err?.message)
+  const again = await open(dir)
+  t.teardown(() => again.close().catch(() => undefined))
+  t.is(again.collection('v').stats().count, stored)
 })
 
 test('bad options or a non-iterable: KEEL_INVALID_ARGUMENT, nothing written', async (t) => {

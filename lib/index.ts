@@ -87,6 +87,18 @@ export class KeelError extends Error {
   }
 }
 
+/**
+ * What stopped a `Collection.bulkLoad` (thrown and caught inside it): the input records of
+ * the failing batch and keeldb's error. Anything else it catches came from the caller's
+ * iterable.
+ */
+class LoadFailure {
+  constructor(
+    readonly range: string,
+    readonly error: KeelError,
+  ) {}
+}
+
 const CODED_MESSAGE = /^\[(KEEL_[A-Z_]+)\] ([\s\S]*)$/
 const KNOWN_CODES: ReadonlySet<string> = new Set(KEEL_ERROR_CODES)
 
@@ -1615,15 +1627,18 @@ export class Collection {
    * Loads many records fast, and resolves to how many it stored once all of them are durable.
    * `records` is an array, or any iterable or async iterable of records (read as the load
    * goes). They are written in batches of `batchSize` at durability `'none'`, two at a time
-   * (one is packed while the other commits), and the load ends with one
-   * {@link Collection.checkpoint}, which makes everything durable and empties the log. An
-   * array's length is reserved first (see {@link Collection.reserve}).
+   * (one is packed while the other commits); the load ends with {@link Collection.flush} and
+   * one {@link Collection.checkpoint}, which empties the log. An array's length is reserved
+   * first (see {@link Collection.reserve}).
    *
-   * Each batch is atomic; the load as a whole is not. If a record is bad (or a write
-   * fails), the load stops and rejects with that error, its message prefixed with how many
-   * records were stored before the failing batch; those stay, as durable as `'none'` makes
-   * them until the next `flush`, `checkpoint` or `close`. Loading again is safe: an upsert
-   * of an id replaces the record.
+   * Each batch is atomic; the load as a whole is not. A bad record stops the load before its
+   * batch is written: the error (`KEEL_INVALID_ARGUMENT`) says how many records were stored
+   * and which input records the refused batch held, and exactly those stored records are
+   * there, as durable as `'none'` makes them until the next `flush`, `checkpoint` or
+   * `close`. After a failed write (`KEEL_IO`, the collection poisoned) at least that many
+   * are there: the failing batch may have reached the log. A failure of the final flush or
+   * checkpoint says so. An error thrown by the iterable itself comes back unchanged. Loading
+   * again is safe: an upsert of an id replaces the record.
    *
    * @example
    * ```ts
@@ -1637,19 +1652,23 @@ export class Collection {
     } else if (typeof records !== 'object' || records === null || !(Symbol.iterator in records || Symbol.asyncIterator in records)) {
       throw new KeelError('KEEL_INVALID_ARGUMENT', `bulkLoad: records must be an iterable or async iterable of records, got ${describe(records)}`)
     }
+    const plural = (n: number): string => `${n} record${n === 1 ? '' : 's'}`
     let stored = 0
+    let read = 0
+    /** A batch of input records `first`..`first + count - 1` sent to the committer. */
+    type Sent = { first: number; count: number; outcome: Promise<unknown> }
     // The batch being committed while the next one is read and packed. Its outcome is taken
     // as a value at once, so that a rejection is never left unhandled meanwhile.
-    let committing: { count: number; outcome: Promise<unknown> } | undefined
-    const settle = async (): Promise<void> => {
-      const last = committing
-      committing = undefined
-      if (last === undefined) return
-      const error = await last.outcome
-      if (error !== undefined) throw error
-      stored += last.count
+    let committing: Sent | undefined
+    const stopped = (err: unknown, sent: { first: number; count: number }): LoadFailure =>
+      new LoadFailure(`${sent.first}..${sent.first + sent.count - 1}`, toKeelError(err))
+    const settle = async (sent: Sent): Promise<void> => {
+      const error = await sent.outcome
+      if (error !== undefined) throw stopped(error, sent)
+      stored += sent.count
     }
     const send = async (batch: VectorRecord[]): Promise<void> => {
+      const first = read - batch.length
       let outcome: Promise<unknown>
       try {
         // Bad input throws here, before this batch or any later one is sent.
@@ -1658,18 +1677,15 @@ export class Collection {
           (err: unknown) => err,
         )
       } catch (err) {
-        throw toKeelError(err)
+        throw stopped(err, { first, count: batch.length })
       }
       const previous = committing
-      committing = { count: batch.length, outcome }
-      if (previous !== undefined) {
-        const error = await previous.outcome
-        if (error !== undefined) throw error
-        stored += previous.count
-      }
+      committing = { first, count: batch.length, outcome }
+      if (previous !== undefined) await settle(previous)
     }
     let batch: VectorRecord[] = []
     const add = (record: VectorRecord): VectorRecord[] | undefined => {
+      read++
       batch.push(record)
       if (batch.length < batchSize) return undefined
       const full = batch
@@ -1689,16 +1705,29 @@ export class Collection {
         }
       }
       if (batch.length > 0) await send(batch)
-      await settle()
+      const last = committing
+      committing = undefined
+      if (last !== undefined) await settle(last)
     } catch (err) {
-      // The batch still committing counts if it succeeds (an error of its own comes second:
-      // a failed write poisons the collection, so it fails too).
-      await settle().catch(() => undefined)
-      // An error thrown by the caller's iterable is theirs: it goes back as it is.
-      if (!(err instanceof KeelError)) throw err
-      throw new KeelError(err.code, `bulkLoad stopped after storing ${stored} records: ${err.message}`, { cause: err })
+      // The batch still committing counts if it succeeds. An error of its own comes second
+      // (a failed write poisons the collection, so it fails too).
+      const last = committing
+      committing = undefined
+      if (last !== undefined) await settle(last).catch(() => undefined)
+      // Anything but the load's own errors came from the caller's iterable: theirs, as it is.
+      if (!(err instanceof LoadFailure)) throw err
+      const { range, error } = err
+      throw new KeelError(error.code, `bulkLoad stopped after storing ${plural(stored)}; the batch of input records ${range} failed: ${error.message}`, { cause: error })
     }
-    await this.checkpoint()
+    try {
+      // The records reach the log's file first, so that a failed checkpoint leaves them
+      // durable there, for the next open to replay.
+      await this.flush()
+      await this.checkpoint()
+    } catch (err) {
+      const e = toKeelError(err)
+      throw new KeelError(e.code, `bulkLoad stored ${plural(stored)} but could not make them durable: ${e.message}`, { cause: e })
+    }
     return stored
   }
 

@@ -253,9 +253,11 @@ ${goalsTable(results)}
 
 "limit" is the machine's ceiling for the same work measured natively in the same run (see the
 limits below): one append + fdatasync for one write at a time, one write() + fdatasync per group of 8
-or 64 appends for writes in flight, one write() per record for \`flush\`/\`none\`, crc32 throughput for
-replay, a no-op napi call for getSync. "best peer" is the fastest peer at the same durability (for
-\`none\`, which no peer offers, the fastest at \`flush\`).
+or 64 appends for writes in flight, one write() per record for \`flush\`/\`none\`, 1 MiB write()s and one
+fdatasync of the same bytes for bulkLoad (the disk's write bandwidth), crc32 throughput for replay, a
+no-op napi call for getSync. "best peer" is the fastest peer at the same durability (for \`none\`,
+which no peer offers, the fastest at \`flush\`; for bulkLoad, which ends durable, the fastest at
+\`flush\` in batches of 1,000, which never fsyncs).
 
 ${headlineTable(results)}
 

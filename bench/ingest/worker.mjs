@@ -11,6 +11,7 @@
 // - mixed:   keeldb only: upserts, deletes and reads (searches once search exists) at once.
 
 import { closeSync, fdatasyncSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { readSpec, report } from '../lib/child.mjs'
@@ -106,7 +107,7 @@ function* generate(pool, { maxRecords, maxSeconds }) {
  */
 function diskLimit(recordBytes, records) {
   const file = path.join(spec.dir, '..', `${path.basename(spec.dir)}.disk`)
-  const chunk = Buffer.alloc(1 << 20, 0x5a)
+  const chunk = randomBytes(1 << 20) // not a constant: some file systems compress
   const fd = openSync(file, 'w')
   try {
     const t0 = now()
