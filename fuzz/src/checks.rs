@@ -283,21 +283,33 @@ pub fn collection_config(data: &[u8]) {
 }
 
 /// The files of the `open_dir` fixture, in the order its input names them.
-pub const FIXTURE_FILES: [&str; 4] = ["collection.json", "ids.idx", "vectors.dat", "vectors.wal"];
+pub const FIXTURE_FILES: [&str; 6] = [
+    "collection.json",
+    "ids.idx",
+    "vectors.dat",
+    "vectors.wal",
+    "payloads-1.log",
+    "payloads.idx",
+];
+/// Indexes of the payload files in [`FIXTURE_FILES`].
+const PAYLOAD_LOG: usize = 4;
+const PAYLOAD_SNAPSHOT: usize = 5;
 /// The fixture's dimension.
 pub const FIXTURE_DIMENSION: u32 = 4;
 /// Slots the fixture's trimmed vector file has room for, so that a replay needs no growth.
 const FIXTURE_SLOTS: usize = 64;
 
-/// The bytes of a valid collection `c` of dimension 4: ids 1 to 6 checkpointed (3 of them
-/// then deleted or replaced through the log), the log holding three records after the
-/// checkpoint, and the vector file trimmed to 64 slots so every fuzz run stays small.
-pub fn fixture_files() -> [Vec<u8>; 4] {
-    static FILES: std::sync::OnceLock<[Vec<u8>; 4]> = std::sync::OnceLock::new();
+/// The bytes of a valid collection `c` of dimension 4: ids 1 to 6 and "s" checkpointed
+/// (then, through the log: 2 replaced, 8 added, 3 deleted, 1's payload merged, "t" added:
+/// four records after the checkpoint, 8 records in all), and the vector file trimmed to 64 slots so every fuzz run stays small. Most
+/// records have a JSON payload: the payload log holds the checkpointed frames (a snapshot
+/// points at them) and the frames of the records after the checkpoint.
+pub fn fixture_files() -> [Vec<u8>; 6] {
+    static FILES: std::sync::OnceLock<[Vec<u8>; 6]> = std::sync::OnceLock::new();
     FILES.get_or_init(build_fixture).clone()
 }
 
-fn build_fixture() -> [Vec<u8>; 4] {
+fn build_fixture() -> [Vec<u8>; 6] {
     let dir = scratch_dir();
     let dim = FIXTURE_DIMENSION as usize;
     let ids = |ns: &[u64]| ns.iter().map(|&n| Id::Int(n)).collect::<Vec<_>>();
@@ -310,16 +322,41 @@ fn build_fixture() -> [Vec<u8>; 4] {
     let c = db
         .create_collection("c", FIXTURE_DIMENSION, keeldb_core::Metric::Cosine)
         .expect("fixture: create");
-    c.upsert(&ids(&[1, 2, 3, 4, 5, 6]), &vecs(&[1, 2, 3, 4, 5, 6]), None)
-        .expect("fixture: upsert");
-    c.upsert(&[Id::from("s")], &vecs(&[7]), None)
-        .expect("fixture: upsert");
+    let payloads: [Option<&[u8]>; 6] = [
+        Some(br#"{"n":1}"#),
+        Some(br#"{"n":2,"tags":["a","b"]}"#),
+        None,
+        Some(b"[1,2,3]"),
+        Some(br#""text""#),
+        Some(b"null"),
+    ];
+    c.upsert_with_payloads(
+        &ids(&[1, 2, 3, 4, 5, 6]),
+        &vecs(&[1, 2, 3, 4, 5, 6]),
+        &payloads,
+        None,
+    )
+    .expect("fixture: upsert");
+    c.upsert_with_payloads(
+        &[Id::from("s")],
+        &vecs(&[7]),
+        &[Some(br#"{"s":true}"#)],
+        None,
+    )
+    .expect("fixture: upsert");
     db.close().expect("fixture: close");
     let db = Db::open(dir.path(), DbOptions::default()).expect("fixture: reopen");
     let c = db.collection("c").expect("fixture: collection");
-    c.upsert(&ids(&[2, 8]), &vecs(&[20, 8]), None)
-        .expect("fixture: upsert");
+    c.upsert_with_payloads(
+        &ids(&[2, 8]),
+        &vecs(&[20, 8]),
+        &[Some(br#"{"n":20}"#), Some(br#"{"n":8}"#)],
+        None,
+    )
+    .expect("fixture: upsert");
     c.delete(&ids(&[3, 9]), None).expect("fixture: delete");
+    c.update_payload(&Id::Int(1), Some(br#"{"m":1}"#), true, None)
+        .expect("fixture: merge a payload");
     c.upsert(&[Id::from("t")], &vecs(&[10]), None)
         .expect("fixture: upsert");
     drop(c);
@@ -333,6 +370,8 @@ fn build_fixture() -> [Vec<u8>; 4] {
         read("ids.idx"),
         vectors,
         read("vectors.wal"),
+        read("payloads-1.log"),
+        read("payloads.idx"),
     ]
 }
 
@@ -355,11 +394,13 @@ fn scratch_dir() -> tempfile::TempDir {
 
 /// Applies the edits an `open_dir` input describes to the fixture's files. Byte 0 says
 /// which checksums to recompute after the edits (bit 0 the index's, bit 1 the log's header
-/// and records, bit 2 the vector file header's); then comes a list of edits, each
-/// `[control u8][at u16][len u8][len bytes]`: control bits 0-1 pick the file, bits 2-3 the
-/// edit (0 replace the whole file by the bytes, 1 overwrite at `at`, 2 truncate to `at`,
-/// 3 append).
-pub fn edited_files(data: &[u8]) -> [Vec<u8>; 4] {
+/// and records, bit 2 the vector file header's, bit 3 the payload log's header and frames,
+/// bit 4 the payload snapshot's); then comes a list of edits, each
+/// `[control u8][at u16][len u8][len bytes]`: control bits 0-1 pick the file (with bit 4
+/// clear: config, index, vectors, log; with bit 4 set: bit 0 picks the payload log or the
+/// payload snapshot), bits 2-3 the edit (0 replace the whole file by the bytes, 1 overwrite
+/// at `at`, 2 truncate to `at`, 3 append).
+pub fn edited_files(data: &[u8]) -> [Vec<u8>; 6] {
     let mut files = fixture_files();
     let Some((&fix, mut rest)) = data.split_first() else {
         return files;
@@ -368,7 +409,10 @@ pub fn edited_files(data: &[u8]) -> [Vec<u8>; 4] {
         let len = usize::from(*len).min(tail.len());
         let (bytes, next) = tail.split_at(len);
         rest = next;
-        let file = &mut files[usize::from(control & 0x03)];
+        let file = match control & 0x10 {
+            0 => &mut files[usize::from(control & 0x03)],
+            _ => &mut files[PAYLOAD_LOG + usize::from(control & 0x01)],
+        };
         let at = usize::from(u16::from_le_bytes([*a0, *a1]));
         match (control >> 2) & 0x03 {
             0 => *file = bytes.to_vec(),
@@ -391,6 +435,12 @@ pub fn edited_files(data: &[u8]) -> [Vec<u8>; 4] {
     }
     if fix & 4 != 0 {
         fix_crc_at(&mut files[2], 28);
+    }
+    if fix & 8 != 0 {
+        fix_payload_log_crcs(&mut files[PAYLOAD_LOG]);
+    }
+    if fix & 16 != 0 {
+        fix_index_crc(&mut files[PAYLOAD_SNAPSHOT]);
     }
     files
 }
@@ -422,6 +472,12 @@ pub fn open_dir(data: &[u8]) {
                         let kept = referenced_vector_bytes(&files).min(bytes.len());
                         now.len() >= kept && now[..kept] == bytes[..kept]
                     }
+                    // Opening cuts the frames after the checkpoint (replay writes them
+                    // again); what the checkpoint synced must be untouched.
+                    "payloads-1.log" => {
+                        let kept = synced_payload_bytes(&files).min(bytes.len());
+                        now.len() >= kept && now[..kept] == bytes[..kept]
+                    }
                     _ => now == *bytes,
                 };
                 assert!(same, "a refused open changed {name}");
@@ -438,27 +494,81 @@ pub fn open_dir(data: &[u8]) {
         .collect();
     let mut live = 0;
     for id in &probe {
-        if let Some(v) = c.get(id).expect("get") {
-            assert_eq!(v.len(), dim);
-            live += 1;
+        // A payload that reads back is JSON: keeldb wrote it after checking it, and a
+        // damaged frame is refused by its checksum. One that does not read is an error.
+        match c.get_record(id, true, true) {
+            Ok(Some(record)) => {
+                assert_eq!(record.vector.map(|v| v.len()), Some(dim));
+                if let Some(payload) = record.payload {
+                    assert!(
+                        serde_json::from_slice::<serde_json::Value>(&payload).is_ok(),
+                        "the payload of {id} read back as something other than JSON"
+                    );
+                }
+                live += 1;
+            }
+            Ok(None) => {}
+            Err(e) => assert_eq!(e.code(), "KEEL_CORRUPT", "reading {id}: {e}"),
         }
     }
     assert!(live <= stats.count);
     let marker = vec![0.25f32; dim];
-    c.upsert(&[Id::from("fuzz-marker")], &marker, None)
-        .expect("a database that opened accepts a write");
+    let marker_payload: &[u8] = br#"{"fuzz":"marker"}"#;
+    c.upsert_with_payloads(
+        &[Id::from("fuzz-marker")],
+        &marker,
+        &[Some(marker_payload)],
+        None,
+    )
+    .expect("a database that opened accepts a write");
     drop(c);
     db.close().expect("close");
     let db = Db::open(dir.path(), DbOptions::default()).expect("reopen after a clean close");
     let c = db.collection("c").expect("collection after reopen");
-    assert_eq!(c.get(&Id::from("fuzz-marker")).expect("get"), Some(marker));
+    let record = c
+        .get_record(&Id::from("fuzz-marker"), true, true)
+        .expect("get the marker");
+    assert_eq!(record.as_ref().and_then(|r| r.vector.clone()), Some(marker));
+    assert_eq!(
+        record.and_then(|r| r.payload),
+        Some(marker_payload.to_vec())
+    );
     db.close().expect("close after reopen");
+}
+
+/// How many records the unedited fixture opens with (`None` if it does not open): unless
+/// it opens, `open_dir` only ever checks refusals (it did, from when collections gained
+/// payload files until the fixture had them).
+pub fn fixture_count() -> Option<u64> {
+    let dir = scratch_dir();
+    let col = dir.path().join("c");
+    fs::create_dir(&col).expect("create the collection directory");
+    for (name, bytes) in FIXTURE_FILES.iter().zip(fixture_files()) {
+        fs::write(col.join(name), bytes).expect("write a fixture file");
+    }
+    let opened = Db::open(dir.path(), DbOptions::default());
+    opened
+        .as_ref()
+        .ok()
+        .and_then(|db| db.collection("c").ok())
+        .and_then(|c| c.stats().ok())
+        .map(|s| s.count)
+}
+
+/// How many leading bytes of the payload log the fixture's index says its checkpoint synced
+/// (all of them when the index does not decode, since open then fails before the payload
+/// log is opened).
+fn synced_payload_bytes(files: &[Vec<u8>; 6]) -> usize {
+    match index::decode(&files[1]) {
+        Ok(i) => usize::try_from(i.payload_log_end).unwrap_or(usize::MAX),
+        Err(_) => usize::MAX,
+    }
 }
 
 /// How many leading bytes of the vector file hold the header and the slots the index
 /// references (the whole file when the config or the index does not decode, since open then
 /// fails before mapping it).
-fn referenced_vector_bytes(files: &[Vec<u8>; 4]) -> usize {
+fn referenced_vector_bytes(files: &[Vec<u8>; 6]) -> usize {
     let decoded = config::decode(&files[0])
         .ok()
         .zip(index::decode(&files[1]).ok());

@@ -39,3 +39,10 @@ fn committed_seeds_and_regressions_pass_their_fuzz_checks() {
         eprintln!("{target}: {seeds} seeds, {regressions} regression inputs");
     }
 }
+
+#[test]
+fn the_open_dir_fixture_opens_as_it_is() {
+    // Otherwise every open_dir input would be refused and the target would check nothing
+    // about directories that open.
+    assert_eq!(checks::fixture_count(), Some(8));
+}

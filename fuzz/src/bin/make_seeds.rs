@@ -137,14 +137,18 @@ fn main() {
     let mut seeds = vec![("unchanged".to_owned(), vec![0u8])];
     for (file, name) in FIXTURE_FILES.iter().enumerate() {
         let len = u16::try_from(files[file].len()).unwrap_or(u16::MAX);
-        let file = file as u8;
+        // The four files of a collection without payloads, then (bit 4) the payload files.
+        let file = match file {
+            0..=3 => file as u8,
+            _ => 0x10 | (file as u8 - 4),
+        };
         seeds.push((
             format!("{name}-flip"),
             vec![0, file | 1 << 2, 13, 0, 1, 0x5a],
         ));
         seeds.push((
             format!("{name}-flip-crc-fixup"),
-            vec![7, file | 1 << 2, 45, 0, 1, 0x5a],
+            vec![31, file | 1 << 2, 45, 0, 1, 0x5a],
         ));
         seeds.push((
             format!("{name}-cut"),
