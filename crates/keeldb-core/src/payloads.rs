@@ -157,8 +157,9 @@ impl PayloadStore {
         report.corrupt_records_skipped += outcome.corrupt_ranges_skipped;
         report.warnings.extend(outcome.warnings);
         if outcome.end_offset < log.len_bytes() {
+            // Cut by `finish_open`, once the collection is known to open.
             report.bytes_truncated = log.len_bytes() - outcome.end_offset;
-            log.truncate(outcome.end_offset)?;
+            log.forget_tail(outcome.end_offset);
         }
         log.refresh_view();
         Ok((
@@ -263,6 +264,13 @@ impl PayloadStore {
         appended?;
         self.log.refresh_view();
         Ok(())
+    }
+
+    /// The collection opens: cuts the payload log's frames after the checkpoint that
+    /// [`PayloadStore::open`] found (replay has written the log's records again since).
+    /// Until this runs the file is as opening found it, so a refused open changes nothing.
+    pub fn finish_open(&mut self) -> Result<()> {
+        self.log.cut_forgotten_tail()
     }
 
     /// Log replay starts: frames are buffered until [`PayloadStore::end_replay`], which

@@ -88,6 +88,9 @@ pub struct PayloadLogFile {
     pending: Vec<u8>,
     /// A read-only mapping, so that reading a frame is a copy, not a system call.
     view: FrameView,
+    /// The file holds bytes past `len` that are to be cut (see
+    /// [`PayloadLogFile::forget_tail`]).
+    tail_forgotten: bool,
 }
 
 /// A read-only mapping of a payload log that the log grows into (`map_read_growing`).
@@ -122,6 +125,7 @@ impl PayloadLogFile {
             len: PAYLOAD_LOG_HEADER_LEN as u64,
             pending: Vec::new(),
             view: FrameView::default(),
+            tail_forgotten: false,
         })
     }
 
@@ -159,6 +163,7 @@ impl PayloadLogFile {
             len,
             pending: Vec::new(),
             view: FrameView::default(),
+            tail_forgotten: false,
         })
     }
 
@@ -253,12 +258,37 @@ impl PayloadLogFile {
         Ok(())
     }
 
+    /// Treats the log as ending at `len` without cutting the file yet: opening finds where
+    /// the frames to keep end before it knows whether the collection opens, and a refused
+    /// open must leave the file as it was. Appends go over the forgotten bytes;
+    /// [`PayloadLogFile::cut_forgotten_tail`] cuts what is left of them. Until then nothing
+    /// is mapped (a mapping could show the forgotten bytes where new frames now are).
+    pub fn forget_tail(&mut self, len: u64) {
+        self.pending.clear();
+        self.view = FrameView::default();
+        self.len = len;
+        self.tail_forgotten = true;
+    }
+
+    /// Cuts the file after its frames, if [`PayloadLogFile::forget_tail`] left bytes there
+    /// (writing out buffered frames first), and maps it again.
+    pub fn cut_forgotten_tail(&mut self) -> Result<()> {
+        if self.tail_forgotten {
+            self.write_buffered()?;
+            let len = self.len;
+            self.truncate(len)?;
+            self.tail_forgotten = false;
+        }
+        self.refresh_view();
+        Ok(())
+    }
+
     /// Maps the log again if it has grown past its mapping (or was never mapped), so that
     /// [`PayloadLogFile::read_payload_into`] finds its frames in memory. Called after
     /// appends; cheap when nothing needs doing. A failure to map is not an error: reads
     /// then use the file, as they do for any frame the mapping does not cover.
     pub fn refresh_view(&mut self) {
-        if self.len <= self.view.reserved {
+        if self.tail_forgotten || self.len <= self.view.reserved {
             return;
         }
         let reserved = self
@@ -744,6 +774,7 @@ impl CompactionWriter {
             len: self.len,
             pending: Vec::new(),
             view: FrameView::default(),
+            tail_forgotten: false,
         })
     }
 
