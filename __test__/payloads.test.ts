@@ -3,6 +3,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { closeSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
+import { crc32 } from 'node:zlib'
 
 import { open, PAYLOAD_BYTES_MAX, PAYLOAD_DEPTH_MAX, type Collection, type Db, type Id, type JsonValue } from '../lib/index'
 import { tempDir } from './helpers'
@@ -308,4 +309,35 @@ test('getSync reads payloads appended after open, across a compaction, and repor
   t.throws(() => col.getSync(8), { code: 'KEEL_CORRUPT' })
   t.deepEqual(col.getSync(8, { payload: false }), { id: 8, vector: new Float32Array([8, 2, 1]) })
   t.deepEqual(col.getSync(9)?.payload, payloadFor(9, 2))
+})
+
+test('a forged payload frame (checksums recomputed) that is not UTF-8 or not JSON reads as KEEL_CORRUPT', async (t) => {
+  // What the open_dir fuzz target found the core hands back for such a frame: the binding
+  // and the TypeScript layer refuse it with a typed error instead of returning garbage.
+  const { col, dir } = await setup(t)
+  await col.upsert({ id: 5, vector: V, payload: { a: 'xyz' } })
+  await col.upsert({ id: 6, vector: V, payload: { a: 'uvw' } })
+  await col.upsert({ id: 7, vector: V, payload: { a: 'pqr' } })
+  const log = join(dir, 'docs', 'payloads-1.log')
+  /** Overwrites `from` (in the one frame that has it) with `to`, and recomputes that frame's checksum. */
+  const forge = (from: string, to: Buffer): void => {
+    const bytes = readFileSync(log)
+    const at = bytes.indexOf(from)
+    const start = bytes.lastIndexOf('KPAY', at)
+    t.true(at > 0 && start > 0)
+    const end = start + 24 + bytes.readUInt32LE(start + 8)
+    to.copy(bytes, at)
+    bytes.writeUInt32LE(crc32(bytes.subarray(start, end)), end)
+    const fd = openSync(log, 'r+')
+    writeSync(fd, bytes.subarray(start, end + 4), 0, end + 4 - start, start)
+    closeSync(fd)
+  }
+  forge('"xyz"', Buffer.from([0x22, 0xff, 0xfe, 0xfd, 0x22])) // not UTF-8
+  forge('"uvw"', Buffer.from('uvw!!')) // UTF-8, not JSON
+  forge('"pqr"', Buffer.from('"PQR"')) // JSON: the forgery checks out, so it reads back
+  t.deepEqual(col.getSync(7)?.payload, { a: 'PQR' })
+  t.throws(() => col.getSync(5), { code: 'KEEL_CORRUPT' })
+  t.throws(() => col.getSync(6), { code: 'KEEL_CORRUPT' })
+  await t.throwsAsync(col.get(6), { code: 'KEEL_CORRUPT' })
+  t.deepEqual(col.getSync(6, { payload: false }), { id: 6, vector: V })
 })
