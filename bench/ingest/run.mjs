@@ -14,7 +14,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { runChild } from '../lib/child.mjs'
-import { DIMENSION, payloadFor } from '../lib/data.mjs'
+import { DIMENSION, logRecordBytes } from '../lib/data.mjs'
 import { describeMachine } from '../lib/machine.mjs'
 import { summarize } from '../lib/stats.mjs'
 import { KEELDB_PAYLOADS } from './systems/keeldb.mjs'
@@ -78,14 +78,8 @@ const params = {
 const root = args.dir
 mkdirSync(root, { recursive: true })
 
-/**
- * keeldb's log record for one upsert of one integer id (docs/FORMAT.md): a 24-byte header,
- * the batch body (op_count u32, op u8, id tag u8 + u64, the vector) and a 4-byte CRC: 1,578
- * bytes at dimension 384, plus, with payloads, the payload's length (u32) and JSON text (op 3).
- * The limits write records of exactly this size.
- */
-const RECORD_BYTES =
-  24 + (4 + 1 + 1 + 8 + 4 * DIMENSION) + 4 + (KEELDB_PAYLOADS ? 4 + Buffer.byteLength(JSON.stringify(payloadFor(0))) : 0)
+/** The size of keeldb's log record for one record (bench/lib/data.mjs): the limits write records of exactly this size. */
+const RECORD_BYTES = logRecordBytes({ dimension: DIMENSION, payloads: KEELDB_PAYLOADS })
 
 /** Ingest workloads: one record per call unless `batch`. */
 /**

@@ -11,7 +11,7 @@ import { closeSync, fdatasyncSync, mkdtempSync, openSync, readdirSync, readFileS
 import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
-import { makePool, record } from '../lib/data.mjs'
+import { logRecordBytes, makePool, record } from '../lib/data.mjs'
 
 const [durability = 'fsync', inFlightArg = '64', recordsArg = '200000'] = process.argv.slice(2)
 const inFlight = Number(inFlightArg)
@@ -72,12 +72,12 @@ try {
   const group = stats.walRecords / stats.groupCommits
   console.log(`${durability}, ${inFlight} in flight: ${Math.round(maxRecords / seconds)} records/s, ${group.toFixed(1)} writes per group`)
   console.log(`CPU per record: JS thread ${us('js')} us, keeldb threads ${us('keeldb')} us, other ${us('other')} us`)
-  console.log(`disks wrote ${diskMBps.toFixed(0)} MB/s meanwhile (the log alone: ${((stats.walRecords > 0 ? maxRecords * 1883 : 0) / seconds / 1e6).toFixed(0)} MB/s of records)`)
+  console.log(`disks wrote ${diskMBps.toFixed(0)} MB/s meanwhile (the log alone: ${((maxRecords * logRecordBytes()) / seconds / 1e6).toFixed(0)} MB/s of records)`)
 
   // One write() + fdatasync of a group's worth of log bytes, in this process.
   const file = path.join(work, 'sync.bin')
   const fd = openSync(file, 'w')
-  const bytes = Buffer.alloc(Math.max(1, Math.round(group)) * 1883, 0x5a)
+  const bytes = Buffer.alloc(Math.max(1, Math.round(group)) * logRecordBytes(), 0x5a)
   writeSync(fd, Buffer.alloc(64 << 20), 0, 64 << 20, 0) // written once, so the syncs below change no size
   fdatasyncSync(fd)
   const n = 1000

@@ -35,6 +35,16 @@ export function payloadFor(i) {
   return payload
 }
 
+/**
+ * keeldb's log record for one upsert of one integer id (docs/FORMAT.md): a 24-byte header,
+ * the batch body (op_count u32, op u8, id tag u8 + u64, the vector) and a 4-byte CRC: 1,578
+ * bytes at dimension 384, plus, with a payload, its length (u32) and JSON text (op 3).
+ */
+export function logRecordBytes({ dimension = DIMENSION, payloads = true } = {}) {
+  const payload = payloads ? 4 + Buffer.byteLength(JSON.stringify(payloadFor(0))) : 0
+  return 24 + (4 + 1 + 1 + 8 + 4 * dimension) + 4 + payload
+}
+
 /** The pool: `POOL_SIZE` vectors and their payloads (object and JSON text). */
 export function makePool(dimension = DIMENSION) {
   const next = generator(0x6b65656c)
