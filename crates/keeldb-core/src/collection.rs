@@ -44,7 +44,7 @@ use crate::search::filter::Filter;
 use crate::search::kernels::{self, Isa};
 use crate::search::{self, Space};
 use crate::storage::fsio;
-use crate::storage::payload_log;
+use crate::storage::payload_log::{self, Writeback};
 use crate::storage::vectors::VectorFile;
 use crate::storage::vfs::{Vfs, VfsView};
 use crate::types::{
@@ -958,6 +958,11 @@ impl Collection {
                 Err(e) => return fail_group(group, writer.poison(e), &self.name),
             };
             let mut lsns = first_lsn..;
+            // The group's payload frames go to the file in one write, before the state lock
+            // is released (so no reader sees the index point at a frame not written yet).
+            if let Ok(state) = open_state(&mut state_guard) {
+                state.payloads.begin_buffering();
+            }
             for request in &group {
                 let (Some(batch), Some(lsn)) = (&request.batch, lsns.clone().next()) else {
                     results.push(Ok(0)); // a barrier: the group's sync was all it asked for
@@ -983,6 +988,18 @@ impl Collection {
                 if failed {
                     break;
                 }
+            }
+            let written = open_state(&mut state_guard)
+                .and_then(|state| state.payloads.end_buffering(Writeback::Later));
+            if let Err(e) = written {
+                // Records applied in memory whose payload frames are not in the file: none
+                // of them is acknowledged (reopening replays them from the log, which holds
+                // them), and reading their payloads fails with the cause until then.
+                let e = writer.poison(e);
+                for result in results.iter_mut().filter(|r| r.is_ok()) {
+                    *result = Err(commit::echo(&e, &self.name));
+                }
+                logged_but_failed.get_or_insert(e);
             }
         }
         if writer.wal.len_bytes() > self.options.checkpoint_threshold_bytes {
@@ -1368,7 +1385,14 @@ impl Collection {
         self.checkpoint_locked(writer)
     }
 
+    /// Checkpoints, unless the collection is poisoned: its state in memory may then hold
+    /// records whose payload frames never reached the file (see
+    /// `PayloadStore::end_buffering`), and a checkpoint would make it durable and empty the
+    /// log that can still rebuild them.
     fn checkpoint_locked(&self, writer: &mut Writer) -> Result<()> {
+        if let Some(cause) = &writer.poisoned {
+            return Err(self.poisoned(cause));
+        }
         self.checkpoint_steps(writer).map_err(|e| writer.poison(e))
     }
 
@@ -1745,7 +1769,7 @@ fn recover_log(
         ));
     }
     let checkpoint_lsn = state.checkpoint_lsn;
-    state.payloads.begin_replay();
+    state.payloads.begin_buffering();
     // Replay dirties the vector file far faster than the kernel writes it back: starting
     // the writeback every few MiB lets the checkpoint after replay wait for I/O that
     // overlapped replay, not start all of it.
@@ -1768,7 +1792,7 @@ fn recover_log(
             Ok(())
         },
     )?;
-    state.payloads.end_replay()?;
+    state.payloads.end_buffering(Writeback::Start)?;
     let image_len = image.len() as u64;
     drop(map);
     #[cfg(feature = "planted-bugs")]

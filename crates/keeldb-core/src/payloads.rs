@@ -10,9 +10,10 @@
 //! `lsn <= C` and cuts the log at the first later one; replaying the write-ahead log
 //! appends those again.
 //!
-//! Invariant: a payload frame is written before the index points at it, and the index is
-//! changed in the same critical section as the vector index, so a reader sees a record's
-//! vector and payload from the same write.
+//! Invariant: a payload frame is in the file before a reader can see the index point at it
+//! (frames buffered for a group of records are written out before the state lock that
+//! covers the group is released), and the index is changed in the same critical section as
+//! the vector index, so a reader sees a record's vector and payload from the same write.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use crate::format::payload_log::{encode_frame, FrameKind, PAYLOAD_LOG_HEADER_LEN
 use crate::format::wal::Op;
 use crate::format::{peek_version, DecodeError};
 use crate::storage::fsio;
-use crate::storage::payload_log::{self, CompactionWriter, PayloadLogFile};
+use crate::storage::payload_log::{self, CompactionWriter, PayloadLogFile, Writeback};
 use crate::storage::vfs::{Vfs, VfsFile};
 use crate::types::{Id, IdMap, IdMapBuilder, RecoveryPolicy};
 
@@ -61,9 +62,9 @@ pub struct PayloadStore {
     index: IdMap<PayloadLoc>,
     /// Sum of the frame lengths the index points at.
     live_bytes: u64,
-    /// Between [`PayloadStore::begin_replay`] and [`PayloadStore::end_replay`]: frames are
-    /// buffered, not written one log record at a time.
-    replaying: bool,
+    /// Between [`PayloadStore::begin_buffering`] and [`PayloadStore::end_buffering`]: frames
+    /// are buffered, not written one log record at a time.
+    buffering: bool,
     /// The index changes [`PayloadStore::stage`] made ready and
     /// [`PayloadStore::apply_staged`] makes; kept, like `frames`, so that staging a record
     /// allocates nothing once they have grown (replay stages one record after another).
@@ -167,7 +168,7 @@ impl PayloadStore {
                 log,
                 index,
                 live_bytes,
-                replaying: false,
+                buffering: false,
                 staged: Vec::new(),
                 frames: Vec::new(),
             },
@@ -253,7 +254,7 @@ impl PayloadStore {
                 touched.insert(id, (exists_after, payload.is_some()));
             }
         }
-        let appended = match self.replaying {
+        let appended = match self.buffering {
             true => self.log.append_buffered(&frames),
             false => self.log.append(&frames),
         };
@@ -273,16 +274,27 @@ impl PayloadStore {
         self.log.cut_forgotten_tail()
     }
 
-    /// Log replay starts: frames are buffered until [`PayloadStore::end_replay`], which
-    /// must come before anything reads or syncs the log.
-    pub fn begin_replay(&mut self) {
-        self.replaying = true;
+    /// Frames are buffered from now on until [`PayloadStore::end_buffering`], for log
+    /// replay or a group of commits. The index changes as usual, so it points at frames that
+    /// are not in the file yet: `end_buffering` must come before anything reads or syncs the
+    /// log (the caller holds the state lock throughout).
+    pub fn begin_buffering(&mut self) {
+        self.buffering = true;
     }
 
-    /// Log replay is over: writes out the buffered frames.
-    pub fn end_replay(&mut self) -> Result<()> {
-        self.replaying = false;
-        self.log.write_buffered()?;
+    /// Writes out the buffered frames. Fails if they, or frames written out earlier while
+    /// buffering, did not reach the file: then the index points at frames that are not
+    /// there (reading one fails with `Poisoned`), and the caller must poison its collection
+    /// and acknowledge none of the records it applied since `begin_buffering`.
+    pub fn end_buffering(&mut self, writeback: Writeback) -> Result<()> {
+        self.buffering = false;
+        self.log.write_buffered(writeback)?;
+        if let Some(cause) = self.log.unwritten() {
+            return Err(Error::Poisoned {
+                what: format!("payload log {}", self.log.path().display()),
+                cause: cause.to_owned(),
+            });
+        }
         self.log.refresh_view();
         Ok(())
     }

@@ -144,6 +144,8 @@ pub(crate) fn record(kind: EventKind, path: &Path) {
 pub enum Fault {
     /// Every `fdatasync` of a write-ahead log fails with EIO.
     LogSyncEio,
+    /// Every write of payload frames to a payload log fails with EIO.
+    PayloadWriteEio,
 }
 
 static FAULT: RwLock<Option<Fault>> = RwLock::new(None);

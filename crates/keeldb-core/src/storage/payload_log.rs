@@ -35,6 +35,17 @@ const APPEND_BUFFER_BYTES: usize = 8 << 20;
 /// length). Address space only; nothing is read or allocated for it.
 const VIEW_GROWTH_BYTES_MIN: u64 = 16 << 20;
 
+/// Whether writing out buffered frames also starts their writeback to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writeback {
+    /// Start it now: a sync is due soon after (the checkpoint that ends replay), and can
+    /// then wait for I/O that is already under way.
+    Start,
+    /// Leave it to the kernel or the next sync: a group commit writes out a few KiB at a
+    /// time, and starting I/O for each would only add small writes to the disk's queue.
+    Later,
+}
+
 /// The file name of payload log `generation`.
 pub fn file_name(generation: u64) -> String {
     format!("{FILE_PREFIX}{generation}{FILE_SUFFIX}")
@@ -91,6 +102,10 @@ pub struct PayloadLogFile {
     /// The file holds bytes past `len` that are to be cut (see
     /// [`PayloadLogFile::forget_tail`]).
     tail_forgotten: bool,
+    /// Why buffered frames could not be written, once that happened: an index may point at
+    /// frames past `len` that never reached the file, and reading one fails with this cause
+    /// (the collection is poisoned; reopening rewrites the frames from the write-ahead log).
+    unwritten: Option<String>,
 }
 
 /// A read-only mapping of a payload log that the log grows into (`map_read_growing`).
@@ -126,6 +141,7 @@ impl PayloadLogFile {
             pending: Vec::new(),
             view: FrameView::default(),
             tail_forgotten: false,
+            unwritten: None,
         })
     }
 
@@ -164,7 +180,14 @@ impl PayloadLogFile {
             pending: Vec::new(),
             view: FrameView::default(),
             tail_forgotten: false,
+            unwritten: None,
         })
+    }
+
+    /// Why buffered frames could not be written, if that happened (see
+    /// [`PayloadLogFile::write_buffered`]).
+    pub fn unwritten(&self) -> Option<&str> {
+        self.unwritten.as_deref()
     }
 
     /// The file's path.
@@ -190,29 +213,36 @@ impl PayloadLogFile {
     /// Appends `bytes` (whole frames) at the end. Not synced. On error the caller poisons
     /// its collection: part of the bytes may be in the file.
     pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        self.write_buffered()?;
+        self.write_buffered(Writeback::Later)?;
         self.write_at_end(bytes)
     }
 
     /// Appends `bytes` (whole frames) to a buffer that is written out once it passes
-    /// [`APPEND_BUFFER_BYTES`] and by [`PayloadLogFile::write_buffered`]. Replay appends a
-    /// frame per log record: one write per record would cost more than the rest of replay.
-    /// Until the buffer is written out, nothing may read the buffered frames.
+    /// [`APPEND_BUFFER_BYTES`] and by [`PayloadLogFile::write_buffered`]: one write for the
+    /// frames of many log records (replay, a group commit) instead of one each, which cost
+    /// more than the rest of replay and a sixth of the committer's time in a group of
+    /// single-record writes. Until the buffer is written out, nothing may read the buffered
+    /// frames. If a write-out fails, see [`PayloadLogFile::write_buffered`].
     pub fn append_buffered(&mut self, bytes: &[u8]) -> Result<()> {
         self.pending.extend_from_slice(bytes);
         if self.pending.len() >= APPEND_BUFFER_BYTES {
-            self.write_buffered()?;
+            self.write_buffered(Writeback::Later)?;
         }
         Ok(())
     }
 
-    /// Writes out the frames buffered by [`PayloadLogFile::append_buffered`], and starts
-    /// their writeback (the checkpoint after replay syncs them).
-    pub fn write_buffered(&mut self) -> Result<()> {
+    /// Writes out the frames buffered by [`PayloadLogFile::append_buffered`]. If that
+    /// fails, the frames are dropped (part of them may be in the file, past `len`), and
+    /// reading any frame past `len` fails from then on with `Poisoned` and the cause: the
+    /// caller had pointed its index at them, and poisons its collection.
+    pub fn write_buffered(&mut self, writeback: Writeback) -> Result<()> {
         let pending = std::mem::take(&mut self.pending);
         let at = self.len;
-        self.write_at_end(&pending)?;
-        if !pending.is_empty() {
+        if let Err(e) = self.write_at_end(&pending) {
+            self.unwritten = Some(e.to_string());
+            return Err(e);
+        }
+        if !pending.is_empty() && writeback == Writeback::Start {
             // Only a hint: a failure to start writing back shows at the sync, if at all.
             let _ = self.file.start_writeback(at, pending.len() as u64);
         }
@@ -225,6 +255,11 @@ impl PayloadLogFile {
     fn write_at_end(&mut self, bytes: &[u8]) -> Result<()> {
         if bytes.is_empty() {
             return Ok(());
+        }
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::failing(crate::planted::Fault::PayloadWriteEio) {
+            let eio = std::io::Error::from_raw_os_error(libc::EIO);
+            return Err(Error::io("write", &self.path, eio));
         }
         self.file
             .write_all_at(bytes, self.len)
@@ -274,7 +309,7 @@ impl PayloadLogFile {
     /// (writing out buffered frames first), and maps it again.
     pub fn cut_forgotten_tail(&mut self) -> Result<()> {
         if self.tail_forgotten {
-            self.write_buffered()?;
+            self.write_buffered(Writeback::Start)?;
             let len = self.len;
             self.truncate(len)?;
             self.tail_forgotten = false;
@@ -320,6 +355,14 @@ impl PayloadLogFile {
             "buffered frames are written before a read"
         );
         out.clear();
+        if let Some(cause) = &self.unwritten {
+            if loc.offset.saturating_add(u64::from(loc.frame_len)) > self.len {
+                return Err(Error::Poisoned {
+                    what: format!("payload log {}", self.path.display()),
+                    cause: cause.clone(),
+                });
+            }
+        }
         match self.mapped_frame(loc) {
             Some(frame) => out.extend_from_slice(check_store_frame(frame, &self.path, loc, id)?),
             None => {
@@ -775,6 +818,7 @@ impl CompactionWriter {
             pending: Vec::new(),
             view: FrameView::default(),
             tail_forgotten: false,
+            unwritten: None,
         })
     }
 
