@@ -11,15 +11,16 @@ use crate::types::Durability;
 /// Under [`Durability::None`], buffered log bytes are written out once they pass this size.
 pub const BUFFER_BYTES_MAX: usize = 1 << 20;
 
-/// The log keeps zero-filled space ahead of its records: a write into space the file
-/// already has changes no metadata, so its fdatasync flushes the data alone, where an append
-/// also updates the file size (a metadata write, and a journal commit where there is a
-/// journal): fsync one write at a time went from 0.59x to 0.90x of the raw append+fdatasync
-/// rate with this and the committer's spin (docs/BENCHMARKS.md). The space is
-/// extended by the log's own size (at least `PREALLOC_MIN_BYTES`, at most
-/// `PREALLOC_MAX_BYTES`) whenever less than that is left, by the write that runs into it,
-/// so the sync that follows commits the new length once for many syncs. Replay reads the
-/// zeros as the end of the log (docs/FORMAT.md).
+/// Before a sync, the log makes sure it has zero-filled space ahead of its records: a write
+/// into space the file already has changes no metadata, so its fdatasync flushes the data
+/// alone, where an append also updates the file size (a metadata write, and a journal
+/// commit where there is a journal): fsync one write at a time went from 0.59x to 0.90x of
+/// the raw append+fdatasync rate with this and the committer's spin (docs/BENCHMARKS.md).
+/// The space is extended by the log's own size (at least `PREALLOC_MIN_BYTES`, at most
+/// `PREALLOC_MAX_BYTES`) whenever less than half of that is left, so one sync commits the
+/// new length for many. Writes that are not synced (`Flush`, `None`) append without it:
+/// they gain nothing from the zeros, which cost a second copy of every log byte. Replay
+/// reads the zeros as the end of the log (docs/FORMAT.md).
 pub const PREALLOC_MIN_BYTES: u64 = 64 << 10;
 /// See [`PREALLOC_MIN_BYTES`].
 pub const PREALLOC_MAX_BYTES: u64 = 8 << 20;
@@ -132,6 +133,14 @@ impl WalWriter {
         self.buffer.clear();
         self.synced = false;
         self.file_len = self.file_len.max(self.written_len);
+        #[cfg(feature = "planted-bugs")]
+        crate::planted::record(crate::planted::EventKind::Write, &self.path);
+        Ok(())
+    }
+
+    /// Extends the zero-filled space ahead of the records if less than half of what the
+    /// log's size calls for is left (see [`PREALLOC_MIN_BYTES`]).
+    fn extend_zeros(&mut self) -> Result<()> {
         let room = self
             .written_len
             .clamp(PREALLOC_MIN_BYTES, PREALLOC_MAX_BYTES);
@@ -144,16 +153,15 @@ impl WalWriter {
                 .map_err(|e| Error::io("write", &self.path, e))?;
             self.file_len += zeros.len() as u64;
         }
-        #[cfg(feature = "planted-bugs")]
-        crate::planted::record(crate::planted::EventKind::Write, &self.path);
         Ok(())
     }
 
-    /// Makes every appended record durable (write, then fdatasync, which also persists the
-    /// file's new length).
+    /// Makes every appended record durable (write, zero-filled space if due, then
+    /// fdatasync, which also persists the file's new length).
     pub fn sync(&mut self) -> Result<()> {
         self.write_out()?;
         if !self.synced {
+            self.extend_zeros()?;
             #[cfg(feature = "planted-bugs")]
             if crate::planted::failing(crate::planted::Fault::LogSyncEio) {
                 let eio = std::io::Error::from_raw_os_error(libc::EIO);
