@@ -60,6 +60,12 @@ pub const CONFIG_FILE: &str = "collection.json";
 pub const VECTORS_FILE: &str = "vectors.dat";
 /// Vector bytes replay writes between two starts of their writeback.
 const REPLAY_WRITEBACK_BYTES: u64 = 16 << 20;
+/// Log bytes the committer logs between two starts of the vector file's and the payload
+/// log's writeback. Writes dirty those files far faster than the kernel writes them back on
+/// its own (after 30 s, or past a share of memory), so without this a checkpoint found all
+/// of them dirty and the writers waited while it wrote them; started every few MiB, the
+/// writing overlaps the ingest and the checkpoint waits for the last few MiB.
+const COMMIT_WRITEBACK_BYTES: u64 = 8 << 20;
 /// The id index written at each checkpoint.
 pub const INDEX_FILE: &str = "ids.idx";
 /// The write-ahead log.
@@ -453,6 +459,9 @@ struct Writer {
     /// `compact()` succeeds.
     compaction_error: Option<String>,
     stats: WriteStats,
+    /// Log bytes committed since the vector file's and the payload log's writeback was last
+    /// started (see [`COMMIT_WRITEBACK_BYTES`]).
+    unstarted_bytes: u64,
 }
 
 /// How writes were committed, for stats: records per group and syncs per record.
@@ -633,6 +642,7 @@ impl Collection {
                 compactions: 0,
                 compaction_error: None,
                 stats: WriteStats::default(),
+                unstarted_bytes: 0,
             })),
             state: RwLock::new(Some(state)),
             compaction: Mutex::new(()),
@@ -943,6 +953,7 @@ impl Collection {
         };
         let durability = strongest(&group);
         let mut group = group;
+        let log_bytes_before = writer.wal.len_bytes();
         let first_lsn = match self.log_group(writer, &mut group, durability) {
             Ok(first_lsn) => first_lsn,
             Err(e) => return fail_group(group, writer.poison(e), &self.name),
@@ -1000,6 +1011,16 @@ impl Collection {
                     *result = Err(commit::echo(&e, &self.name));
                 }
                 logged_but_failed.get_or_insert(e);
+            }
+        }
+        writer.unstarted_bytes += writer.wal.len_bytes().saturating_sub(log_bytes_before);
+        if writer.unstarted_bytes >= COMMIT_WRITEBACK_BYTES {
+            writer.unstarted_bytes = 0;
+            if let Ok(guard) = self.read_state() {
+                if let Some(state) = guard.as_ref() {
+                    state.vectors.start_writeback();
+                    state.payloads.start_writeback();
+                }
             }
         }
         if writer.wal.len_bytes() > self.options.checkpoint_threshold_bytes {

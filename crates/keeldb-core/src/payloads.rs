@@ -323,6 +323,11 @@ impl PayloadStore {
         self.log.sync()
     }
 
+    /// Starts writing the payload log's written frames back, without waiting (a hint).
+    pub fn start_writeback(&self) {
+        self.log.start_writeback();
+    }
+
     /// The snapshot of the index as of `checkpoint_lsn` (the last applied record).
     pub fn snapshot(&self, checkpoint_lsn: u64) -> PayloadSnapshot {
         PayloadSnapshot {

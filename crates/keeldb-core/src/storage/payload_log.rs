@@ -279,6 +279,12 @@ impl PayloadLogFile {
             .map_err(|e| Error::io("fdatasync", &self.path, e))
     }
 
+    /// Starts writing the file's written frames back to the disk, without waiting (see
+    /// `VfsFile::start_writeback`). Only a hint: a failure shows at the next sync, if at all.
+    pub fn start_writeback(&self) {
+        let _ = self.file.start_writeback(0, self.len);
+    }
+
     /// Cuts the file at `len` and syncs the cut.
     pub fn truncate(&mut self, len: u64) -> Result<()> {
         self.pending.clear();
