@@ -566,6 +566,11 @@ impl Collection {
     ) -> Result<Arc<Collection>> {
         let config = read_config(&*fs, dir)?;
         fsio::remove_stale_temps(&*fs, dir)?;
+        // What open reads must be durable before anything is built on it: a checkpoint whose
+        // fsync of this directory failed left its renamed ids.idx visible but perhaps not on
+        // the disk, and a handle that trusted it would reuse the slots it frees and log
+        // after it, which a crash back to the older ids.idx cannot replay.
+        fsio::sync_dir(&*fs, dir)?;
         let (snapshot, index_bytes) = read_index_header(&*fs, dir, config.dimension)?;
         let vectors = VectorFile::open(&*fs, &dir.join(VECTORS_FILE), config.dimension)?;
         if u64::from(snapshot.slot_high_water) > vectors.capacity_slots() {
@@ -1420,7 +1425,7 @@ impl Collection {
     fn checkpoint_steps(&self, writer: &mut Writer) -> Result<()> {
         #[cfg(feature = "planted-bugs")]
         if crate::planted::active(crate::planted::Bug::CutLogEarly) {
-            writer.wal.reset()?;
+            writer.wal.truncate()?;
         }
         // Writers are held off by the caller's lock, so the state cannot change between the
         // snapshot and the free-list update below; readers go on meanwhile.
@@ -1508,7 +1513,9 @@ impl Collection {
         // all the same).
         let result = match guard.as_mut() {
             Some(writer) => match &writer.poisoned {
-                None => self.checkpoint_locked(writer),
+                None => self
+                    .checkpoint_locked(writer)
+                    .and_then(|()| writer.wal.truncate()),
                 Some(cause) => Err(self.poisoned(cause)),
             },
             None => Ok(()),

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_holds, code, fix_crcs, fix_header_crc, frame_len, index_path, open, read, read_log,
-    wal_path, write, write_log, NAME, RECORD_BODY_LEN_AT, RECORD_LSN_AT,
+    assert_holds, code, fix_crcs, fix_header_crc, frame_len, index_path, open, read, wal_path,
+    write, write_log, NAME, RECORD_BODY_LEN_AT, RECORD_LSN_AT,
 };
 use keeldb_core::format::wal::RECORD_HEADER_LEN;
 use keeldb_core::types::WAL_RECORD_BYTES_MAX;
@@ -85,7 +85,11 @@ fn check_middle_damage(fx: &Fixture, damage: impl Fn(&mut [u8]), what: &str) {
     fx.install(&log);
     let err = open(fx.path(), Strict).expect_err(what);
     assert_corrupt_at(err, &wal_path(fx.path()), fx.starts[1] as u64);
-    assert_eq!(read_log(fx.path()), log, "{what}: Strict wrote to the log");
+    assert_eq!(
+        read(&wal_path(fx.path())),
+        log,
+        "{what}: Strict wrote to the log"
+    );
 
     let db = open(fx.path(), Salvage).unwrap_or_else(|e| panic!("{what}: salvage: {e}"));
     let c = db.collection(NAME).expect("collection");
@@ -141,7 +145,11 @@ fn an_oversized_declared_length_is_refused_quickly_under_both_policies() {
                     &wal_path(fx.path()),
                     (fx.starts[record] + RECORD_BODY_LEN_AT) as u64,
                 );
-                assert_eq!(read_log(fx.path()), log, "{policy:?} wrote to the log");
+                assert_eq!(
+                    read(&wal_path(fx.path())),
+                    log,
+                    "{policy:?} wrote to the log"
+                );
             }
         }
     }
@@ -209,7 +217,7 @@ fn a_sequence_number_that_does_not_increase_is_refused() {
         for policy in [Strict, Salvage] {
             fx.install(&log);
             assert_eq!(code(open(fx.path(), policy)), "KEEL_CORRUPT", "lsn {lsn}");
-            assert_eq!(read_log(fx.path()), log);
+            assert_eq!(read(&wal_path(fx.path())), log);
         }
     }
 }

@@ -535,6 +535,53 @@ fn enumerate(name: &str, steps: &[Step], ids: u64) -> (u64, u64) {
     (total, recoveries)
 }
 
+/// Fails `steps` at every mutating operation with each [`Fault`] (once, not sticky), goes on
+/// with the steps that follow (a reopen included) and checks each recovery, as
+/// [`enumerate`] does for power cuts. Returns the number of faulted runs and recoveries.
+fn enumerate_faults(name: &str, steps: &[Step], ids: u64) -> (u64, u64) {
+    let clean = SimDisk::new();
+    let full = run(&clean, steps, false);
+    assert!(
+        full.error.is_none(),
+        "{name}: the workload fails without a fault: {full:?}"
+    );
+    let total = clean.ops();
+    let (mut runs, mut recoveries) = (0, 0);
+    let only: Option<u64> = std::env::var("KEELDB_SIM_POINT")
+        .ok()
+        .and_then(|p| p.parse().ok());
+    for fault in [Fault::Eio, Fault::Enospc, Fault::SyncLosesData] {
+        for point in (1..=total).filter(|p| only.is_none_or(|o| o == *p)) {
+            let disk = SimDisk::new();
+            disk.fail_at(point, fault, false);
+            let r = run(&disk, steps, true);
+            if only.is_some() {
+                eprintln!(
+                    "{fault:?}: issued {:?}\nmust keep {} error {:?}",
+                    r.issued, r.must_keep, r.error
+                );
+            }
+            assert!(
+                r.violations.is_empty(),
+                "{name}, {fault:?} at {point}: {:?}",
+                r.violations
+            );
+            runs += 1;
+            for (k, damage) in damages(point).into_iter().enumerate() {
+                let policy = match (point + k as u64) % 2 {
+                    0 => RecoveryPolicy::Strict,
+                    _ => RecoveryPolicy::Salvage,
+                };
+                if let Err(why) = check_recovery(&disk, damage, policy, &r, ids) {
+                    panic!("{name}: {fault:?} at operation {point} of {total}, then a power cut, {damage:?}, {policy:?}: {why}");
+                }
+                recoveries += 1;
+            }
+        }
+    }
+    (runs, recoveries)
+}
+
 const F: Durability = Durability::Fsync;
 
 fn puts(ids: std::ops::Range<u64>, tag: u32) -> Vec<Step> {
@@ -611,6 +658,29 @@ fn crash_at_every_operation_of_group_commits() {
     steps.push(Step::Put(vec![8], 80, F));
     let (points, n) = enumerate("group commits", &steps, 9);
     println!("group commits: {points} crash points, {n} recoveries");
+}
+
+#[test]
+fn fault_at_every_operation_of_checkpoints_and_reopens() {
+    // Each checkpoint empties the log, and the writes after it go over the old records; a
+    // failed checkpoint (at any of its steps) is followed by a reopen on the same disk, which
+    // sees what the failed steps left, durable or not, and by more writes.
+    let mut steps = puts(0..3, 0);
+    steps.extend([
+        Step::Checkpoint,
+        Step::Put(vec![0, 4], 10, Durability::None),
+        Step::Put(vec![1], 12, Durability::Flush),
+        Step::Put(vec![5], 14, F),
+        Step::Checkpoint,
+        Step::Put(vec![2], 16, Durability::None),
+        Step::Checkpoint,
+        Step::Reopen,
+        Step::Put(vec![3], 18, Durability::Flush),
+        Step::Put(vec![6, 0], 20, Durability::Flush),
+        Step::Put(vec![7], 22, F),
+    ]);
+    let (runs, n) = enumerate_faults("checkpoints and reopens", &steps, 9);
+    println!("faults in checkpoints and reopens: {runs} faulted runs, {n} recoveries");
 }
 
 /// A random workload of `len` steps over ids `0..ids`.

@@ -72,6 +72,8 @@ pub fn replay(
     let mut out = ReplayOutcome::default();
     let mut ops = Vec::new();
     let mut pos = WAL_HEADER_LEN;
+    let mut ended_stale = false;
+    let mut after_skipped_damage = false;
     let skip_damage = |from: usize, to: usize, out: &mut ReplayOutcome| -> Result<()> {
         let reason = format!("{} damaged bytes before the record at byte {to}", to - from);
         match policy {
@@ -120,6 +122,7 @@ pub fn replay(
                 match next {
                     Some(next) => {
                         skip_damage(pos, next, &mut out)?;
+                        after_skipped_damage = true;
                         pos = next;
                         continue;
                     }
@@ -141,6 +144,7 @@ pub fn replay(
             match next {
                 Some(next) => {
                     skip_damage(pos, next, &mut out)?;
+                    after_skipped_damage = true;
                     pos = next;
                     continue;
                 }
@@ -148,16 +152,29 @@ pub fn replay(
             }
         }
         // (lsn 0 is never written: that one is forged or damaged.)
-        let stale = header.lsn != 0
-            && header.lsn <= out.last_lsn
-            && header.lsn <= checkpoint_lsn
-            && out.last_lsn > checkpoint_lsn;
+        let stale = header.lsn != 0 && header.lsn <= out.last_lsn && header.lsn <= checkpoint_lsn;
         if stale {
-            // A record from before the last emptying of the log, which the checkpoint
-            // covers: the emptying's sync failed or did not happen, and newer records were
-            // written over the start of the old ones. Everything from here is stale.
+            // A record from before an emptying of the log, which the checkpoint covers:
+            // the log is emptied by writing new records over the start of the old ones, so
+            // older records follow the newest, in every generation's order. Everything
+            // from here is stale.
+            ended_stale = true;
             break;
         }
+        // The first record past the checkpoint is `checkpoint_lsn + 1`. One after old
+        // records (at or below the checkpoint) that skips ahead was written after records
+        // that never reached the disk: an emptying writes the new records over the old
+        // ones, so an old record still whole where the first new one belongs means that
+        // one was lost, and so were those that follow. The log ends there, like at a torn
+        // tail. (After damage that salvage skipped, the numbers of the skipped records are
+        // missing: the check does not apply.)
+        let skipped_ahead = out.last_lsn != 0
+            && out.last_lsn <= checkpoint_lsn
+            && header.lsn > checkpoint_lsn + 1;
+        if skipped_ahead && !after_skipped_damage {
+            break;
+        }
+        after_skipped_damage = false;
         check_record(path, pos, &header, out.last_lsn)?;
         out.last_lsn = header.lsn;
         if header.lsn > checkpoint_lsn {
@@ -175,8 +192,18 @@ pub fn replay(
         pos = frame_end;
     }
     out.end_offset = pos as u64;
-    let tail = &image[pos..];
-    out.torn_bytes = (tail.len() - trailing_zeros(tail)) as u64;
+    // Torn bytes are those up to the old records the log was emptied over, if any, and
+    // before the zeros the file ends with (the writer's zero-filled space): neither of
+    // those is damage.
+    let torn_end = if ended_stale {
+        pos
+    } else {
+        stale_record_after(&resync, pos, checkpoint_lsn)
+            .map_err(|e| e.at(path))?
+            .unwrap_or(image.len())
+    };
+    let torn = &image[pos..torn_end];
+    out.torn_bytes = (torn.len() - trailing_zeros(torn)) as u64;
     Ok(out)
 }
 
@@ -212,6 +239,21 @@ fn check_record(path: &Path, pos: usize, header: &RecordHeader, last_lsn: u64) -
         ));
     }
     Ok(())
+}
+
+/// The offset of the first whole, checksum-valid record at or after `from`, if it is an old
+/// one (at or below the checkpoint) that an emptying of the log wrote over.
+fn stale_record_after(
+    resync: &Resync<'_>,
+    from: usize,
+    checkpoint_lsn: u64,
+) -> Result<Option<usize>, TooDense> {
+    let Some(at) = resync.next(from)? else {
+        return Ok(None);
+    };
+    let stale = decode_record_header(&resync.image[at..])
+        .is_ok_and(|h| h.lsn != 0 && h.lsn <= checkpoint_lsn);
+    Ok(stale.then_some(at))
 }
 
 /// The offset and lsn of every whole, checksum-valid record after `from` that carries
@@ -448,6 +490,55 @@ mod tests {
         assert_eq!((seen, out.end_offset as usize), (vec![7, 8], end_of_new));
         let err = run(&image, RecoveryPolicy::Salvage).expect_err("no checkpoint covers them");
         assert_eq!(err.code(), "KEEL_CORRUPT");
+    }
+
+    #[test]
+    fn a_new_record_after_an_old_one_that_skips_ahead_ends_the_log() {
+        // Records 7 and 8 were written over the start of a log emptied at checkpoint 6
+        // (records 3..6); only 8 reached the disk, so record 3 is still whole where 7
+        // belongs. 8 was written after a record that is lost: the log ends before it.
+        let (old, old_starts) = log(&[3, 4, 5, 6]);
+        let (new, new_starts) = log(&[7, 8]);
+        let mut image = old[..old_starts[1]].to_vec();
+        image.extend_from_slice(&new[new_starts[1]..]);
+        let (out, seen) = run_after(&image, 6, RecoveryPolicy::Strict).expect("a torn tail");
+        assert_eq!((seen, out.end_offset as usize), (vec![], old_starts[1]));
+        // The first record past the checkpoint where it belongs goes on as before.
+        let mut image = old[..old_starts[1]].to_vec();
+        let (next, next_starts) = log(&[4, 7]);
+        image.extend_from_slice(&next[next_starts[1]..]);
+        let (_, seen) = run_after(&image, 6, RecoveryPolicy::Strict).expect("consecutive");
+        assert_eq!(seen, vec![7]);
+    }
+
+    #[test]
+    fn older_generations_after_old_records_end_the_log_and_are_not_torn() {
+        // An emptied log keeps its old records after the new ones, generation after
+        // generation: records 5 and 6 (emptied at checkpoint 6), then what remained of an
+        // older generation (2, 3). Nothing was written since: everything is skipped, the
+        // log ends where the lsns stop increasing, and none of it counts as torn.
+        let (mut image, _) = log(&[5, 6]);
+        let end_of_newer = image.len();
+        let (older, starts) = log(&[1, 2, 3]);
+        image.extend_from_slice(&older[starts[1]..]);
+        let (out, seen) = run_after(&image, 6, RecoveryPolicy::Strict).expect("stale");
+        assert_eq!(
+            (seen, out.end_offset as usize, out.torn_bytes),
+            (vec![], end_of_newer, 0)
+        );
+        // A torn new record over them: its bytes count, the old records after them do not.
+        let (mut torn, _) = log(&[7]);
+        let end_of_new = torn.len();
+        let (next, _) = log(&[8]);
+        torn.extend_from_slice(&next[WAL_HEADER_LEN..WAL_HEADER_LEN + 30]);
+        let at_old = torn.len();
+        let (old, old_starts) = log(&[3, 4]);
+        torn.extend_from_slice(&old[old_starts[1]..]);
+        let (out, seen) = run_after(&torn, 6, RecoveryPolicy::Strict).expect("torn");
+        assert_eq!(
+            (seen, out.end_offset as usize, out.torn_bytes),
+            (vec![7], end_of_new, (at_old - end_of_new) as u64)
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::wal::{encode_header, RECORD_FLAG_AFTER_SYNC, WAL_HEADER_LEN};
+use crate::format::wal::{
+    encode_header, RECORD_FLAG_AFTER_SYNC, RECORD_HEADER_LEN, WAL_HEADER_LEN,
+};
 use crate::storage::vfs::{OpenMode, Vfs, VfsFile};
 use crate::types::Durability;
 
@@ -179,8 +181,31 @@ impl WalWriter {
     }
 
     /// Empties the log after a checkpoint made every record in it redundant: drops the
-    /// buffer, cuts the file back to its header and fsyncs the cut.
+    /// buffer, and the next record goes right after the header, over the old records. The
+    /// file keeps its length and the kernel its cached pages, so the writes that follow
+    /// overwrite in place (no metadata at their syncs, no fresh page-cache pages), where
+    /// cutting the file made every generation of the log pay for growing it again. The
+    /// first record header's worth after the file header is zeroed (not synced) so that a
+    /// log emptied and then closed uncleanly reads as empty; if the zeros are lost, replay
+    /// finds old records, all at or below the checkpoint, and skips them (docs/FORMAT.md).
     pub fn reset(&mut self) -> Result<()> {
+        self.buffer.clear();
+        let start = WAL_HEADER_LEN as u64;
+        let zeros = [0u8; RECORD_HEADER_LEN];
+        let n = (self.file_len.saturating_sub(start) as usize).min(zeros.len());
+        if n > 0 {
+            self.file
+                .write_all_at(&zeros[..n], start)
+                .map_err(|e| Error::io("write", &self.path, e))?;
+        }
+        self.written_len = start;
+        self.synced = true;
+        Ok(())
+    }
+
+    /// Cuts the file back to its header and fsyncs the cut: at close, after the last
+    /// checkpoint, so a closed log is just its header and the next open reads nothing.
+    pub fn truncate(&mut self) -> Result<()> {
         self.buffer.clear();
         self.file
             .set_len(WAL_HEADER_LEN as u64)

@@ -128,25 +128,33 @@ pub fn write_log(dir: &Path, dimension: u32, batches: &[&[u64]]) -> (Vec<u8>, Ve
     (log, starts)
 }
 
-/// The log of the collection in `dir` as its records end: without the zero-filled space the
-/// writer keeps after them (docs/FORMAT.md), which tests that take the log apart or measure
-/// it do not want. A log whose end is anything but zeros is returned whole.
+/// The log of the collection in `dir` as its records end: the whole records from the
+/// header on, in increasing lsn order, without what follows them (the zero-filled space
+/// the writer keeps, the old records an emptying of the log left after the new ones, a
+/// torn record; see docs/FORMAT.md). For tests that take the log apart or measure it.
 pub fn read_log(dir: &Path) -> Vec<u8> {
     let mut log = read(&wal_path(dir));
     log.truncate(trim_log(&log).len());
     log
 }
 
-/// `log` without the zeros after its last record (see [`read_log`]).
+/// `log` up to the end of its last whole record (see [`read_log`]).
 pub fn trim_log(log: &[u8]) -> &[u8] {
+    let lsn_at = |at: usize| {
+        let bytes = &log[at + RECORD_LSN_AT..at + RECORD_LSN_AT + 8];
+        u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+    };
     let mut at = WAL_HEADER_LEN.min(log.len());
-    while at + RECORD_HEADER_LEN <= log.len() && log[at..at + 4] == RECORD_SYNC.to_le_bytes() {
+    let mut last_lsn = 0;
+    while at + RECORD_HEADER_LEN <= log.len()
+        && log[at..at + 4] == RECORD_SYNC.to_le_bytes()
+        && lsn_at(at) > last_lsn
+        && at + frame_len(&log[at..]) <= log.len()
+    {
+        last_lsn = lsn_at(at);
         at += frame_len(&log[at..]);
     }
-    match log.get(at..) {
-        Some(rest) if rest.iter().all(|&b| b == 0) => &log[..at],
-        _ => log,
-    }
+    &log[..at]
 }
 
 /// The bytes `bytes` holds before the zeros it ends with: what replay counts as torn when
