@@ -168,9 +168,8 @@ pub fn replay(
         // one was lost, and so were those that follow. The log ends there, like at a torn
         // tail. (After damage that salvage skipped, the numbers of the skipped records are
         // missing: the check does not apply.)
-        let skipped_ahead = out.last_lsn != 0
-            && out.last_lsn <= checkpoint_lsn
-            && header.lsn > checkpoint_lsn + 1;
+        let skipped_ahead =
+            out.last_lsn != 0 && out.last_lsn <= checkpoint_lsn && header.lsn > checkpoint_lsn + 1;
         if skipped_ahead && !after_skipped_damage {
             break;
         }
