@@ -224,6 +224,8 @@ struct State {
     /// opening stays one pass over the index, not over the vectors), then kept by `apply`.
     /// `None` until then, and always for other metrics.
     inverse_norms: Option<Vec<f32>>,
+    /// The slots [`State::apply`] takes for a record's upserts (kept for its allocation).
+    batch_slots: Vec<u32>,
 }
 
 impl State {
@@ -240,24 +242,46 @@ impl State {
             .saturating_add(upserts.saturating_sub(self.free_slots.len()) as u64)
     }
 
-    /// Applies one decoded record. Slots were reserved before the record was logged, so
-    /// the only failures are bounds errors that would mean a bug.
-    /// Returns how many deletes removed a live record.
+    /// Applies one decoded record: all of it, or (on an error, after which the caller
+    /// poisons the collection) none of it as readers see it. Returns how many deletes
+    /// removed a live record.
     fn apply(&mut self, lsn: u64, ops: &[Op<'_>]) -> Result<u64> {
         let upserts = ops
             .iter()
             .filter(|op| matches!(op, Op::Upsert { .. }))
             .count();
         self.vectors.reserve(self.slots_needed(upserts))?;
-        // Payload frames first: if appending them fails, nothing in memory has changed.
+        // The vectors first, into slots nothing refers to (a failed write leaves the index
+        // as it was), then the payload frames: if appending them fails, nothing readers see
+        // has changed either.
+        let first_new = self.slot_high_water;
+        let mut slots = std::mem::take(&mut self.batch_slots);
+        slots.clear();
+        let written = ops.iter().try_for_each(|op| match op {
+            Op::Upsert { vector_le, .. } => {
+                let slot = self.take_slot();
+                slots.push(slot);
+                self.vectors.write_slot_le(slot, vector_le)
+            }
+            _ => Ok(()),
+        });
         let ids = &self.ids;
-        self.payloads.stage(lsn, ops, |id| ids.contains_key(id))?;
+        let staged =
+            written.and_then(|()| self.payloads.stage(lsn, ops, |id| ids.contains_key(id)));
+        if let Err(e) = staged {
+            // The slots go back: nothing refers to them.
+            self.free_slots
+                .extend(slots.iter().copied().filter(|&slot| slot < first_new).rev());
+            self.slot_high_water = first_new;
+            self.batch_slots = slots;
+            return Err(e);
+        }
         let mut removed = 0;
+        let mut new_slots = slots.iter().copied();
         for op in ops {
             match op {
                 Op::Upsert { id, vector_le, .. } => {
-                    let slot = self.take_slot();
-                    self.vectors.write_slot_le(slot, vector_le)?;
+                    let slot = new_slots.next().expect("one slot per upsert");
                     if let Some(old) = self.ids.insert(id.clone(), slot) {
                         self.pending_free.push(old);
                         self.set_slot_id(old, None);
@@ -277,6 +301,7 @@ impl State {
                 Op::SetPayload { .. } => {}
             }
         }
+        self.batch_slots = slots;
         self.payloads.apply_staged();
         self.last_lsn = lsn;
         Ok(removed)
@@ -616,6 +641,7 @@ impl Collection {
             payloads,
             slot_ids,
             inverse_norms: None,
+            batch_slots: Vec::new(),
         };
         let (wal, mut report) = recover_log(&*fs, dir, &config, options.recovery, &mut state)?;
         state.payloads.finish_open()?;

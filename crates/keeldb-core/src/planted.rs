@@ -12,6 +12,7 @@
 //!   `tests/planted_bugs.rs` uses to rebuild what a power loss at each point would leave.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 /// A bug that can be planted.
@@ -146,16 +147,33 @@ pub enum Fault {
     LogSyncEio,
     /// Every write of payload frames to a payload log fails with EIO.
     PayloadWriteEio,
+    /// Every write of a vector into the vector file fails with EIO.
+    VectorWriteEio,
 }
 
 static FAULT: RwLock<Option<Fault>> = RwLock::new(None);
+/// Operations the injected fault lets succeed before it fails them all.
+static SPARED: AtomicU64 = AtomicU64::new(0);
 
 /// Injects `fault` (or none) for the whole process from now on.
 pub fn inject(fault: Option<Fault>) {
-    *FAULT.write().unwrap_or_else(|e| e.into_inner()) = fault;
+    inject_after(fault, 0);
 }
 
-/// Whether `fault` is injected.
+/// Injects `fault` (or none) for the whole process, sparing the first `spared` operations
+/// it applies to: a fault in the middle of a batch rather than at its start.
+pub fn inject_after(fault: Option<Fault>, spared: u64) {
+    let mut injected = FAULT.write().unwrap_or_else(|e| e.into_inner());
+    SPARED.store(spared, Ordering::SeqCst);
+    *injected = fault;
+}
+
+/// Whether `fault` is injected (and has spared the operations it was asked to spare).
 pub(crate) fn failing(fault: Fault) -> bool {
-    *FAULT.read().unwrap_or_else(|e| e.into_inner()) == Some(fault)
+    if *FAULT.read().unwrap_or_else(|e| e.into_inner()) != Some(fault) {
+        return false;
+    }
+    SPARED
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_err()
 }

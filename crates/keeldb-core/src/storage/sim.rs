@@ -978,7 +978,7 @@ impl VfsMap for SimMap {
         &self.bytes
     }
 
-    fn write(&mut self, offset: usize, data: &[u8]) {
+    fn write(&mut self, offset: usize, data: &[u8]) -> io::Result<()> {
         self.bytes[offset..offset + data.len()].copy_from_slice(data);
         let mut state = self.disk.lock();
         if state.check_alive().is_ok() {
@@ -990,6 +990,7 @@ impl VfsMap for SimMap {
                 },
             );
         }
+        Ok(())
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -1111,7 +1112,7 @@ mod tests {
         disk.sync_dir(Path::new("/")).expect("sync dir");
         f.sync_data().expect("sync");
         let mut map = f.map_mut().expect("map");
-        map.write(4096, &[7; 4]);
+        map.write(4096, &[7; 4]).expect("write");
         assert_eq!(&read(&disk, "/v").expect("file")[4096..4100], &[7; 4]);
         let lost = read(&disk.crash(Damage::DurableOnly), "/v").expect("file");
         assert_eq!(&lost[4096..4100], &[0; 4]);

@@ -1,10 +1,11 @@
-//! The memory-mapped vector file: fixed-size f32 slots after a header page.
+//! The memory-mapped vector file: fixed-size f32 slots after a header page, read in place
+//! through the mapping and written with `pwrite` (`VfsMap::write`).
 //!
 //! Invariants:
 //! - every slot access is checked against the mapped length before it happens;
 //! - the file only grows while open, geometrically (at least 2x, at least
 //!   [`GROWTH_FLOOR_BYTES`]), and the new range is allocated with `posix_fallocate`, so a
-//!   write through the mapping can never hit a hole on a full disk (which would be a SIGBUS);
+//!   write never needs a block a full disk cannot give, and the mapping covers no hole;
 //! - callers never write a slot that the last checkpoint's index refers to (the collection
 //!   hands out slots copy-on-write), so an unsynced page written back early can only touch
 //!   bytes that replay rewrites anyway.
@@ -153,8 +154,7 @@ impl VectorFile {
     pub fn write_slot_le(&mut self, slot: u32, vector_le: &[u8]) -> Result<()> {
         let range = self.slot_range(slot)?;
         debug_assert_eq!(vector_le.len(), self.slot_bytes);
-        self.map.write(range.start, vector_le);
-        Ok(())
+        self.write_at(range.start, vector_le)
     }
 
     /// Writes a vector into `slot`.
@@ -163,8 +163,18 @@ impl VectorFile {
         debug_assert_eq!(vector.len() * 4, self.slot_bytes);
         // Little-endian targets only (checked at compile time above): the f32s' own bytes
         // are the slot's.
-        self.map.write(range.start, bytemuck::cast_slice(vector));
-        Ok(())
+        self.write_at(range.start, bytemuck::cast_slice(vector))
+    }
+
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::failing(crate::planted::Fault::VectorWriteEio) {
+            let eio = std::io::Error::from_raw_os_error(libc::EIO);
+            return Err(Error::io("write", &self.path, eio));
+        }
+        self.map
+            .write(offset, bytes)
+            .map_err(|e| Error::io("write", &self.path, e))
     }
 
     /// Starts writing the slots written so far back to the disk, without waiting (see
