@@ -1,11 +1,10 @@
-//! The memory-mapped vector file: fixed-size f32 slots after a header page, read in place
-//! through the mapping and written with `pwrite` (`VfsMap::write`).
+//! The memory-mapped vector file: fixed-size f32 slots after a header page.
 //!
 //! Invariants:
 //! - every slot access is checked against the mapped length before it happens;
 //! - the file only grows while open, geometrically (at least 2x, at least
 //!   [`GROWTH_FLOOR_BYTES`]), and the new range is allocated with `posix_fallocate`, so a
-//!   write never needs a block a full disk cannot give, and the mapping covers no hole;
+//!   write through the mapping can never hit a hole on a full disk (which would be a SIGBUS);
 //! - callers never write a slot that the last checkpoint's index refers to (the collection
 //!   hands out slots copy-on-write), so an unsynced page written back early can only touch
 //!   bytes that replay rewrites anyway.

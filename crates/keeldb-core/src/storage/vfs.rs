@@ -125,14 +125,16 @@ pub trait VfsView: Debug + Send + Sync {
     fn bytes(&self) -> &[u8];
 }
 
-/// A shared mapping of a whole file, read in place and written through [`VfsMap::write`]
-/// (so that a simulated disk sees each write); writes reach the disk at [`VfsMap::flush`]
-/// at the latest, and (like a kernel writing dirty pages back early) possibly sooner.
+/// A writable shared mapping of a whole file. Writes go through [`VfsMap::write`] so that a
+/// simulated disk sees each one; they reach the disk at [`VfsMap::flush`] at the latest,
+/// and (like a kernel writing dirty pages back early) possibly sooner.
 pub trait VfsMap: Debug + Send + Sync {
     /// The mapped bytes.
     fn bytes(&self) -> &[u8];
     /// Writes `data` at `offset`; the mapping shows it on return. The caller has checked the
-    /// range against `bytes().len()`. On error, any part of `data` may have been written.
+    /// range against `bytes().len()`. On error, any part of `data` may have been written
+    /// (the real mapping copies and cannot fail; the error is for other implementations and
+    /// fault injection).
     fn write(&mut self, offset: usize, data: &[u8]) -> io::Result<()>;
     /// msync: every write so far is handed to the disk (the file's `sync_data` then makes it
     /// durable).
@@ -293,10 +295,7 @@ impl VfsFile for RealFile {
     }
 
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>> {
-        Ok(Box::new(RealMap {
-            map: map_file(&self.0)?,
-            file: self.0.try_clone()?,
-        }))
+        Ok(Box::new(RealMap(map_file(&self.0)?)))
     }
 
     fn map_read(&self) -> io::Result<Box<dyn VfsView>> {
@@ -369,26 +368,21 @@ impl VfsView for RealView {
 
 /// A shared mapping of an operating-system file.
 #[derive(Debug)]
-/// The mapping is read in place but written with `pwrite` on a descriptor of the same file
-/// (the page cache is shared, so the mapping shows each write on return). A store through
-/// the mapping into a page not yet in memory takes a fault that reads the page in (zeros,
-/// from the fallocated space) before the store can overwrite it; `pwrite` fills the page
-/// cache directly, and reports a failure as an error where a store could only raise SIGBUS.
-struct RealMap {
-    map: MmapMut,
-    file: File,
-}
+struct RealMap(MmapMut);
 
 impl VfsMap for RealMap {
     fn bytes(&self) -> &[u8] {
-        &self.map
+        &self.0
     }
 
     fn write(&mut self, offset: usize, data: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(data, offset as u64)
+        // A copy through the mapping (a `pwrite` instead was faster for the committer but
+        // slowed the replay after a crash: docs/ARCHITECTURE.md).
+        self.0[offset..offset + data.len()].copy_from_slice(data);
+        Ok(())
     }
 
     fn flush(&self) -> io::Result<()> {
-        self.map.flush()
+        self.0.flush()
     }
 }
