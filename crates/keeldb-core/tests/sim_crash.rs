@@ -491,95 +491,77 @@ fn damages(point: u64) -> Vec<Damage> {
     out
 }
 
-/// Crashes `steps` at every mutating operation and checks each recovery. Returns the
-/// number of crash points and recoveries checked.
-fn enumerate(name: &str, steps: &[Step], ids: u64) -> (u64, u64) {
-    let clean = SimDisk::new();
-    let full = run(&clean, steps, false);
-    assert!(
-        full.error.is_none(),
-        "{name}: the workload fails without a crash: {full:?}"
-    );
-    let total = clean.ops();
-    let mut recoveries = 0;
-    let only: Option<u64> = std::env::var("KEELDB_SIM_POINT")
-        .ok()
-        .and_then(|p| p.parse().ok());
-    for point in (1..=total).filter(|p| only.is_none_or(|o| o == *p)) {
-        let disk = SimDisk::new();
-        disk.crash_at(point);
-        let r = run(&disk, steps, false);
-        if only.is_some() {
-            eprintln!(
-                "issued {:?}\nmust keep {} error {:?}",
-                r.issued, r.must_keep, r.error
-            );
-        }
-        assert!(
-            r.violations.is_empty(),
-            "{name} @ {point}: {:?}",
-            r.violations
-        );
-        for (k, damage) in damages(point).into_iter().enumerate() {
-            // Both policies: a crash alone must never need salvaging.
-            let policy = match (point + k as u64) % 2 {
-                0 => RecoveryPolicy::Strict,
-                _ => RecoveryPolicy::Salvage,
-            };
-            if let Err(why) = check_recovery(&disk, damage, policy, &r, ids) {
-                panic!("{name}: power cut at operation {point} of {total}, {damage:?}, {policy:?}: {why}");
-            }
-            recoveries += 1;
-        }
-    }
-    (total, recoveries)
+/// What goes wrong at one mutating disk operation of a workload.
+#[derive(Debug, Clone, Copy)]
+enum Disruption {
+    /// The power is cut there.
+    PowerCut,
+    /// The operation fails with the fault (once, not sticky), the steps go on (a reopen
+    /// included), and then the power is cut.
+    Fault(Fault),
 }
 
-/// Fails `steps` at every mutating operation with each [`Fault`] (once, not sticky), goes on
-/// with the steps that follow (a reopen included) and checks each recovery, as
-/// [`enumerate`] does for power cuts. Returns the number of faulted runs and recoveries.
-fn enumerate_faults(name: &str, steps: &[Step], ids: u64) -> (u64, u64) {
+/// Runs `steps` once per mutating operation and disruption, disrupted at that operation,
+/// and checks each recovery under several damages. Returns the number of disrupted runs and
+/// recoveries checked. `KEELDB_SIM_POINT=<n>` runs only operation `n`, printing what it
+/// issued.
+fn enumerate_with(name: &str, steps: &[Step], ids: u64, disruptions: &[Disruption]) -> (u64, u64) {
     let clean = SimDisk::new();
     let full = run(&clean, steps, false);
     assert!(
         full.error.is_none(),
-        "{name}: the workload fails without a fault: {full:?}"
+        "{name}: the workload fails undisrupted: {full:?}"
     );
     let total = clean.ops();
     let (mut runs, mut recoveries) = (0, 0);
     let only: Option<u64> = std::env::var("KEELDB_SIM_POINT")
         .ok()
         .and_then(|p| p.parse().ok());
-    for fault in [Fault::Eio, Fault::Enospc, Fault::SyncLosesData] {
+    for &disruption in disruptions {
         for point in (1..=total).filter(|p| only.is_none_or(|o| o == *p)) {
             let disk = SimDisk::new();
-            disk.fail_at(point, fault, false);
-            let r = run(&disk, steps, true);
+            let (keep_going, what) = match disruption {
+                Disruption::PowerCut => {
+                    disk.crash_at(point);
+                    (false, "power cut".to_owned())
+                }
+                Disruption::Fault(fault) => {
+                    disk.fail_at(point, fault, false);
+                    (true, format!("{fault:?} (then a power cut)"))
+                }
+            };
+            let r = run(&disk, steps, keep_going);
             if only.is_some() {
                 eprintln!(
-                    "{fault:?}: issued {:?}\nmust keep {} error {:?}",
+                    "{what}: issued {:?}\nmust keep {} error {:?}",
                     r.issued, r.must_keep, r.error
                 );
             }
             assert!(
                 r.violations.is_empty(),
-                "{name}, {fault:?} at {point}: {:?}",
+                "{name}: {what} at operation {point}: {:?}",
                 r.violations
             );
             runs += 1;
             for (k, damage) in damages(point).into_iter().enumerate() {
+                // Both policies: a crash alone must never need salvaging.
                 let policy = match (point + k as u64) % 2 {
                     0 => RecoveryPolicy::Strict,
                     _ => RecoveryPolicy::Salvage,
                 };
                 if let Err(why) = check_recovery(&disk, damage, policy, &r, ids) {
-                    panic!("{name}: {fault:?} at operation {point} of {total}, then a power cut, {damage:?}, {policy:?}: {why}");
+                    panic!("{name}: {what} at operation {point} of {total}, {damage:?}, {policy:?}: {why}");
                 }
                 recoveries += 1;
             }
         }
     }
     (runs, recoveries)
+}
+
+/// Cuts the power at every mutating operation of `steps` (see [`enumerate_with`]).
+fn enumerate(name: &str, steps: &[Step], ids: u64) -> (u64, u64) {
+    enumerate_with(name, steps, ids, &[Disruption::PowerCut])
 }
 
 const F: Durability = Durability::Fsync;
@@ -679,7 +661,8 @@ fn fault_at_every_operation_of_checkpoints_and_reopens() {
         Step::Put(vec![6, 0], 20, Durability::Flush),
         Step::Put(vec![7], 22, F),
     ]);
-    let (runs, n) = enumerate_faults("checkpoints and reopens", &steps, 9);
+    let faults = [Fault::Eio, Fault::Enospc, Fault::SyncLosesData].map(Disruption::Fault);
+    let (runs, n) = enumerate_with("checkpoints and reopens", &steps, 9, &faults);
     println!("faults in checkpoints and reopens: {runs} faulted runs, {n} recoveries");
 }
 
