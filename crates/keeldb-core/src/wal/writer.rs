@@ -17,10 +17,12 @@ pub const BUFFER_BYTES_MAX: usize = 1 << 20;
 /// into space the file already has changes no metadata, so its fdatasync flushes the data
 /// alone, where an append also updates the file size (a metadata write, and a journal
 /// commit where there is a journal): fsync one write at a time went from 0.59x to 0.90x of
-/// the raw append+fdatasync rate with this and the committer's spin (docs/BENCHMARKS.md).
-/// The space is extended by the log's own size (at least `PREALLOC_MIN_BYTES`, at most
-/// `PREALLOC_MAX_BYTES`) whenever less than half of that is left, so one sync commits the
-/// new length for many. Writes that are not synced (`Flush`, `None`) append without it:
+/// the raw append+fdatasync rate with this and the committer's spin (the run of
+/// docs/BENCHMARKS.md at the time; later runs have their own figure). The space is extended
+/// by the log's own size (at least `PREALLOC_MIN_BYTES`, at most `PREALLOC_MAX_BYTES`)
+/// whenever less than half of that is left, so one sync commits the new length for many;
+/// after a checkpoint the log is written over from its start (`WalWriter::reset`), so the
+/// space it already has serves again. Writes that are not synced (`Flush`, `None`) append without it:
 /// they gain nothing from the zeros, which cost a second copy of every log byte. Replay
 /// reads the zeros as the end of the log (docs/FORMAT.md).
 pub const PREALLOC_MIN_BYTES: u64 = 64 << 10;
