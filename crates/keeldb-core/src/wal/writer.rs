@@ -22,9 +22,9 @@ pub const BUFFER_BYTES_MAX: usize = 1 << 20;
 /// by the log's own size (at least `PREALLOC_MIN_BYTES`, at most `PREALLOC_MAX_BYTES`)
 /// whenever less than half of that is left, so one sync commits the new length for many;
 /// after a checkpoint the log is written over from its start (`WalWriter::reset`), so the
-/// space it already has serves again. Writes that are not synced (`Flush`, `None`) append without it:
-/// they gain nothing from the zeros, which cost a second copy of every log byte. Replay
-/// reads the zeros as the end of the log (docs/FORMAT.md).
+/// space it already has serves again. Writes that are not synced (`Flush`, `None`) append
+/// without it: they gain nothing from the zeros, which cost a second copy of every log
+/// byte. Replay reads the zeros as the end of the log (docs/FORMAT.md).
 pub const PREALLOC_MIN_BYTES: u64 = 64 << 10;
 /// See [`PREALLOC_MIN_BYTES`].
 pub const PREALLOC_MAX_BYTES: u64 = 8 << 20;
