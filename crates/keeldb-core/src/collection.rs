@@ -218,14 +218,17 @@ struct State {
     checkpoint_lsn: u64,
     payloads: PayloadStore,
     /// The id stored in each slot below `slot_high_water` (`None`: free): search's
-    /// slot -> id map, kept by `apply` next to `ids`, so replay rebuilds it too.
+    /// slot -> id map, kept by `apply_written` next to `ids`, so replay rebuilds it too.
     slot_ids: Vec<Option<Id>>,
     /// Cosine collections: `1/|v|` of each slot's vector, built by the first search (so
-    /// opening stays one pass over the index, not over the vectors), then kept by `apply`.
-    /// `None` until then, and always for other metrics.
+    /// opening stays one pass over the index, not over the vectors), then kept by
+    /// `apply_written`. `None` until then, and always for other metrics.
     inverse_norms: Option<Vec<f32>>,
-    /// The slots [`State::apply`] takes for a record's upserts (kept for its allocation).
+    /// The slots [`State::apply_group`] takes, one per upsert in order, and where each
+    /// record's begin in them with the high-water mark before it took them (kept for their
+    /// allocations).
     batch_slots: Vec<u32>,
+    batch_starts: Vec<(usize, u32)>,
 }
 
 impl State {
@@ -242,40 +245,104 @@ impl State {
             .saturating_add(upserts.saturating_sub(self.free_slots.len()) as u64)
     }
 
-    /// Applies one decoded record: all of it, or (on an error, after which the caller
-    /// poisons the collection) none of it as readers see it. Returns how many deletes
-    /// removed a live record.
-    fn apply(&mut self, lsn: u64, ops: &[Op<'_>]) -> Result<u64> {
+    /// Applies decoded records in order, in two passes: first every record's vectors, into
+    /// slots nothing refers to, gathered into runs of consecutive slots (a group's records
+    /// take consecutive fresh slots, so a group is mostly one write); then, record by
+    /// record, its payload frames and index entries. Pushes to `removed`, for each record
+    /// applied, how many of its deletes removed a live record. On an error (after which the
+    /// caller poisons the collection) the records from the one that failed on are applied
+    /// in no part readers see, and their slots are free again; a failed vector write fails
+    /// them all.
+    fn apply_group(
+        &mut self,
+        records: &[(u64, Vec<Op<'_>>)],
+        removed: &mut Vec<u64>,
+    ) -> Result<()> {
+        let upserts = records
+            .iter()
+            .flat_map(|(_, ops)| ops)
+            .filter(|op| matches!(op, Op::Upsert { .. }))
+            .count();
+        self.vectors.reserve(self.slots_needed(upserts))?;
+        let mut slots = std::mem::take(&mut self.batch_slots);
+        let mut starts = std::mem::take(&mut self.batch_starts);
+        slots.clear();
+        starts.clear();
+        let written = records
+            .iter()
+            .try_for_each(|(_, ops)| {
+                starts.push((slots.len(), self.slot_high_water));
+                self.write_vectors(ops, &mut slots)
+            })
+            .and_then(|()| self.vectors.finish_writes());
+        let mut result = written.map_err(|e| (0, e));
+        if result.is_ok() {
+            for (i, (lsn, ops)) in records.iter().enumerate() {
+                let end = starts.get(i + 1).map_or(slots.len(), |&(start, _)| start);
+                match self.apply_written(*lsn, ops, &slots[starts[i].0..end]) {
+                    Ok(n) => removed.push(n),
+                    Err(e) => {
+                        result = Err((i, e));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(&(start, high_water)) = result.as_ref().err().and_then(|(i, _)| starts.get(*i))
+        {
+            // The failed records' slots go back: nothing refers to them.
+            self.free_slots.extend(
+                slots[start..]
+                    .iter()
+                    .copied()
+                    .filter(|&s| s < high_water)
+                    .rev(),
+            );
+            self.slot_high_water = high_water;
+        }
+        self.batch_slots = slots;
+        self.batch_starts = starts;
+        result.map_err(|(_, e)| e)
+    }
+
+    /// Applies one record during replay, which no reader sees: its vectors join the run
+    /// being gathered (written a MiB at a time; the caller finishes the last run), and an
+    /// error fails the open, so nothing is given back.
+    fn apply_replayed(&mut self, lsn: u64, ops: &[Op<'_>]) -> Result<()> {
         let upserts = ops
             .iter()
             .filter(|op| matches!(op, Op::Upsert { .. }))
             .count();
         self.vectors.reserve(self.slots_needed(upserts))?;
-        // The vectors first, into slots nothing refers to (a failed write leaves the index
-        // as it was), then the payload frames: if appending them fails, nothing readers see
-        // has changed either.
-        let first_new = self.slot_high_water;
         let mut slots = std::mem::take(&mut self.batch_slots);
         slots.clear();
-        let written = ops.iter().try_for_each(|op| match op {
+        let applied = self
+            .write_vectors(ops, &mut slots)
+            .and_then(|()| self.apply_written(lsn, ops, &slots));
+        self.batch_slots = slots;
+        applied.map(|_| ())
+    }
+
+    /// Takes a slot for each upsert of `ops`, pushes it to `slots` and writes the vector into
+    /// it (gathered: see [`VectorFile::write_slot_le`]). The file has room (the caller
+    /// reserved it).
+    fn write_vectors(&mut self, ops: &[Op<'_>], slots: &mut Vec<u32>) -> Result<()> {
+        ops.iter().try_for_each(|op| match op {
             Op::Upsert { vector_le, .. } => {
                 let slot = self.take_slot();
                 slots.push(slot);
                 self.vectors.write_slot_le(slot, vector_le)
             }
             _ => Ok(()),
-        });
+        })
+    }
+
+    /// The rest of applying a record whose vectors are in `slots` (one per upsert, in
+    /// order): stages its payload frames (if that fails, nothing has changed), then updates
+    /// the index. Returns how many deletes removed a live record.
+    fn apply_written(&mut self, lsn: u64, ops: &[Op<'_>], slots: &[u32]) -> Result<u64> {
         let ids = &self.ids;
-        let staged =
-            written.and_then(|()| self.payloads.stage(lsn, ops, |id| ids.contains_key(id)));
-        if let Err(e) = staged {
-            // The slots go back: nothing refers to them.
-            self.free_slots
-                .extend(slots.iter().copied().filter(|&slot| slot < first_new).rev());
-            self.slot_high_water = first_new;
-            self.batch_slots = slots;
-            return Err(e);
-        }
+        self.payloads.stage(lsn, ops, |id| ids.contains_key(id))?;
         let mut removed = 0;
         let mut new_slots = slots.iter().copied();
         for op in ops {
@@ -301,7 +368,6 @@ impl State {
                 Op::SetPayload { .. } => {}
             }
         }
-        self.batch_slots = slots;
         self.payloads.apply_staged();
         self.last_lsn = lsn;
         Ok(removed)
@@ -642,6 +708,7 @@ impl Collection {
             slot_ids,
             inverse_norms: None,
             batch_slots: Vec::new(),
+            batch_starts: Vec::new(),
         };
         let (wal, mut report) = recover_log(&*fs, dir, &config, options.recovery, &mut state)?;
         state.payloads.finish_open()?;
@@ -999,35 +1066,47 @@ impl Collection {
                 Ok(guard) => guard,
                 Err(e) => return fail_group(group, writer.poison(e), &self.name),
             };
-            let mut lsns = first_lsn..;
             // The group's payload frames go to the file in one write, before the state lock
             // is released (so no reader sees the index point at a frame not written yet).
             if let Ok(state) = open_state(&mut state_guard) {
                 state.payloads.begin_buffering();
             }
-            for request in &group {
-                let (Some(batch), Some(lsn)) = (&request.batch, lsns.clone().next()) else {
-                    results.push(Ok(0)); // a barrier: the group's sync was all it asked for
-                    continue;
-                };
-                lsns.next();
+            let mut lsns = first_lsn..;
+            let mut records = Vec::with_capacity(logged_records);
+            let mut failure = None;
+            for batch in group.iter().filter_map(|r| r.batch.as_ref()) {
+                let lsn = lsns.next().expect("an unbounded range");
                 let record = batch.encoder.record();
-                let applied = open_state(&mut state_guard).and_then(|state| {
-                    let body = &record[walfmt::RECORD_HEADER_LEN..record.len() - 4];
-                    walfmt::decode_batch(body, self.config.dimension)
-                        .map_err(|e| Error::corrupted(&self.dir, e.offset, e.reason))
-                        .and_then(|ops| state.apply(lsn, &ops))
-                });
-                // After a failed apply the records that follow are logged but not applied:
-                // fail them too, with the same error (reopening replays them, as for any
-                // unacknowledged write, so "refused" would be untrue).
-                let failed = applied.is_err() || writer.poisoned.is_some();
-                let applied = applied.map_err(|e| writer.poison(e));
-                if let Err(e) = &applied {
-                    logged_but_failed = Some(commit::echo(e, &self.name));
+                let body = &record[walfmt::RECORD_HEADER_LEN..record.len() - 4];
+                match walfmt::decode_batch(body, self.config.dimension) {
+                    Ok(ops) => records.push((lsn, ops)),
+                    Err(e) => {
+                        failure = Some(Error::corrupted(&self.dir, e.offset, e.reason));
+                        break;
+                    }
                 }
-                results.push(applied);
-                if failed {
+            }
+            let mut removed = Vec::with_capacity(records.len());
+            let applied = open_state(&mut state_guard)
+                .and_then(|state| state.apply_group(&records, &mut removed));
+            if let Err(e) = applied {
+                failure = Some(e);
+            }
+            // After a failed apply the records that follow are logged but not applied:
+            // fail them too, with the same error (reopening replays them, as for any
+            // unacknowledged write, so "refused" would be untrue).
+            let mut removed = removed.into_iter();
+            for request in &group {
+                if request.batch.is_none() {
+                    results.push(Ok(0)); // a barrier: the group's sync was all it asked for
+                } else if let Some(n) = removed.next() {
+                    results.push(Ok(n));
+                } else {
+                    if let Some(e) = failure.take() {
+                        let e = writer.poison(e);
+                        logged_but_failed = Some(commit::echo(&e, &self.name));
+                        results.push(Err(e));
+                    }
                     break;
                 }
             }
@@ -1140,9 +1219,11 @@ impl Collection {
             let mut state_guard = self.write_state()?;
             let state = open_state(&mut state_guard)?;
             let body = &record[walfmt::RECORD_HEADER_LEN..record.len() - 4];
+            let mut removed = Vec::with_capacity(1);
             walfmt::decode_batch(body, self.config.dimension)
                 .map_err(|e| Error::corrupted(&self.dir, e.offset, e.reason))
-                .and_then(|ops| state.apply(lsn, &ops))
+                .and_then(|ops| state.apply_group(&[(lsn, ops)], &mut removed))
+                .map(|()| removed.iter().sum::<u64>())
         };
         let removed = applied.map_err(|e| writer.poison(e))?;
         #[cfg(feature = "planted-bugs")]
@@ -1836,7 +1917,7 @@ fn recover_log(
         checkpoint_lsn,
         policy,
         |lsn, ops| {
-            state.apply(lsn, ops)?;
+            state.apply_replayed(lsn, ops)?;
             let upserts = ops.iter().filter(|op| matches!(op, Op::Upsert { .. }));
             dirtied_bytes += upserts.count() as u64 * slot_bytes;
             if dirtied_bytes >= REPLAY_WRITEBACK_BYTES {
@@ -1846,6 +1927,7 @@ fn recover_log(
             Ok(())
         },
     )?;
+    state.vectors.finish_writes()?;
     state.payloads.end_buffering(Writeback::Start)?;
     let image_len = image.len() as u64;
     drop(map);

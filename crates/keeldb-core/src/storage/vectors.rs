@@ -1,13 +1,19 @@
-//! The memory-mapped vector file: fixed-size f32 slots after a header page.
+//! The vector file: fixed-size f32 slots after a header page, read through a shared
+//! mapping and written in runs.
 //!
 //! Invariants:
 //! - every slot access is checked against the mapped length before it happens;
 //! - the file only grows while open, geometrically (at least 2x, at least
 //!   [`GROWTH_FLOOR_BYTES`]), and the new range is allocated with `posix_fallocate`, so a
-//!   write through the mapping can never hit a hole on a full disk (which would be a SIGBUS);
+//!   slot write never fails for want of space and a read through the mapping never hits a
+//!   hole (which would be a SIGBUS);
 //! - callers never write a slot that the last checkpoint's index refers to (the collection
 //!   hands out slots copy-on-write), so an unsynced page written back early can only touch
-//!   bytes that replay rewrites anyway.
+//!   bytes that replay rewrites anyway;
+//! - slot writes are gathered into runs of consecutive slots and reach the file, one write
+//!   per run, at [`VectorFile::finish_writes`] at the latest: until then the slots read as
+//!   they were, so callers write only slots nothing refers to, and finish before anything
+//!   reads them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +36,9 @@ compile_error!(
 pub const INITIAL_BYTES: u64 = 16 << 20;
 /// The smallest step the file grows by.
 pub const GROWTH_FLOOR_BYTES: u64 = 64 << 20;
+/// The longest run of slots gathered before it is written. Replay writes runs this long; a
+/// group commit's run is its records' vectors (tens of KiB).
+const RUN_MAX_BYTES: usize = 1 << 20;
 
 /// An open, mapped vector file.
 #[derive(Debug)]
@@ -38,6 +47,12 @@ pub struct VectorFile {
     file: Arc<dyn VfsFile>,
     map: Box<dyn VfsMap>,
     slot_bytes: usize,
+    /// Slots written but not yet in the file: consecutive, from byte `run_start`. One
+    /// write per run, not per slot: on Linux a write of many pages fills the page cache in
+    /// large folios at a fraction of the per-page cost of small writes or of stores through
+    /// the mapping into fresh pages (docs/ARCHITECTURE.md, "Vector writes").
+    run: Vec<u8>,
+    run_start: usize,
 }
 
 impl VectorFile {
@@ -96,6 +111,8 @@ impl VectorFile {
             file,
             map,
             slot_bytes: dimension as usize * 4,
+            run: Vec::new(),
+            run_start: 0,
         })
     }
 
@@ -149,20 +166,50 @@ impl VectorFile {
         Ok(start..end)
     }
 
-    /// Writes little-endian vector bytes (exactly one slot's worth) into `slot`.
+    /// Writes little-endian vector bytes (exactly one slot's worth) into `slot`: gathered
+    /// into the current run, so the slot holds them only after [`VectorFile::finish_writes`]
+    /// (or an error from this call or that one, after which any slot written since the
+    /// last finish may hold anything).
     pub fn write_slot_le(&mut self, slot: u32, vector_le: &[u8]) -> Result<()> {
-        let range = self.slot_range(slot)?;
+        let range = match self.slot_range(slot) {
+            Ok(range) => range,
+            Err(e) => {
+                self.run.clear();
+                return Err(e);
+            }
+        };
         debug_assert_eq!(vector_le.len(), self.slot_bytes);
-        self.write_at(range.start, vector_le)
+        if !self.run.is_empty() && range.start != self.run_start + self.run.len() {
+            self.finish_writes()?;
+        }
+        if self.run.is_empty() {
+            self.run_start = range.start;
+        }
+        self.run.extend_from_slice(vector_le);
+        if self.run.len() >= RUN_MAX_BYTES {
+            self.finish_writes()?;
+        }
+        Ok(())
     }
 
-    /// Writes a vector into `slot`.
+    /// [`VectorFile::write_slot_le`] for a vector of floats.
     pub fn write_slot(&mut self, slot: u32, vector: &[f32]) -> Result<()> {
-        let range = self.slot_range(slot)?;
         debug_assert_eq!(vector.len() * 4, self.slot_bytes);
         // Little-endian targets only (checked at compile time above): the f32s' own bytes
         // are the slot's.
-        self.write_at(range.start, bytemuck::cast_slice(vector))
+        self.write_slot_le(slot, bytemuck::cast_slice(vector))
+    }
+
+    /// Writes the run gathered so far, so that every slot written holds its vector.
+    pub fn finish_writes(&mut self) -> Result<()> {
+        if self.run.is_empty() {
+            return Ok(());
+        }
+        let run = std::mem::take(&mut self.run);
+        let written = self.write_at(self.run_start, &run);
+        self.run = run;
+        self.run.clear();
+        written
     }
 
     fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
@@ -229,8 +276,9 @@ impl VectorFile {
         })
     }
 
-    /// Makes every write through the mapping, and the file's size, durable.
+    /// Makes every slot written and finished, and the file's size, durable.
     pub fn sync(&self) -> Result<()> {
+        debug_assert!(self.run.is_empty(), "slots written but not finished");
         self.map
             .flush()
             .map_err(|e| Error::io("msync", &self.path, e))?;
@@ -274,6 +322,7 @@ mod tests {
         assert_eq!(vf.len_bytes(), INITIAL_BYTES);
         let first = vf.capacity_slots();
         vf.write_slot(0, &[1.5; 1024]).expect("write");
+        vf.finish_writes().expect("finish");
         vf.reserve(first + 1).expect("grow");
         assert!(vf.len_bytes() >= INITIAL_BYTES + GROWTH_FLOOR_BYTES);
         assert_eq!(vf.read_slot(0).expect("read"), vec![1.5; 1024]);
@@ -292,6 +341,52 @@ mod tests {
             vf.read_slot(beyond).err().map(|e| e.code()),
             Some("KEEL_CORRUPT")
         );
+    }
+
+    #[test]
+    fn slots_are_written_in_runs_that_show_once_finished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vectors.dat");
+        VectorFile::create(&RealFs, &path, 4).expect("create");
+        let mut vf = VectorFile::open(&RealFs, &path, 4).expect("open");
+        // Two runs (0..=1, then 5) and, past RUN_MAX_BYTES, runs cut at that length.
+        vf.write_slot(0, &[1.0; 4]).expect("write");
+        vf.write_slot(1, &[2.0; 4]).expect("write");
+        assert_eq!(
+            vf.read_slot(1).expect("read"),
+            vec![0.0; 4],
+            "not yet finished"
+        );
+        vf.write_slot(5, &[3.0; 4]).expect("write");
+        assert_eq!(
+            vf.read_slot(1).expect("read"),
+            vec![2.0; 4],
+            "a new run wrote the last"
+        );
+        let long = (RUN_MAX_BYTES / 16 + 10) as u32;
+        vf.reserve(u64::from(6 + long)).expect("grow");
+        for slot in 6..6 + long {
+            vf.write_slot(slot, &[slot as f32; 4]).expect("write");
+        }
+        vf.finish_writes().expect("finish");
+        for (slot, value) in [(0, 1.0), (1, 2.0), (2, 0.0), (5, 3.0), (6, 6.0)] {
+            assert_eq!(
+                vf.read_slot(slot).expect("read"),
+                vec![value; 4],
+                "slot {slot}"
+            );
+        }
+        let last = 5 + long;
+        assert_eq!(vf.read_slot(last).expect("read"), vec![last as f32; 4]);
+        // A slot beyond the file fails, and drops the run gathered so far.
+        vf.write_slot(last + 1, &[9.0; 4]).expect("write");
+        let beyond = u32::try_from(vf.capacity_slots()).expect("fits");
+        assert_eq!(
+            vf.write_slot(beyond, &[9.0; 4]).err().map(|e| e.code()),
+            Some("KEEL_CORRUPT")
+        );
+        vf.finish_writes().expect("nothing left to write");
+        assert_eq!(vf.read_slot(last + 1).expect("read"), vec![0.0; 4]);
     }
 
     #[test]

@@ -132,9 +132,7 @@ pub trait VfsMap: Debug + Send + Sync {
     /// The mapped bytes.
     fn bytes(&self) -> &[u8];
     /// Writes `data` at `offset`; the mapping shows it on return. The caller has checked the
-    /// range against `bytes().len()`. On error, any part of `data` may have been written
-    /// (the real mapping copies and cannot fail; the error is for other implementations and
-    /// fault injection).
+    /// range against `bytes().len()`. On error, any part of `data` may have been written.
     fn write(&mut self, offset: usize, data: &[u8]) -> io::Result<()>;
     /// msync: every write so far is handed to the disk (the file's `sync_data` then makes it
     /// durable).
@@ -295,7 +293,10 @@ impl VfsFile for RealFile {
     }
 
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>> {
-        Ok(Box::new(RealMap(map_file(&self.0)?)))
+        Ok(Box::new(RealMap {
+            map: map_file(&self.0)?,
+            file: self.0.try_clone()?,
+        }))
     }
 
     fn map_read(&self) -> io::Result<Box<dyn VfsView>> {
@@ -366,23 +367,29 @@ impl VfsView for RealView {
     }
 }
 
-/// A shared mapping of an operating-system file.
+/// A shared mapping of an operating-system file, read in place but written with `pwrite` on
+/// a descriptor of the same file (the page cache is shared, so the mapping shows each write
+/// on return). [`VectorFile`](super::vectors::VectorFile) writes in runs of many slots:
+/// a store through the mapping into a fresh page takes a fault that reads the page in (zeros,
+/// from the fallocated space) before the store overwrites it, where `pwrite` fills the page
+/// cache directly, in large folios for a long write (docs/ARCHITECTURE.md, "Vector
+/// writes"). It also reports a failure as an error where a store could only raise SIGBUS.
 #[derive(Debug)]
-struct RealMap(MmapMut);
+struct RealMap {
+    map: MmapMut,
+    file: File,
+}
 
 impl VfsMap for RealMap {
     fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.map
     }
 
     fn write(&mut self, offset: usize, data: &[u8]) -> io::Result<()> {
-        // A copy through the mapping (a `pwrite` instead was faster for the committer but
-        // slowed the replay after a crash: docs/ARCHITECTURE.md).
-        self.0[offset..offset + data.len()].copy_from_slice(data);
-        Ok(())
+        self.file.write_all_at(data, offset as u64)
     }
 
     fn flush(&self) -> io::Result<()> {
-        self.0.flush()
+        self.map.flush()
     }
 }
