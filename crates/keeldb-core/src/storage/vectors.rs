@@ -4,9 +4,9 @@
 //! Invariants:
 //! - every slot access is checked against the mapped length before it happens;
 //! - the file only grows while open, geometrically (at least 2x, at least
-//!   [`GROWTH_FLOOR_BYTES`]), and the new range is allocated with `posix_fallocate`, so a
-//!   slot write never fails for want of space and a read through the mapping never hits a
-//!   hole (which would be a SIGBUS);
+//!   [`GROWTH_FLOOR_BYTES`]), and the new range is allocated with `posix_fallocate`, so (on
+//!   a file system that writes in place) a slot write never fails for want of space and a
+//!   read through the mapping never hits a hole (which would be a SIGBUS);
 //! - callers never write a slot that the last checkpoint's index refers to (the collection
 //!   hands out slots copy-on-write), so an unsynced page written back early can only touch
 //!   bytes that replay rewrites anyway;

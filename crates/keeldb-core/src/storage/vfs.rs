@@ -335,8 +335,10 @@ fn map_file(file: &File) -> io::Result<MmapMut> {
     // SAFETY: the mapping is only valid while no one truncates or rewrites the file behind
     // our back. keeldb holds an exclusive lock on the database directory while open, the
     // vector file only grows while mapped, and no reference into the mapping outlives a
-    // remap (slices borrow the `VectorFile`). Another program ignoring the lock is outside
-    // this contract (docs/ARCHITECTURE.md).
+    // remap (slices borrow the `VectorFile`). keeldb itself rewrites mapped bytes only
+    // through `RealMap::write`, which takes `&mut self`, so no slice from `bytes()` is alive
+    // while it does. Another program ignoring the lock is outside this contract
+    // (docs/ARCHITECTURE.md).
     unsafe { MmapMut::map_mut(file) }
 }
 
