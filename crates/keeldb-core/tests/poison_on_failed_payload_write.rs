@@ -8,11 +8,9 @@
 
 mod common;
 
-use std::sync::mpsc;
-
-use common::{code, create, ids, open_ok, payload, put_with_payloads, vector, NAME};
-use keeldb_core::planted::{inject, Fault};
-use keeldb_core::{Durability, Id};
+use common::{code, create, open_ok, payload, put_with_payloads, submit_failing_groups, NAME};
+use keeldb_core::planted::Fault;
+use keeldb_core::Id;
 
 #[test]
 fn a_failed_payload_write_fails_its_whole_group() {
@@ -21,41 +19,8 @@ fn a_failed_payload_write_fails_its_whole_group() {
     let (db, c) = create(dir.path(), 2);
     put_with_payloads(&c, &[1], 0);
 
-    inject(Some(Fault::PayloadWriteEio));
-    // Queued without waiting, so that they form groups of several records.
-    let (tx, rx) = mpsc::channel();
-    for n in 10..20u64 {
-        let p = payload(n, 0);
-        let batch = c
-            .prepare_upsert_with_payloads(&ids(&[n]), &vector(n, 2), &[Some(&p)])
-            .expect("valid batch");
-        let tx = tx.clone();
-        c.submit(
-            batch,
-            Some(Durability::Fsync),
-            Box::new(move |r| tx.send((n, r)).unwrap_or(())),
-        );
-    }
-    drop(tx);
-    let outcomes: Vec<_> = rx
-        .iter()
-        .map(|(n, r)| (n, r.err().map_or("OK", |e| e.code())))
-        .collect();
-    inject(None);
-    assert_eq!(outcomes.len(), 10);
     // The first group fails with the write's error, later ones are refused as poisoned.
-    let failed: Vec<u64> = outcomes
-        .iter()
-        .filter(|(_, code)| *code == "KEEL_IO")
-        .map(|&(n, _)| n)
-        .collect();
-    assert!(!failed.is_empty(), "{outcomes:?}");
-    assert!(
-        outcomes
-            .iter()
-            .all(|(_, code)| ["KEEL_IO", "KEEL_POISONED"].contains(code)),
-        "none is acknowledged: {outcomes:?}"
-    );
+    let failed = submit_failing_groups(&c, Fault::PayloadWriteEio, 10..20, true);
     assert!(c.stats().expect("stats").poisoned);
 
     // What was acknowledged reads back; a failed record's payload is refused, not made up.

@@ -10,9 +10,9 @@
 
 mod common;
 
-use std::sync::mpsc;
-
-use common::{code, create, ids, open_ok, payload, put_with_payloads, vector, NAME};
+use common::{
+    code, create, ids, open_ok, payload, put_with_payloads, submit_failing_groups, vector, NAME,
+};
 use keeldb_core::planted::{inject, inject_after, Fault};
 use keeldb_core::{Collection, Durability, Id};
 
@@ -80,40 +80,8 @@ fn a_failed_vector_write_fails_its_whole_group() {
     put_with_payloads(&c, &[1], 0);
     let high_water = c.stats().expect("stats").slot_high_water;
 
-    inject(Some(Fault::VectorWriteEio));
-    // Queued without waiting, so that they form groups of several records.
-    let (tx, rx) = mpsc::channel();
-    for n in 10..20u64 {
-        let batch = c
-            .prepare_upsert(&ids(&[n]), &vector(n, 2))
-            .expect("valid batch");
-        let tx = tx.clone();
-        c.submit(
-            batch,
-            Some(Durability::Fsync),
-            Box::new(move |r| tx.send((n, r)).unwrap_or(())),
-        );
-    }
-    drop(tx);
-    let outcomes: Vec<_> = rx
-        .iter()
-        .map(|(n, r)| (n, r.err().map_or("OK", |e| e.code())))
-        .collect();
-    inject(None);
-    // The first group fails with the write's error, later ones are refused as poisoned;
-    // none is applied, and the first group's slots are free again.
-    let failed: Vec<u64> = outcomes
-        .iter()
-        .filter(|(_, code)| *code == "KEEL_IO")
-        .map(|&(n, _)| n)
-        .collect();
-    assert!(!failed.is_empty(), "{outcomes:?}");
-    assert!(
-        outcomes
-            .iter()
-            .all(|(_, code)| ["KEEL_IO", "KEEL_POISONED"].contains(code)),
-        "none is acknowledged: {outcomes:?}"
-    );
+    let failed = submit_failing_groups(&c, Fault::VectorWriteEio, 10..20, false);
+    // None is applied, and the first group's slots are free again.
     let stats = c.stats().expect("stats");
     assert!(stats.poisoned);
     assert_eq!((stats.count, stats.slot_high_water), (1, high_water));

@@ -313,12 +313,18 @@ mod tests {
     use super::*;
     use crate::storage::vfs::RealFs;
 
-    #[test]
-    fn grows_geometrically_and_keeps_contents() {
+    /// A new vector file of `dimension` in a temporary directory (kept alive by the caller).
+    fn fresh(dimension: u32) -> (tempfile::TempDir, VectorFile) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vectors.dat");
-        VectorFile::create(&RealFs, &path, 1024).expect("create");
-        let mut vf = VectorFile::open(&RealFs, &path, 1024).expect("open");
+        VectorFile::create(&RealFs, &path, dimension).expect("create");
+        let vf = VectorFile::open(&RealFs, &path, dimension).expect("open");
+        (dir, vf)
+    }
+
+    #[test]
+    fn grows_geometrically_and_keeps_contents() {
+        let (_dir, mut vf) = fresh(1024);
         assert_eq!(vf.len_bytes(), INITIAL_BYTES);
         let first = vf.capacity_slots();
         vf.write_slot(0, &[1.5; 1024]).expect("write");
@@ -345,10 +351,7 @@ mod tests {
 
     #[test]
     fn slots_are_written_in_runs_that_show_once_finished() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("vectors.dat");
-        VectorFile::create(&RealFs, &path, 4).expect("create");
-        let mut vf = VectorFile::open(&RealFs, &path, 4).expect("open");
+        let (_dir, mut vf) = fresh(4);
         // Two runs (0..=1, then 5) and, past RUN_MAX_BYTES, runs cut at that length.
         vf.write_slot(0, &[1.0; 4]).expect("write");
         vf.write_slot(1, &[2.0; 4]).expect("write");

@@ -274,6 +274,55 @@ pub fn payload(n: u64, v: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// With `fault` injected, upserts each of `ns` as a write of its own at fsync (with payload
+/// version 0 when `with_payloads`), all queued without waiting so that they form groups of
+/// several records, and waits for every outcome. Checks that none is acknowledged and that
+/// the first group failed with KEEL_IO (later ones may be refused as KEEL_POISONED);
+/// returns the ids that failed with KEEL_IO.
+#[cfg(feature = "planted-bugs")]
+pub fn submit_failing_groups(
+    c: &Collection,
+    fault: keeldb_core::planted::Fault,
+    ns: std::ops::Range<u64>,
+    with_payloads: bool,
+) -> Vec<u64> {
+    keeldb_core::planted::inject(Some(fault));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for n in ns.clone() {
+        let p = payload(n, 0);
+        let payloads = [with_payloads.then_some(p.as_slice())];
+        let batch = c
+            .prepare_upsert_with_payloads(&ids(&[n]), &vector(n, c.dimension()), &payloads)
+            .expect("valid batch");
+        let tx = tx.clone();
+        c.submit(
+            batch,
+            Some(Durability::Fsync),
+            Box::new(move |r| tx.send((n, r)).unwrap_or(())),
+        );
+    }
+    drop(tx);
+    let outcomes: Vec<_> = rx
+        .iter()
+        .map(|(n, r)| (n, r.err().map_or("OK", |e| e.code())))
+        .collect();
+    keeldb_core::planted::inject(None);
+    assert_eq!(outcomes.len(), ns.count());
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, code)| ["KEEL_IO", "KEEL_POISONED"].contains(code)),
+        "none is acknowledged: {outcomes:?}"
+    );
+    let failed: Vec<u64> = outcomes
+        .iter()
+        .filter(|(_, code)| *code == "KEEL_IO")
+        .map(|&(n, _)| n)
+        .collect();
+    assert!(!failed.is_empty(), "{outcomes:?}");
+    failed
+}
+
 /// Upserts integer ids `ns` as one batch, each with payload version `v`.
 pub fn put_with_payloads(c: &Collection, ns: &[u64], v: u64) {
     let payloads: Vec<Vec<u8>> = ns.iter().map(|&n| payload(n, v)).collect();
