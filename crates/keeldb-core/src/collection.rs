@@ -306,8 +306,8 @@ impl State {
     }
 
     /// Applies one record during replay, which no reader sees: its vectors join the run
-    /// being gathered (written a MiB at a time; the caller finishes the last run), and an
-    /// error fails the open, so nothing is given back.
+    /// being gathered (written a MiB at a time; the caller finishes the last run with
+    /// `finish_bulk_writes`), and an error fails the open, so nothing is given back.
     fn apply_replayed(&mut self, lsn: u64, ops: &[Op<'_>]) -> Result<()> {
         let upserts = ops
             .iter()
@@ -1927,7 +1927,7 @@ fn recover_log(
             Ok(())
         },
     )?;
-    state.vectors.finish_writes()?;
+    state.vectors.finish_bulk_writes()?;
     state.payloads.end_buffering(Writeback::Start)?;
     let image_len = image.len() as u64;
     drop(map);

@@ -212,6 +212,15 @@ impl VectorFile {
         written
     }
 
+    /// [`VectorFile::finish_writes`], then frees the run's buffer: for replay, which gathers
+    /// a MiB at a time, where a commit group's runs are tens of KiB (a collection keeps the
+    /// buffer its largest group needed).
+    pub fn finish_bulk_writes(&mut self) -> Result<()> {
+        let finished = self.finish_writes();
+        self.run = Vec::new();
+        finished
+    }
+
     fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Result<()> {
         #[cfg(feature = "planted-bugs")]
         if crate::planted::failing(crate::planted::Fault::VectorWriteEio) {
@@ -371,7 +380,12 @@ mod tests {
         for slot in 6..6 + long {
             vf.write_slot(slot, &[slot as f32; 4]).expect("write");
         }
-        vf.finish_writes().expect("finish");
+        assert!(
+            vf.run.capacity() >= RUN_MAX_BYTES,
+            "a long run's buffer is kept"
+        );
+        vf.finish_bulk_writes().expect("finish");
+        assert_eq!(vf.run.capacity(), 0, "and freed by finish_bulk_writes");
         for (slot, value) in [(0, 1.0), (1, 2.0), (2, 0.0), (5, 3.0), (6, 6.0)] {
             assert_eq!(
                 vf.read_slot(slot).expect("read"),
