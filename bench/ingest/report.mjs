@@ -286,7 +286,7 @@ pass over the same ids; each call is timed alone (\`process.hrtime.bigint\`, whi
 (peers: the payload is read but not parsed). "Open after crash": ${fmt(p.crashRecords)} records written one per call
 (64 in flight) at the 'flush' mapping, then the process SIGKILLed itself; each run reopens a fresh copy
 and checks that every record is there. keeldb's open after a crash replays the log and then runs a
-checkpoint (vector file msync, index write, log truncate), all inside the time shown. vectra is not
+checkpoint (vector file and payload log fdatasync, index write, log reset), all inside the time shown. vectra is not
 opened: it keeps the whole index as one JSON document (~0.8 GB at this size).
 
 ${openTable(results)}

@@ -13,7 +13,7 @@
 //! the next one. So the checkpointed slots are never written between checkpoints, and replay
 //! from the checkpoint, which is deterministic, rebuilds exactly the same state.
 //!
-//! Checkpoint: msync the vector file, fsync the payload log, write the index atomically
+//! Checkpoint: fdatasync the vector file and the payload log, write the index atomically
 //! (it records the last applied lsn), then the payload snapshot, and only then empty the log.
 //!
 //! Payloads travel in the same log record as their vectors (ops 3 and 4), so the log stays

@@ -93,7 +93,7 @@ pub(crate) fn active(bug: Bug) -> bool {
 pub enum EventKind {
     /// Bytes were handed to the OS (`write(2)`) at the end of a file.
     Write,
-    /// A file's data was made durable (`fsync`, `fdatasync`, or `msync` then `fdatasync`).
+    /// A file's data was made durable (`fsync` or `fdatasync`).
     SyncFile,
     /// A directory was fsynced.
     SyncDir,

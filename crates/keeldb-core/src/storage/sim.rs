@@ -13,10 +13,9 @@
 //!   garbage after the tear), or any subset of their 512-byte sectors, possibly with the
 //!   file extended with zeros to the length it had.
 //!
-//! Writes through a memory mapping are pending writes like any other, from the moment they
-//! are made: a kernel may write a dirty page back at any time before `msync`, so a crash may
-//! keep any subset of them. Only `sync_data`/`sync_all` of the file make them durable
-//! (keeldb does `msync` then `fdatasync`).
+//! Writes of a mapped file are pending writes like any other, from the moment they are made:
+//! a kernel may write a dirty page back at any time before the file's sync, so a crash may
+//! keep any subset of them. Only `sync_data`/`sync_all` of the file make them durable.
 //!
 //! Faults: [`SimDisk::crash_at`] cuts the power at mutating operation N (that operation and
 //! everything after it fail with EIO; the disk as it was is kept for [`SimDisk::crash`]);
@@ -27,7 +26,7 @@
 //! have reached the disk); [`SimDisk::flip_bit`] damages durable bytes.
 //!
 //! Mutating operations are counted (creates, writes, truncations, allocations, syncs,
-//! msyncs, renames, unlinks, directory creates and removals); reads and writes into a
+//! renames, unlinks, directory creates and removals); reads and writes into a
 //! mapping are not (a write into a mapping is a store to memory, not a system call).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -992,10 +991,6 @@ impl VfsMap for SimMap {
         }
         Ok(())
     }
-
-    fn flush(&self) -> io::Result<()> {
-        self.disk.lock().begin(OpClass::Sync).map(|_| ())
-    }
 }
 
 #[cfg(test)]
@@ -1117,8 +1112,7 @@ mod tests {
         let lost = read(&disk.crash(Damage::DurableOnly), "/v").expect("file");
         assert_eq!(&lost[4096..4100], &[0; 4]);
         let early = read(&disk.crash(Damage::Everything), "/v").expect("file");
-        assert_eq!(&early[4096..4100], &[7; 4], "written back before msync");
-        map.flush().expect("msync");
+        assert_eq!(&early[4096..4100], &[7; 4], "written back before the sync");
         f.sync_data().expect("sync");
         let kept = read(&disk.crash(Damage::DurableOnly), "/v").expect("file");
         assert_eq!(&kept[4096..4100], &[7; 4]);

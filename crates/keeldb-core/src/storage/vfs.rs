@@ -99,9 +99,9 @@ pub trait VfsFile: Debug + Send + Sync {
     /// fsync: data and metadata are durable on return.
     fn sync_all(&self) -> io::Result<()>;
     /// A hint: start writing the bytes in `offset..offset + len` to the disk now, without
-    /// waiting. Durability still takes `sync_data` (or `VfsMap::flush` then `sync_data`),
-    /// which then finds less to write: replay calls this as it goes, so that the checkpoint
-    /// after it waits for I/O that overlapped with replay instead of starting it.
+    /// waiting. Durability still takes `sync_data`, which then finds less to write: replay
+    /// calls this as it goes, so that the checkpoint after it waits for I/O that overlapped
+    /// with replay instead of starting it.
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Maps the whole file for reading and writing.
     fn map_mut(&self) -> io::Result<Box<dyn VfsMap>>;
@@ -125,18 +125,16 @@ pub trait VfsView: Debug + Send + Sync {
     fn bytes(&self) -> &[u8];
 }
 
-/// A writable shared mapping of a whole file. Writes go through [`VfsMap::write`] so that a
-/// simulated disk sees each one; they reach the disk at [`VfsMap::flush`] at the latest,
-/// and (like a kernel writing dirty pages back early) possibly sooner.
+/// A shared mapping of a whole file, read in place and written through [`VfsMap::write`]
+/// (so that a simulated disk sees each write). Like any write, one reaches the disk at the
+/// file's next `sync_data` at the latest, and (like a kernel writing dirty pages back early)
+/// possibly sooner.
 pub trait VfsMap: Debug + Send + Sync {
     /// The mapped bytes.
     fn bytes(&self) -> &[u8];
     /// Writes `data` at `offset`; the mapping shows it on return. The caller has checked the
     /// range against `bytes().len()`. On error, any part of `data` may have been written.
     fn write(&mut self, offset: usize, data: &[u8]) -> io::Result<()>;
-    /// msync: every write so far is handed to the disk (the file's `sync_data` then makes it
-    /// durable).
-    fn flush(&self) -> io::Result<()>;
 }
 
 /// The operating system's file system.
@@ -389,9 +387,5 @@ impl VfsMap for RealMap {
 
     fn write(&mut self, offset: usize, data: &[u8]) -> io::Result<()> {
         self.file.write_all_at(data, offset as u64)
-    }
-
-    fn flush(&self) -> io::Result<()> {
-        self.map.flush()
     }
 }
