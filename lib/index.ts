@@ -1140,6 +1140,21 @@ export interface CollectionStats {
   groupCommits: number
   /** fdatasyncs of the log since open; `walSyncs / walRecords` is fsyncs per write. */
   walSyncs: number
+  /**
+   * Microseconds the committer spent, over all group commits since open, writing groups to
+   * the log and syncing it as asked (`commitLogMicros / groupCommits` is the mean per group).
+   */
+  commitLogMicros: number
+  /** Microseconds the committer spent applying committed groups (vector file, payloads, index). */
+  commitApplyMicros: number
+  /** Microseconds the committer spent handing each group's outcomes back to their callers. */
+  commitAnswerMicros: number
+  /**
+   * Writes already queued each time a group commit ended, summed over the groups. Near
+   * `walRecords`: each group found the next one waiting, so the committer set the pace; near
+   * 0: it waited for the writers.
+   */
+  queuedAtGroupEnd: number
 }
 
 /** Builds a public class around a native handle without exposing a public constructor. */

@@ -66,6 +66,10 @@ pub struct NativeCollectionStats {
     pub wal_records: f64,
     pub group_commits: f64,
     pub wal_syncs: f64,
+    pub commit_log_micros: f64,
+    pub commit_apply_micros: f64,
+    pub commit_answer_micros: f64,
+    pub queued_at_group_end: f64,
 }
 
 /// A record read back: `vector` and `payload` (JSON text) are absent when not asked for, and
@@ -656,5 +660,9 @@ fn to_js_stats(s: CollectionStats) -> NativeCollectionStats {
         wal_records: s.wal_records as f64,
         group_commits: s.group_commits as f64,
         wal_syncs: s.wal_syncs as f64,
+        commit_log_micros: s.commit_times.log_nanos as f64 / 1e3,
+        commit_apply_micros: s.commit_times.apply_nanos as f64 / 1e3,
+        commit_answer_micros: s.commit_times.answer_nanos as f64 / 1e3,
+        queued_at_group_end: s.commit_times.queued_at_group_end as f64,
     }
 }

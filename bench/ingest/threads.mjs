@@ -1,8 +1,9 @@
 // Where a keeldb ingest run's CPU goes, per thread (not part of `npm run bench`): runs one
 // ingest workload in this process and prints records/s with the CPU time per record of the
 // JS thread, keeldb's threads (the committer) and the rest, from /proc/self/task/TID/stat;
-// the machine's disk writes meanwhile; then the CPU time one write() + fdatasync of a
-// group's bytes costs this process.
+// the committer's time per group by step and how many writes already waited when each group
+// ended (from `stats()`); the machine's disk writes meanwhile; then the CPU time one write() +
+// fdatasync of a group's bytes costs this process.
 // On a machine with few cores, the sum per record, not either thread alone, sets the rate.
 //
 //   node bench/ingest/threads.mjs [durability=fsync] [inFlight=64] [records=200000]
@@ -72,6 +73,11 @@ try {
   const group = stats.walRecords / stats.groupCommits
   console.log(`${durability}, ${inFlight} in flight: ${Math.round(maxRecords / seconds)} records/s, ${group.toFixed(1)} writes per group`)
   console.log(`CPU per record: JS thread ${us('js')} us, keeldb threads ${us('keeldb')} us, other ${us('other')} us`)
+  const perGroup = (micros) => (micros / stats.groupCommits).toFixed(0)
+  console.log(
+    `committer per group: log and sync ${perGroup(stats.commitLogMicros)} us, apply ${perGroup(stats.commitApplyMicros)} us, ` +
+      `answer ${perGroup(stats.commitAnswerMicros)} us; ${(stats.queuedAtGroupEnd / stats.groupCommits).toFixed(1)} writes already queued at each group's end`,
+  )
   console.log(`disks wrote ${diskMBps.toFixed(0)} MB/s meanwhile (the log alone: ${((maxRecords * logRecordBytes()) / seconds / 1e6).toFixed(0)} MB/s of records)`)
 
   // One write() + fdatasync of a group's worth of log bytes, in this process.

@@ -22,10 +22,12 @@
 //! either lock for the copy (see [`Collection::compact`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{
     mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
 };
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::commit::{self, strongest, CommitQueue, Completion, PreparedBatch, Request};
 use crate::error::{Error, Result};
@@ -153,6 +155,48 @@ pub struct CollectionStats {
     /// fdatasyncs of the log since open (including those of `flush`, checkpoints and
     /// recovery).
     pub wal_syncs: u64,
+    /// Where the committer's time went, summed over the group commits since open.
+    pub commit_times: CommitTimes,
+}
+
+/// The committer's time per step, summed over group commits, and how far it ran behind:
+/// with `queued_at_group_end` near `wal_records`, every group found the next one already
+/// waiting, so the committer, not the writers, set the pace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitTimes {
+    /// Reserving slots, writing the group's records to the log and syncing it.
+    pub log_nanos: u64,
+    /// Applying the records: vector file, payload log, id index.
+    pub apply_nanos: u64,
+    /// Completing the requests (handing each outcome to its caller's callback).
+    pub answer_nanos: u64,
+    /// Requests already queued when each group had been answered, summed.
+    pub queued_at_group_end: u64,
+}
+
+/// [`CommitTimes`] as the committer adds to it (the stats read it without a lock).
+#[derive(Debug, Default)]
+struct CommitClock {
+    log_nanos: AtomicU64,
+    apply_nanos: AtomicU64,
+    answer_nanos: AtomicU64,
+    queued_at_group_end: AtomicU64,
+}
+
+impl CommitClock {
+    fn add(counter: &AtomicU64, since: Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> CommitTimes {
+        CommitTimes {
+            log_nanos: self.log_nanos.load(Ordering::Relaxed),
+            apply_nanos: self.apply_nanos.load(Ordering::Relaxed),
+            answer_nanos: self.answer_nanos.load(Ordering::Relaxed),
+            queued_at_group_end: self.queued_at_group_end.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl CollectionStats {
@@ -600,6 +644,8 @@ pub struct Collection {
     /// Writes waiting for the committer thread.
     queue: Arc<CommitQueue>,
     committer: Mutex<Option<JoinHandle<()>>>,
+    /// Where the committer's time goes ([`CollectionStats::commit_times`]).
+    clock: CommitClock,
 }
 
 impl std::fmt::Debug for Collection {
@@ -745,6 +791,7 @@ impl Collection {
             state: RwLock::new(Some(state)),
             compaction: Mutex::new(()),
             committer: Mutex::new(spawn_committer(name, Arc::clone(&queue), weak.clone())),
+            clock: CommitClock::default(),
             queue,
         });
         if needs_checkpoint {
@@ -1052,10 +1099,13 @@ impl Collection {
         let durability = strongest(&group);
         let mut group = group;
         let log_bytes_before = writer.wal.len_bytes();
+        let started = Instant::now();
         let first_lsn = match self.log_group(writer, &mut group, durability) {
             Ok(first_lsn) => first_lsn,
             Err(e) => return fail_group(group, writer.poison(e), &self.name),
         };
+        CommitClock::add(&self.clock.log_nanos, started);
+        let applying = Instant::now();
         let logged_records = group.iter().filter(|r| r.batch.is_some()).count();
         writer.stats.records += logged_records as u64;
         writer.stats.groups += 1;
@@ -1123,6 +1173,7 @@ impl Collection {
                 logged_but_failed.get_or_insert(e);
             }
         }
+        CommitClock::add(&self.clock.apply_nanos, applying);
         writer.unstarted_bytes += writer.wal.len_bytes().saturating_sub(log_bytes_before);
         if writer.unstarted_bytes >= COMMIT_WRITEBACK_BYTES {
             writer.unstarted_bytes = 0;
@@ -1144,6 +1195,7 @@ impl Collection {
         for _ in results.iter().filter(|r| r.is_ok()) {
             crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
         }
+        let answering = Instant::now();
         let mut results = results.into_iter();
         for request in group {
             let result = results.next().unwrap_or_else(|| {
@@ -1154,6 +1206,10 @@ impl Collection {
             });
             request.complete(result);
         }
+        CommitClock::add(&self.clock.answer_nanos, answering);
+        self.clock
+            .queued_at_group_end
+            .fetch_add(self.queue.len() as u64, Ordering::Relaxed);
         self.maybe_compact();
     }
 
@@ -1604,6 +1660,7 @@ impl Collection {
             wal_records: writer.stats.records,
             group_commits: writer.stats.groups,
             wal_syncs: writer.wal.syncs(),
+            commit_times: self.clock.read(),
         })
     }
 

@@ -210,6 +210,15 @@ impl CommitQueue {
         Some(state.pending.drain(..take).collect())
     }
 
+    /// How many requests are queued (held ones included).
+    pub(crate) fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending
+            .len()
+    }
+
     /// Polls the wake signal for up to `limit`; returns as soon as it is set.
     fn spin_for_signal(&self, limit: Duration) {
         let start = Instant::now();

@@ -23,7 +23,7 @@ pub mod types;
 pub mod wal;
 
 pub use collection::{
-    Collection, CollectionOptions, CollectionStats, Record, SearchHit, SearchRequest,
+    Collection, CollectionOptions, CollectionStats, CommitTimes, Record, SearchHit, SearchRequest,
 };
 pub use commit::{Completion, PreparedBatch};
 pub use db::{Db, DbOptions};

@@ -153,3 +153,44 @@ fn threads_writing_at_once_each_get_their_own_outcome() {
     assert!(stats.wal_syncs <= stats.group_commits + 1, "{stats:?}");
     db.close().expect("close");
 }
+
+#[test]
+fn stats_time_the_committer_and_count_the_writes_queued_behind_each_group() {
+    // The first write's completion queues two more (it runs on the committer thread, after
+    // its group is answered), so when that group ends two writes wait behind it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    let before = c.stats().expect("stats").commit_times;
+    let (tx, rx) = mpsc::channel();
+    let follow_ups = {
+        let (c, tx) = (Arc::clone(&c), tx.clone());
+        move |outcome: Result<u64>| {
+            tx.send(outcome).unwrap_or(());
+            for i in 1..3u64 {
+                let batch = c.prepare_upsert(&[Id::Int(i)], &[1.0, 0.0]).expect("valid");
+                let tx = tx.clone();
+                c.submit(
+                    batch,
+                    Some(Durability::Fsync),
+                    Box::new(move |r| tx.send(r).unwrap_or(())),
+                );
+            }
+        }
+    };
+    let first = c.prepare_upsert(&[Id::Int(0)], &[0.0, 1.0]).expect("valid");
+    c.submit(first, Some(Durability::Fsync), Box::new(follow_ups));
+    drop(tx);
+    let outcomes: Vec<_> = rx.iter().collect();
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes.iter().all(|r| r.is_ok()), "{outcomes:?}");
+    let after = c.stats().expect("stats").commit_times;
+    assert!(
+        after.queued_at_group_end >= before.queued_at_group_end + 2,
+        "{before:?} -> {after:?}"
+    );
+    assert!(after.log_nanos > before.log_nanos, "{after:?}");
+    assert!(after.apply_nanos > before.apply_nanos, "{after:?}");
+    assert!(after.answer_nanos > before.answer_nanos, "{after:?}");
+    drop(c);
+    db.close().expect("close");
+}
