@@ -1304,12 +1304,22 @@ impl Collection {
     /// a bulk load. Slots freed by the last checkpoint count: a load that replaces records it
     /// loaded before reuses them, so reserving for it again does not grow the file.
     pub fn reserve(&self, additional: u64) -> Result<()> {
+        // Held so that no group commit reserves or applies meanwhile.
         let mut writer_guard = self.lock_writer()?;
-        let writer = self.usable_writer(&mut writer_guard)?;
+        self.usable_writer(&mut writer_guard)?;
         let mut state_guard = self.write_state()?;
         let state = open_state(&mut state_guard)?;
         let needed = state.slots_needed(usize::try_from(additional).unwrap_or(usize::MAX));
-        state.vectors.reserve(needed).map_err(|e| writer.poison(e))
+        // Slots are numbered with u32: a reservation past that could never be used.
+        if needed > u64::from(u32::MAX) {
+            return Err(Error::invalid(format!(
+                "cannot reserve {additional} more records: a collection holds at most {} vectors",
+                u32::MAX
+            )));
+        }
+        // Nothing is logged here, and a failed grow leaves the file's mapping as it was (a
+        // later grow starts over), so a failure is reported, not made a poison.
+        state.vectors.reserve(needed)
     }
 
     /// Copies the vector stored under `id`, if any.

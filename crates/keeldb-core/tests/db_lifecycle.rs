@@ -336,3 +336,19 @@ fn reserve_makes_room_counting_the_slots_a_checkpoint_freed() {
         );
     }
 }
+
+#[test]
+fn reserve_past_the_slot_space_is_refused_and_poisons_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_db, c) = create(dir.path(), 1);
+    let before = c.stats().expect("stats");
+    for additional in [u64::from(u32::MAX) + 1, u64::MAX] {
+        let err = c.reserve(additional).expect_err("past the slot space");
+        assert_eq!(err.code(), "KEEL_INVALID_ARGUMENT", "{err}");
+    }
+    let after = c.stats().expect("stats");
+    assert!(!after.poisoned);
+    assert_eq!(after.vector_file_bytes, before.vector_file_bytes);
+    put(&c, &[7]);
+    assert_eq!(c.get(&Id::Int(7)).expect("get"), Some(common::vector(7, 1)));
+}

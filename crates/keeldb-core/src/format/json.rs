@@ -163,6 +163,18 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_writes_back_the_numbers_it_read() {
+        // Doubles whose shortest text a best-effort parser rounds to a neighbour.
+        let current = br#"{"score":0.9104448494177477,"n":-1.5e300}"#;
+        let merged =
+            merge_objects(Some(current), br#"{"other":0.12034211419755003}"#).expect("merge");
+        assert_eq!(
+            String::from_utf8_lossy(&merged),
+            r#"{"score":0.9104448494177477,"n":-1.5e+300,"other":0.12034211419755003}"#
+        );
+    }
+
+    #[test]
     fn depth_is_counted_outside_strings_and_capped() {
         assert_eq!(nesting_depth(b"1", 100), 0);
         assert_eq!(nesting_depth(b"{\"a\":[[]],\"b\":{}}", 100), 3);
