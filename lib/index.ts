@@ -11,7 +11,7 @@ import type { NativeCollection, NativeCollectionStats, NativeDb, NativeHits, Nat
 // zod 4 has no transitive dependencies. Records on the hot path are checked by hand below.
 import { z } from 'zod'
 
-import { checkedPayloadJson, describe, PAYLOAD_DEPTH_MAX, quickPayloadJson } from './payload'
+import { checkedPayloadJson, describe, PAYLOAD_DEPTH_MAX, quickPayloadJson, wellFormed } from './payload'
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const native = require('../index.js') as typeof NativeBinding
@@ -421,8 +421,13 @@ type PayloadPart<O> = O extends { payload: false }
 export type StoredRecord<O extends GetOptions = {}> = { id: Id } & VectorPart<O> & PayloadPart<O>
 
 function checkId(id: unknown, index?: number): Id {
-  if (typeof id === 'string' || typeof id === 'number') return id
+  if (typeof id === 'number') return id
   const where = index === undefined ? 'id' : `record ${index}: id`
+  if (typeof id === 'string') {
+    if (wellFormed(id)) return id
+    // UTF-8 cannot carry it: stored, it would become U+FFFD and meet every other such id.
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `${where} is a string with a lone surrogate, which UTF-8 cannot carry`)
+  }
   throw new KeelError(
     'KEEL_INVALID_ARGUMENT',
     `${where} must be a string or a non-negative safe integer, got ${describe(id)}`,
@@ -441,6 +446,20 @@ function checkRecord(record: unknown, index: number): VectorRecord {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `record ${index} must be an object { id, vector }, got ${describe(record)}`)
   }
   return record as VectorRecord
+}
+
+/**
+ * Refuses a `number[]` vector with a component that is not a number (`null`, `'1'`, `true`,
+ * a hole): converting it would store a value the caller never wrote. `which` names the
+ * vector in the message.
+ */
+function checkComponents(vector: readonly unknown[], which: () => string): void {
+  for (let j = 0; j < vector.length; j++) {
+    const c = vector[j]
+    if (typeof c !== 'number') {
+      throw new KeelError('KEEL_INVALID_ARGUMENT', `${which()}: component ${j} is ${describe(c)}, not a number`)
+    }
+  }
 }
 
 /** Throws KEEL_INVALID_ARGUMENT for a payload at `path`. */
@@ -494,7 +513,9 @@ function readOptions(options: GetOptions | undefined): GetOptions {
   if (options === undefined) return {}
   // The common shapes (`{ payload: false }`, `{ vector: true }`, ...) are read here as for
   // write options (see writeDurability); anything else goes to the schema and its errors.
+  // Each value is read once, into a copy: a read never looks at the caller's object again.
   if (typeof options === 'object' && options !== null && Object.getPrototypeOf(options) === Object.prototype) {
+    const copy: Record<string, boolean | undefined> = {}
     let plain = true
     for (const key in options) {
       const value: unknown = (options as Record<string, unknown>)[key]
@@ -502,8 +523,9 @@ function readOptions(options: GetOptions | undefined): GetOptions {
         plain = false
         break
       }
+      copy[key] = value
     }
-    if (plain) return options
+    if (plain) return copy as GetOptions
   }
   return parseOptions('get options', getOptionsSchema, options)
 }
@@ -548,6 +570,7 @@ function checkFull(value: unknown, i: number, dimension: number): CheckedRecord 
       `record ${i} (id ${JSON.stringify(record.id)}): vector has ${vector.length} components, the collection's dimension is ${dimension}`,
     )
   }
+  if (Array.isArray(vector)) checkComponents(vector, () => `record ${i} (id ${JSON.stringify(record.id)})`)
   const payload: unknown = record.payload
   // The description for a message is a closure made only when the quick check is unsure.
   const text =
@@ -598,6 +621,11 @@ class FloatScratch {
 
 const floats = new FloatScratch()
 
+/** Most records one write may carry (the native `BATCH_RECORDS_MAX`). */
+const BATCH_RECORDS_MAX = 1_000_000
+/** Largest log record, so largest encoded batch (the native `WAL_RECORD_BYTES_MAX`). */
+const LOG_RECORD_BYTES_MAX = 2 ** 30
+
 /**
  * Packs the records of one write into ids, one flat Float32Array (records x dimension) and
  * the payloads, checking the shape of each. The flat array may be the scratch: the caller
@@ -607,6 +635,17 @@ function pack(
   records: readonly unknown[],
   dimension: number,
 ): { ids: Id[]; flat: Float32Array; payloads: PackedPayloads | undefined } {
+  // The native limits, checked before the vectors are copied: a batch they refuse would
+  // otherwise cost its whole copy first, or fail to allocate (past 2^32 floats).
+  if (records.length > BATCH_RECORDS_MAX) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `a batch holds at most ${BATCH_RECORDS_MAX} records, got ${records.length}`)
+  }
+  if (records.length * dimension * 4 > LOG_RECORD_BYTES_MAX) {
+    throw new KeelError(
+      'KEEL_INVALID_ARGUMENT',
+      `the batch's vectors alone take ${records.length * dimension * 4} bytes, more than the ${LOG_RECORD_BYTES_MAX}-byte record limit; split it`,
+    )
+  }
   const ids = new Array<Id>(records.length)
   let texts: (string | undefined)[] | undefined
   const only = records.length === 1 ? checkRecord(records[0], 0).vector : undefined
@@ -820,12 +859,19 @@ function checkJson(value: unknown, at: string, ancestors: Set<object>): void {
   if (ancestors.has(object)) fail('the filter refers to itself')
   if (ancestors.size >= FILTER_DEPTH_MAX) fail(`the filter nests deeper than ${FILTER_DEPTH_MAX} levels`)
   const proto: unknown = Object.getPrototypeOf(object)
-  if (!Array.isArray(object) && proto !== Object.prototype && proto !== null) {
-    fail(`${describe(object)} is not a plain object`)
+  if (Array.isArray(object) ? proto !== Array.prototype : proto !== Object.prototype && proto !== null) {
+    fail(`${describe(object)} is not a plain ${Array.isArray(object) ? 'array' : 'object'}`)
   }
+  if (Object.getOwnPropertySymbols(object).length > 0) fail('symbol keys are not JSON (JSON.stringify drops them)')
   ancestors.add(object)
   if (Array.isArray(object)) {
-    object.forEach((item, i) => checkJson(item, `${at}[${i}]`, ancestors))
+    for (let i = 0; i < object.length; i++) {
+      if (!(i in object)) fail(`a hole at [${i}] of a sparse array is not JSON (JSON.stringify writes null)`)
+      checkJson(object[i], `${at}[${i}]`, ancestors)
+    }
+    if (Object.keys(object).length !== object.length) {
+      fail('an array with keys beside its items is not JSON (JSON.stringify drops them)')
+    }
   } else {
     for (const [key, item] of Object.entries(object)) checkJson(item, at === '' ? key : `${at}.${key}`, ancestors)
   }
@@ -844,7 +890,9 @@ function toQuery(vector: unknown, dimension: number, index?: number): Float32Arr
       `${which} has ${vector.length} components, the collection's dimension is ${dimension}`,
     )
   }
-  return vector instanceof Float32Array ? vector : Float32Array.from(vector as number[])
+  if (vector instanceof Float32Array) return vector
+  checkComponents(vector, () => which)
+  return Float32Array.from(vector as number[])
 }
 
 /** Many queries as one flat Float32Array (queries x dimension). */
@@ -868,7 +916,8 @@ function toQueries(vectors: unknown, dimension: number): Float32Array {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `a batch holds at most ${SEARCH_QUERIES_MAX} queries, got ${vectors.length}`)
   }
   const flat = new Float32Array(vectors.length * dimension)
-  vectors.forEach((vector, i) => flat.set(toQuery(vector, dimension, i), i * dimension))
+  // An indexed loop: `forEach` skips holes, which would search with a zero vector.
+  for (let i = 0; i < vectors.length; i++) flat.set(toQuery(vectors[i], dimension, i), i * dimension)
   return flat
 }
 
@@ -1365,8 +1414,9 @@ export class Collection {
   }
 
   /**
-   * Replaces the payload of `id`, keeping its vector (`null` removes the payload). Resolves to
-   * whether `id` exists; nothing is written when it does not. Atomic and durable like
+   * Replaces the payload of `id`, keeping its vector (`null` removes the payload; `undefined`,
+   * likely a missing argument, is refused with `KEEL_INVALID_ARGUMENT`). Resolves to whether
+   * `id` exists; nothing is written when it does not. Atomic and durable like
    * {@link Collection.upsert}.
    *
    * @example
@@ -1377,7 +1427,10 @@ export class Collection {
   async updatePayload(id: Id, payload: unknown, options?: WriteOptions): Promise<boolean> {
     const durability = writeDurability(options)
     checkId(id)
-    const text = payload === null || payload === undefined ? undefined : payloadJson(payload, 'payload')
+    if (payload === undefined) {
+      throw new KeelError('KEEL_INVALID_ARGUMENT', 'updatePayload: the payload is undefined; pass null to remove it')
+    }
+    const text = payload === null ? undefined : payloadJson(payload, 'payload')
     return callAsync(() => this.#native.updatePayload(id, text, false, durability))
   }
 
@@ -1647,7 +1700,8 @@ export class Collection {
    * first (see {@link Collection.reserve}).
    *
    * Each batch is atomic; the load as a whole is not. A bad record stops the load before its
-   * batch is written: the error (`KEEL_INVALID_ARGUMENT`) says how many records were stored
+   * batch is written: the error (the refused record's code, such as `KEEL_INVALID_ARGUMENT`
+   * or `KEEL_DIMENSION_MISMATCH`) says how many records were stored
    * and which input records the refused batch held, and exactly those stored records are
    * there, as durable as `'none'` makes them until the next `flush`, `checkpoint` or
    * `close`. After a failed write (`KEEL_IO`, the collection poisoned) at least that many

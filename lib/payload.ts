@@ -32,7 +32,7 @@ export function describe(value: unknown): string {
 }
 
 /** `isWellFormed` is in Node 20 but not in the ES2022 typings. */
-const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed()
+export const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed()
 
 function keyPath(path: string, key: string): string {
   return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`
@@ -89,6 +89,12 @@ function quickCheck(v: unknown, depth: number): number {
   if (depth >= PAYLOAD_DEPTH_MAX) return QUICK_UNSURE
   let verdict = QUICK_OK
   if (Array.isArray(v)) {
+    // JSON gives back a plain array of the indexed items: a subclass, or keys beside the
+    // items, would not come back; the full check names them.
+    // (`Object.keys` is the cheapest count of them here: ~70 ns for a short array, half a
+    // `for...in`.)
+    if (Object.getPrototypeOf(v) !== Array.prototype || Object.keys(v).length !== v.length) return QUICK_UNSURE
+    if (Object.getOwnPropertySymbols(v).length !== 0) return QUICK_UNSURE
     for (let i = 0; i < v.length; i++) {
       const item: unknown = v[i]
       const sub = item === undefined ? QUICK_UNSURE : quickCheck(item, depth + 1)
@@ -149,6 +155,13 @@ class PayloadCheck {
     ancestors.push(v)
     const path = this.#path
     if (Array.isArray(v)) {
+      if (Object.getPrototypeOf(v) !== Array.prototype) {
+        const kind = (v as { constructor?: { name?: string } }).constructor?.name ?? 'null-prototype'
+        this.#fail(`is an array of class ${kind}, which JSON gives back as a plain array`)
+      }
+      const extra = Object.keys(v).find((key) => !/^(0|[1-9]\d*)$/.test(key))
+      if (extra !== undefined) this.#fail(`is an array with a key ${JSON.stringify(extra)} beside its items, which JSON drops`)
+      if (Object.getOwnPropertySymbols(v).length > 0) this.#fail('has symbol keys, which JSON drops')
       for (let i = 0; i < v.length; i++) {
         path.push(i)
         if (!(i in v)) this.#fail('is a hole in a sparse array, which JSON gives back as null')
