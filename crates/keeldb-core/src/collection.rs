@@ -1008,7 +1008,9 @@ impl Collection {
     /// collection is usable) for the committer; `done` gets the outcome, on the committer
     /// thread, once the batch is as durable as asked. This is the door for callers that must
     /// not block, such as the JavaScript binding; writes queued together share log writes
-    /// and syncs.
+    /// and syncs. `done` must be quick and must not wait for this collection (a synchronous
+    /// write or `flush` from it would wait for the very thread running it); a `done` that
+    /// panics is contained and harms no other write.
     pub fn submit(
         &self,
         batch: Option<PreparedBatch>,
@@ -1044,7 +1046,7 @@ impl Collection {
             .queue
             .push_quiet(Request::new(Some(batch), durability, done))
         {
-            request.complete(Err(Error::Closed("collection")));
+            request.complete(Err(self.refusal()));
         }
     }
 
@@ -1055,7 +1057,7 @@ impl Collection {
 
     fn enqueue(&self, request: Request) {
         if let Err(request) = self.queue.push(request) {
-            request.complete(Err(Error::Closed("collection")));
+            request.complete(Err(self.refusal()));
         }
     }
 
@@ -1088,6 +1090,10 @@ impl Collection {
     /// for, applies the records in order, completes every request. Runs on the committer
     /// thread; a payload compaction that came due runs after the group is answered.
     fn commit_group(&self, group: Vec<Request>) {
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::failing(crate::planted::Fault::CommitterPanic) {
+            panic!("planted: the committer panics");
+        }
         let mut writer_guard = match self.lock_writer() {
             Ok(guard) => guard,
             Err(e) => return fail_group(group, e, &self.name),
@@ -1735,6 +1741,18 @@ impl Collection {
         }
     }
 
+    /// Why the queue refused a write: the poison, if a failure (such as a committer that
+    /// panicked, which closes the queue) caused it, else that the collection is closed.
+    fn refusal(&self) -> Error {
+        match self.lock_writer() {
+            Ok(guard) => match guard.as_ref().and_then(|w| w.poisoned.as_deref()) {
+                Some(cause) => self.poisoned(cause),
+                None => Error::Closed("collection"),
+            },
+            Err(e) => e,
+        }
+    }
+
     fn lock_poisoned(&self) -> Error {
         self.poisoned("a thread panicked while holding its lock")
     }
@@ -2042,11 +2060,35 @@ fn spawn_committer(
     collection: Weak<Collection>,
 ) -> Option<JoinHandle<()>> {
     let drained = Arc::clone(&queue);
+    let what = format!("collection '{name}'");
     let run = move || {
-        while let Some(group) = drained.next_group() {
-            match collection.upgrade() {
-                Some(c) => c.commit_group(group),
-                None => fail_group(group, Error::Closed("collection"), ""),
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while let Some(group) = drained.next_group() {
+                match collection.upgrade() {
+                    Some(c) => c.commit_group(group),
+                    None => fail_group(group, Error::Closed("collection"), ""),
+                }
+            }
+        }));
+        if committed.is_err() {
+            // A bug panicked mid-group (completions cannot: see `commit::call`). What it
+            // applied is unknown, so the collection is poisoned; the queue is closed and
+            // drained so that no caller waits for a committer that is gone.
+            let cause = "the committer thread panicked".to_owned();
+            if let Some(c) = collection.upgrade() {
+                if let Ok(mut guard) = c.lock_writer() {
+                    if let Some(writer) = guard.as_mut() {
+                        writer.poisoned.get_or_insert(cause.clone());
+                    }
+                }
+            }
+            drained.close();
+            while let Some(group) = drained.next_group() {
+                let error = Error::Poisoned {
+                    what: what.clone(),
+                    cause: cause.clone(),
+                };
+                fail_group(group, error, "");
             }
         }
     };

@@ -79,7 +79,7 @@ impl Request {
     /// Reports the outcome to the caller.
     pub(crate) fn complete(mut self, result: Result<u64>) {
         if let Some(done) = self.done.take() {
-            done(result);
+            call(done, result);
         }
     }
 }
@@ -87,9 +87,16 @@ impl Request {
 impl Drop for Request {
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
-            done(Err(Error::Closed("collection")));
+            call(done, Err(Error::Closed("collection")));
         }
     }
+}
+
+/// Runs a caller's completion. One that panics is the caller's bug, contained here: it must
+/// not end the committer thread, which would leave the rest of its group with a wrong answer
+/// and every later request with none.
+fn call(done: Completion, result: Result<u64>) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(result)));
 }
 
 #[derive(Default)]

@@ -149,6 +149,8 @@ pub enum Fault {
     PayloadWriteEio,
     /// Every write of a vector into the vector file fails with EIO.
     VectorWriteEio,
+    /// The committer thread panics as it starts a group (a stand-in for a bug).
+    CommitterPanic,
 }
 
 static FAULT: RwLock<Option<Fault>> = RwLock::new(None);

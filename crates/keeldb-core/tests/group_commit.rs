@@ -194,3 +194,28 @@ fn stats_time_the_committer_and_count_the_writes_queued_behind_each_group() {
     drop(c);
     db.close().expect("close");
 }
+
+#[test]
+fn a_completion_that_panics_harms_no_other_write() {
+    // A caller's callback that panics is the caller's bug: the other write of its group is
+    // still answered, and the committer goes on.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    let (tx, rx) = mpsc::channel();
+    let first = c.prepare_upsert(&[Id::Int(1)], &[1.0, 2.0]).expect("valid");
+    c.submit_quiet(
+        first,
+        None,
+        Box::new(|_| panic!("a caller's callback panics (this test's planted fault)")),
+    );
+    let second = c.prepare_upsert(&[Id::Int(2)], &[3.0, 4.0]).expect("valid");
+    c.submit_quiet(second, None, Box::new(move |r| tx.send(r).unwrap_or(())));
+    c.wake_committer();
+    let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+    assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
+    c.upsert(&[Id::Int(3)], &[5.0, 6.0], None)
+        .expect("a later write");
+    assert_eq!(c.stats().expect("stats").count, 3);
+    drop(c);
+    db.close().expect("close");
+}
