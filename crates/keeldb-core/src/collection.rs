@@ -283,6 +283,19 @@ impl State {
         })
     }
 
+    /// Grows the vector file so that `upserts` more records fit. Refuses a count past the
+    /// u32 slot numbers: handing those out would wrap onto slots in use.
+    fn reserve_slots(&mut self, upserts: usize) -> Result<()> {
+        let needed = self.slots_needed(upserts);
+        if needed > u64::from(u32::MAX) {
+            return Err(Error::invalid(format!(
+                "{upserts} more records do not fit: a collection holds at most {} vectors",
+                u32::MAX
+            )));
+        }
+        self.vectors.reserve(needed)
+    }
+
     /// Slots a batch with `upserts` upserts could need beyond those handed out already.
     fn slots_needed(&self, upserts: usize) -> u64 {
         u64::from(self.slot_high_water)
@@ -1235,9 +1248,8 @@ impl Collection {
         {
             let mut state_guard = self.write_state()?;
             let state = open_state(&mut state_guard)?;
-            let needed = state.slots_needed(upserts);
             // Once a record is logged, applying it must not fail: grow the file first.
-            state.vectors.reserve(needed)?;
+            state.reserve_slots(upserts)?;
         }
         let records = group.iter().filter(|r| r.batch.is_some()).count();
         check_lsn_room(writer, records, &self.dir)?;
@@ -1267,8 +1279,7 @@ impl Collection {
         {
             let mut state_guard = self.write_state()?;
             let state = open_state(&mut state_guard)?;
-            let needed = state.slots_needed(upserts);
-            if let Err(e) = state.vectors.reserve(needed) {
+            if let Err(e) = state.reserve_slots(upserts) {
                 return Err(writer.poison(e));
             }
         }
@@ -1315,17 +1326,9 @@ impl Collection {
         self.usable_writer(&mut writer_guard)?;
         let mut state_guard = self.write_state()?;
         let state = open_state(&mut state_guard)?;
-        let needed = state.slots_needed(usize::try_from(additional).unwrap_or(usize::MAX));
-        // Slots are numbered with u32: a reservation past that could never be used.
-        if needed > u64::from(u32::MAX) {
-            return Err(Error::invalid(format!(
-                "cannot reserve {additional} more records: a collection holds at most {} vectors",
-                u32::MAX
-            )));
-        }
         // Nothing is logged here, and a failed grow leaves the file's mapping as it was (a
         // later grow starts over), so a failure is reported, not made a poison.
-        state.vectors.reserve(needed)
+        state.reserve_slots(usize::try_from(additional).unwrap_or(usize::MAX))
     }
 
     /// Copies the vector stored under `id`, if any.
