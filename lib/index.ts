@@ -860,7 +860,8 @@ function checkJson(value: unknown, at: string, ancestors: Set<object>): void {
   if (ancestors.size >= FILTER_DEPTH_MAX) fail(`the filter nests deeper than ${FILTER_DEPTH_MAX} levels`)
   const proto: unknown = Object.getPrototypeOf(object)
   if (Array.isArray(object) ? proto !== Array.prototype : proto !== Object.prototype && proto !== null) {
-    fail(`${describe(object)} is not a plain ${Array.isArray(object) ? 'array' : 'object'}`)
+    const name = (object as { constructor?: { name?: string } }).constructor?.name ?? 'null-prototype'
+    fail(Array.isArray(object) ? `an array of class ${name} is not a plain array` : `${describe(object)} is not a plain object`)
   }
   if (Object.getOwnPropertySymbols(object).length > 0) fail('symbol keys are not JSON (JSON.stringify drops them)')
   ancestors.add(object)

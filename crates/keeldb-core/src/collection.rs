@@ -24,7 +24,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{
-    mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+    mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    TryLockError, Weak,
 };
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -1746,13 +1747,16 @@ impl Collection {
 
     /// Why the queue refused a write: the poison, if a failure (such as a committer that
     /// panicked, which closes the queue) caused it, else that the collection is closed.
+    /// Never waits for the writer lock: a completion run while it is held (a failed group's)
+    /// may queue a write, and would deadlock its own thread.
     fn refusal(&self) -> Error {
-        match self.lock_writer() {
+        match self.writer.try_lock() {
             Ok(guard) => match guard.as_ref().and_then(|w| w.poisoned.as_deref()) {
                 Some(cause) => self.poisoned(cause),
                 None => Error::Closed("collection"),
             },
-            Err(e) => e,
+            Err(TryLockError::Poisoned(_)) => self.lock_poisoned(),
+            Err(TryLockError::WouldBlock) => Error::Closed("collection"),
         }
     }
 
