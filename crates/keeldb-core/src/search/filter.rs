@@ -27,6 +27,8 @@
 //! Invariant: parsing refuses everything it does not understand, with an error naming where
 //! (`at 'price.$gt'`) and what; evaluation never fails and never allocates per record.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -170,41 +172,73 @@ fn reaches<'v>(
     path: &[String],
     test: &mut dyn FnMut(&'v Value) -> bool,
 ) -> (bool, bool) {
-    let mut reached = false;
-    let matched = doc.is_some_and(|d| walk(d, path, test, &mut reached));
-    (reached, matched)
+    let mut walk = Walk {
+        test,
+        reached: false,
+        seen: None,
+    };
+    let matched = doc.is_some_and(|d| walk.walk(d, path));
+    (walk.reached, matched)
 }
 
-fn walk<'v>(
-    value: &'v Value,
-    path: &[String],
-    test: &mut dyn FnMut(&'v Value) -> bool,
-    reached: &mut bool,
-) -> bool {
-    let Some((step, rest)) = path.split_first() else {
-        *reached = true;
-        return test(value);
-    };
-    match value {
-        Value::Object(fields) => fields
-            .get(step.as_str())
-            .is_some_and(|child| walk(child, rest, test, reached)),
-        Value::Array(items) => {
-            let by_index = step
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| items.get(i))
-                .is_some_and(|child| walk(child, rest, test, reached));
-            // Like MongoDB, a step into an array also tries the step on each element that is
-            // an object (one level: arrays inside arrays are not entered).
-            by_index
-                || items
-                    .iter()
-                    .filter(|item| item.is_object())
-                    .any(|item| walk(item, path, test, reached))
+/// One evaluation of a path against a document.
+struct Walk<'t, 'v> {
+    test: &'t mut dyn FnMut(&'v Value) -> bool,
+    reached: bool,
+    /// The (value, steps left) pairs entered from an array where a numeric step takes both
+    /// routes (see [`Walk::walk`]); made on the first such array. Without it, a path of
+    /// numeric steps through nested arrays of objects (`{"0":[{"0":[...]}]}` and `0.0.0...`)
+    /// revisits the same values by both routes at every level: exponential in the path's
+    /// length, with the search's read lock held. With it each pair is walked once.
+    seen: Option<HashSet<(*const Value, usize), foldhash::fast::RandomState>>,
+}
+
+impl<'v> Walk<'_, 'v> {
+    fn walk(&mut self, value: &'v Value, path: &[String]) -> bool {
+        #[cfg(test)]
+        tests::WALKS.with(|n| n.set(n.get() + 1));
+        let Some((step, rest)) = path.split_first() else {
+            self.reached = true;
+            return (self.test)(value);
+        };
+        match value {
+            Value::Object(fields) => fields
+                .get(step.as_str())
+                .is_some_and(|child| self.walk(child, rest)),
+            Value::Array(items) => {
+                let indexed = array_index(step).and_then(|i| items.get(i));
+                let both = indexed.is_some() && items.iter().any(Value::is_object);
+                // Like MongoDB, a step into an array also tries the step on each element that
+                // is an object (one level: arrays inside arrays are not entered).
+                indexed.is_some_and(|child| self.enter(child, rest, both))
+                    || items
+                        .iter()
+                        .filter(|item| item.is_object())
+                        .any(|item| self.enter(item, path, both))
+            }
+            _ => false,
         }
-        _ => false,
     }
+
+    /// [`Walk::walk`] into `value`, unless `memo` and it was walked with as many steps left.
+    fn enter(&mut self, value: &'v Value, path: &[String], memo: bool) -> bool {
+        if memo {
+            let seen = self.seen.get_or_insert_with(HashSet::default);
+            if !seen.insert((std::ptr::from_ref(value), path.len())) {
+                // Walked before without a match (a match ends the whole walk).
+                return false;
+            }
+        }
+        self.walk(value, path)
+    }
+}
+
+/// The array index a path step names: a plain decimal (`0`, `12`), not `+1` or `01`, which
+/// name only object keys.
+fn array_index(step: &str) -> Option<usize> {
+    let canonical =
+        step.bytes().all(|b| b.is_ascii_digit()) && (step == "0" || !step.starts_with('0'));
+    canonical.then(|| step.parse().ok()).flatten()
 }
 
 /// `test` on the value itself or, if it is an array, on any of its elements.
@@ -510,6 +544,50 @@ fn kind(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    thread_local! {
+        /// `Walk::walk` calls on this thread: the work an evaluation did.
+        pub(super) static WALKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn numeric_steps_through_nested_arrays_walk_each_value_once_per_step() {
+        // {"0":[{"0":[ ... "leaf" ... ]}]}: 31 object/array pairs, 254 bytes of JSON. A path
+        // of 30 "0" steps reaches each of its 63 values by two routes at every array; walked
+        // without the memo that was ~1.6^30 calls (a search over one such record took
+        // minutes), with it at most values x (steps + 1).
+        let mut doc = json!("leaf");
+        for _ in 0..31 {
+            doc = json!({ "0": [doc] });
+        }
+        let key = ["0"; 30].join(".");
+        let filter = parse(json!({ key: "nope" }));
+        WALKS.with(|n| n.set(0));
+        assert!(!filter.matches(Some(&doc)));
+        let walks = WALKS.with(std::cell::Cell::get);
+        assert!(walks <= 63 * 31, "{walks} walks for 63 values and 30 steps");
+        // The memo loses no match: each route still reaches what it reached before.
+        let hit = parse(json!({ ["0"; 4].join("."): { "$exists": true } }));
+        assert!(hit.matches(Some(&doc)));
+        let mut shallow = json!({ "0": [{ "0": "x" }, { "1": "y" }] });
+        assert!(parse(json!({ "0.0": { "0": "x" } })).matches(Some(&shallow)));
+        assert!(parse(json!({ "0.1": "y" })).matches(Some(&shallow)));
+        assert!(parse(json!({ "0.0": "x" })).matches(Some(&shallow)));
+        shallow["0"][0] = json!({ "2": "z" });
+        assert!(!parse(json!({ "0.0": "x" })).matches(Some(&shallow)));
+    }
+
+    #[test]
+    fn only_a_plain_decimal_step_indexes_an_array() {
+        let doc = json!({ "tags": ["a", "b"], "keyed": { "01": "c", "+1": "d" } });
+        assert!(parse(json!({ "tags.1": "b" })).matches(Some(&doc)));
+        for key in ["tags.+1", "tags.01", "tags.1 "] {
+            assert!(!parse(json!({ key: "b" })).matches(Some(&doc)), "{key}");
+        }
+        // As object keys they are plain names.
+        assert!(parse(json!({ "keyed.01": "c" })).matches(Some(&doc)));
+        assert!(parse(json!({ "keyed.+1": "d" })).matches(Some(&doc)));
+    }
 
     fn parse(value: Value) -> Filter {
         Filter::parse(&value).unwrap_or_else(|e| panic!("{value} should parse: {e}"))
