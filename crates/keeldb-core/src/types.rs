@@ -233,8 +233,14 @@ impl Id {
             && value >= 0.0
             && value <= ID_INTEGER_MAX as f64;
         if !is_safe_integer {
+            // As JavaScript writes it: 1e300, not 301 digits.
+            let shown = if value.abs() >= 1e21 {
+                format!("{value:e}")
+            } else {
+                format!("{value}")
+            };
             return Err(Error::invalid(format!(
-                "integer id must be a non-negative safe integer, got {value}"
+                "integer id must be a non-negative safe integer, got {shown}"
             )));
         }
         // The checks above make the cast exact.
@@ -437,6 +443,11 @@ mod tests {
         for bad in [-1.0, 1.5, f64::NAN, f64::INFINITY, 2f64.powi(53)] {
             assert!(Id::from_f64(bad).is_err(), "{bad} accepted");
         }
+        // A huge number is named as JavaScript writes it, not in 301 digits.
+        let message = Id::from_f64(1e300).expect_err("huge").to_string();
+        assert!(message.ends_with("got 1e300"), "{message}");
+        let message = Id::from_f64(-2.5).expect_err("negative").to_string();
+        assert!(message.ends_with("got -2.5"), "{message}");
     }
 
     #[test]
