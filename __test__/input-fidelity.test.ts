@@ -153,3 +153,20 @@ test('updatePayload refuses undefined (a missing argument) instead of removing t
   t.true(await col.updatePayload('a', null))
   t.is((await col.get('a'))?.payload, null)
 })
+
+test("an exception from the caller's own getter comes back as the cause, not blamed on keeldb", async (t) => {
+  const col = await setup(t)
+  const thrown = new Error('the getter failed')
+  const payload = {
+    get title(): string {
+      throw thrown
+    },
+  }
+  const error = await t.throwsAsync(col.upsert({ id: 'a', vector: [1, 0, 0], payload }), {
+    code: 'KEEL_INTERNAL',
+    instanceOf: KeelError,
+  })
+  t.is(error?.cause, thrown)
+  t.notRegex(error?.message ?? '', /in keeldb/)
+  t.is(col.stats().count, 0)
+})

@@ -42,8 +42,10 @@ export const KEEL_ERROR_CODES = [
 ] as const
 
 /**
- * The stable code of a {@link KeelError}. `KEEL_INTERNAL` means a bug in keeldb (an
- * unexpected native error or a caught Rust panic); the original error is its `cause`.
+ * The stable code of a {@link KeelError}. `KEEL_INTERNAL` means an error keeldb did not
+ * expect: a bug in keeldb (an unexpected native error or a caught Rust panic), or an
+ * exception thrown by the caller's own code while keeldb read its input (a getter, a Proxy
+ * trap). The original error is its `cause`.
  *
  * @example
  * ```ts
@@ -110,7 +112,8 @@ function toKeelError(err: unknown): KeelError {
   if (match !== null && KNOWN_CODES.has(match[1] as string)) {
     return new KeelError(match[1] as KeelErrorCode, match[2] as string)
   }
-  return new KeelError('KEEL_INTERNAL', `internal error in keeldb: ${message}`, { cause: err })
+  // Not "in keeldb": the caller's own getter may have thrown it (see KeelErrorCode).
+  return new KeelError('KEEL_INTERNAL', `unexpected error: ${message}`, { cause: err })
 }
 
 /** A queued write's error as the native side reports it (`[KEEL_CODE] message`). */
