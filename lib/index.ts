@@ -192,7 +192,12 @@ export interface OpenOptions {
   durability?: Durability
   /** Recovery policy for mid-log damage. Default `'salvage'`. */
   recovery?: RecoveryPolicy
-  /** A write that grows a collection's log past this many bytes runs a checkpoint. Default 64 MiB. */
+  /**
+   * A write that grows a collection's log past this many bytes runs a checkpoint. Default
+   * 64 MiB, and then also four times the size of the collection's indexes, which every
+   * checkpoint rewrites whole (so their rewriting stays under a quarter of the bytes logged,
+   * however large the collection grows). Set, it is exact.
+   */
   checkpointThresholdBytes?: number
   /**
    * A write that leaves this share (above 0, at most 1) of a collection's payload log as

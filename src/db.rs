@@ -65,6 +65,8 @@ fn db_options(
     recovery: String,
     tuning: NativeTuning,
 ) -> keeldb_core::Result<DbOptions> {
+    // A threshold the caller set is exact; the default one grows with the indexes.
+    let checkpoint_scales_with_index = tuning.checkpoint_threshold_bytes.is_none();
     let checkpoint_threshold_bytes = match tuning.checkpoint_threshold_bytes {
         None => CHECKPOINT_THRESHOLD_BYTES_DEFAULT,
         Some(n) => to_integer("checkpointThresholdBytes", n, 1, SAFE_INTEGER_MAX)?,
@@ -77,6 +79,7 @@ fn db_options(
         durability: durability.parse()?,
         recovery: recovery.parse()?,
         checkpoint_threshold_bytes,
+        checkpoint_scales_with_index,
         // The core checks the range (above 0, at most 1).
         compaction_garbage_ratio: tuning
             .compaction_garbage_ratio

@@ -71,6 +71,12 @@ const REPLAY_WRITEBACK_BYTES: u64 = 16 << 20;
 const COMMIT_WRITEBACK_BYTES: u64 = 8 << 20;
 /// The id index written at each checkpoint.
 pub const INDEX_FILE: &str = "ids.idx";
+/// A checkpoint rewrites both indexes (`ids.idx`, `payloads.idx`) whole, so its cost grows
+/// with the collection while the threshold that triggers it does not: the log grows to at
+/// least this many times the indexes' size before a write triggers one, which keeps their
+/// rewriting under a quarter of the bytes logged in between however large the collection
+/// gets (and replay after a crash in proportion to reading the indexes at open).
+const LOG_BYTES_PER_INDEX_BYTE: u64 = 4;
 /// The write-ahead log.
 pub const WAL_FILE: &str = "vectors.wal";
 
@@ -86,6 +92,9 @@ pub struct CollectionOptions {
     pub recovery: RecoveryPolicy,
     /// The log size past which a write triggers a checkpoint.
     pub checkpoint_threshold_bytes: u64,
+    /// Whether a write triggers a checkpoint only once the log is also past
+    /// [`LOG_BYTES_PER_INDEX_BYTE`] times the size of the indexes the last one wrote.
+    pub checkpoint_scales_with_index: bool,
     /// Share of the payload log (0 to 1) that superseded and delete frames must reach
     /// before a write triggers compaction.
     pub compaction_garbage_ratio: f64,
@@ -611,6 +620,8 @@ struct Writer {
     /// Log bytes committed since the vector file's and the payload log's writeback was last
     /// started (see [`COMMIT_WRITEBACK_BYTES`]).
     unstarted_bytes: u64,
+    /// Bytes of `ids.idx` and `payloads.idx` as the last checkpoint (or open) found them.
+    index_bytes: u64,
 }
 
 /// How writes were committed, for stats: records per group and syncs per record.
@@ -623,6 +634,17 @@ struct WriteStats {
 }
 
 impl Writer {
+    /// Whether the log has grown enough for a write to trigger a checkpoint: past the
+    /// threshold and, when it scales, past [`LOG_BYTES_PER_INDEX_BYTE`] times the indexes'
+    /// size.
+    fn checkpoint_due(&self, options: &CollectionOptions) -> bool {
+        let floor = match options.checkpoint_scales_with_index {
+            true => self.index_bytes.saturating_mul(LOG_BYTES_PER_INDEX_BYTE),
+            false => 0,
+        };
+        self.wal.len_bytes() > options.checkpoint_threshold_bytes.max(floor)
+    }
+
     /// Marks the collection poisoned by `error` and hands the error back.
     fn poison(&mut self, error: Error) -> Error {
         self.poisoned.get_or_insert_with(|| error.to_string());
@@ -723,6 +745,8 @@ impl Collection {
         // after it, which a crash back to the older ids.idx cannot replay.
         fsio::sync_dir(&*fs, dir)?;
         let (snapshot, index_bytes) = read_index_header(&*fs, dir, config.dimension)?;
+        let index_file_bytes = index_bytes.bytes().len() as u64
+            + fsio::file_len(&*fs, &dir.join(PAYLOAD_INDEX_FILE)).unwrap_or(0);
         let vectors = VectorFile::open(&*fs, &dir.join(VECTORS_FILE), config.dimension)?;
         if u64::from(snapshot.slot_high_water) > vectors.capacity_slots() {
             return Err(Error::corrupted(
@@ -801,6 +825,7 @@ impl Collection {
                 compaction_error: None,
                 stats: WriteStats::default(),
                 unstarted_bytes: 0,
+                index_bytes: index_file_bytes,
             })),
             state: RwLock::new(Some(state)),
             compaction: Mutex::new(()),
@@ -1204,7 +1229,7 @@ impl Collection {
                 }
             }
         }
-        if writer.wal.len_bytes() > self.options.checkpoint_threshold_bytes {
+        if writer.checkpoint_due(&self.options) {
             // The writes themselves are logged as asked, so they are acknowledged even if this
             // checkpoint fails; the failure poisons the collection and the next call says why.
             let _ = self.checkpoint_locked(writer);
@@ -1302,7 +1327,7 @@ impl Collection {
         let removed = applied.map_err(|e| writer.poison(e))?;
         #[cfg(feature = "planted-bugs")]
         crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
-        if writer.wal.len_bytes() > self.options.checkpoint_threshold_bytes {
+        if writer.checkpoint_due(&self.options) {
             // The write itself is logged as asked, so it is acknowledged even if this
             // checkpoint fails; the failure poisons the collection and the next call says why.
             let _ = self.checkpoint_locked(writer);
@@ -1624,13 +1649,11 @@ impl Collection {
         };
         // The index first: a payload snapshot is never ahead of it, so a crash between the
         // two renames leaves an older snapshot, which open uses and replays on from.
-        fsio::write_atomic(&*self.fs, &self.dir, INDEX_FILE, &index::encode(&snapshot))?;
-        fsio::write_atomic(
-            &*self.fs,
-            &self.dir,
-            PAYLOAD_INDEX_FILE,
-            &payload_index::encode(&payload_snapshot),
-        )?;
+        let ids_file = index::encode(&snapshot);
+        fsio::write_atomic(&*self.fs, &self.dir, INDEX_FILE, &ids_file)?;
+        let payloads_file = payload_index::encode(&payload_snapshot);
+        fsio::write_atomic(&*self.fs, &self.dir, PAYLOAD_INDEX_FILE, &payloads_file)?;
+        writer.index_bytes = (ids_file.len() + payloads_file.len()) as u64;
         {
             let mut guard = self.write_state()?;
             let state = open_state(&mut guard)?;

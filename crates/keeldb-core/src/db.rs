@@ -37,6 +37,10 @@ pub struct DbOptions {
     pub recovery: RecoveryPolicy,
     /// The log size past which a write triggers a checkpoint.
     pub checkpoint_threshold_bytes: u64,
+    /// Whether that size also grows with the collection: a checkpoint rewrites the id and
+    /// payload indexes whole, so by default a write triggers one only once the log is also
+    /// past four times their size (see `CollectionOptions`). Off, the threshold is exact.
+    pub checkpoint_scales_with_index: bool,
     /// Share of garbage (superseded and delete frames) in a payload log, above 0 and at
     /// most 1, at which a write triggers compaction.
     pub compaction_garbage_ratio: f64,
@@ -50,6 +54,7 @@ impl Default for DbOptions {
             durability: Durability::Fsync,
             recovery: RecoveryPolicy::Salvage,
             checkpoint_threshold_bytes: CHECKPOINT_THRESHOLD_BYTES_DEFAULT,
+            checkpoint_scales_with_index: true,
             compaction_garbage_ratio: COMPACTION_GARBAGE_RATIO_DEFAULT,
             compaction_min_bytes: COMPACTION_MIN_BYTES_DEFAULT,
         }
@@ -282,6 +287,7 @@ fn collection_options(options: &DbOptions) -> CollectionOptions {
         durability: options.durability,
         recovery: options.recovery,
         checkpoint_threshold_bytes: options.checkpoint_threshold_bytes,
+        checkpoint_scales_with_index: options.checkpoint_scales_with_index,
         compaction_garbage_ratio: options.compaction_garbage_ratio,
         compaction_min_bytes: options.compaction_min_bytes,
     }

@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_holds, checkpoint_every_write, index_path, index_snapshot, open_ok, put, read, read_log,
-    vector, wal_path, write, NAME,
+    assert_holds, checkpoint_every_write, index_path, index_snapshot, open_ok, payload_index_path,
+    put, read, read_log, vector, wal_path, write, NAME,
 };
 use keeldb_core::format::wal::WAL_HEADER_LEN;
 use keeldb_core::{Collection, Db, DbOptions, Durability, Id, Metric};
@@ -29,6 +29,7 @@ fn the_log_is_checkpointed_once_it_passes_the_threshold() {
     let threshold = 200;
     let options = DbOptions {
         checkpoint_threshold_bytes: threshold,
+        checkpoint_scales_with_index: false,
         ..DbOptions::default()
     };
     let (db, c) = create_with(dir.path(), options);
@@ -57,6 +58,64 @@ fn the_log_is_checkpointed_once_it_passes_the_threshold() {
     let c = db.collection(NAME).expect("collection");
     assert_holds(&c, &(0..20).collect::<Vec<_>>(), &[]);
     assert!(c.stats().expect("stats").records_replayed < 4);
+    db.close().expect("close");
+}
+
+#[test]
+fn the_default_threshold_grows_with_the_indexes_a_checkpoint_rewrites() {
+    // A checkpoint rewrites ids.idx and payloads.idx whole: with the default (scaling)
+    // threshold, the log must also pass four times their size before a write triggers one,
+    // so a large collection is not rewritten every few writes. An exact threshold (the
+    // test above) ignores their size.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let threshold = 200;
+    let options = DbOptions {
+        checkpoint_threshold_bytes: threshold,
+        ..DbOptions::default()
+    };
+    let (db, c) = create_with(dir.path(), options);
+    // One batch, then an explicit checkpoint: indexes of 2,000 ids, far past the threshold.
+    put(&c, &(0..2_000).collect::<Vec<_>>());
+    c.checkpoint().expect("checkpoint");
+    let index_bytes = read(&index_path(dir.path())).len() as u64
+        + read(&payload_index_path(dir.path())).len() as u64;
+    let floor = 4 * index_bytes;
+    assert!(floor > 20 * threshold, "indexes of {index_bytes} bytes");
+    let checkpoints = c.stats().expect("stats").checkpoints;
+    let mut n = 2_000;
+    // Every write below the floor leaves the log growing.
+    loop {
+        let before = c.stats().expect("stats").wal_bytes;
+        put(&c, &[n]);
+        n += 1;
+        let stats = c.stats().expect("stats");
+        if stats.wal_bytes < before {
+            // The write that took the log past the floor checkpointed, and none before it.
+            assert!(
+                before > floor - 200,
+                "checkpointed at {before} of {floor} bytes"
+            );
+            assert_eq!(stats.checkpoints, checkpoints + 1);
+            break;
+        }
+        assert!(
+            stats.wal_bytes <= floor,
+            "{} bytes, floor {floor}",
+            stats.wal_bytes
+        );
+        assert_eq!(stats.checkpoints, checkpoints, "write {n}");
+    }
+    // After a reopen, the floor comes from the index files found.
+    drop(c);
+    drop(db);
+    let db = Db::open(dir.path(), options).expect("reopen");
+    let c = db.collection(NAME).expect("collection");
+    for m in n..n + 100 {
+        put(&c, &[m]);
+        let stats = c.stats().expect("stats");
+        assert_eq!(stats.checkpoints, 0, "{} log bytes", stats.wal_bytes);
+    }
+    assert!(c.stats().expect("stats").wal_bytes > 20 * threshold);
     db.close().expect("close");
 }
 

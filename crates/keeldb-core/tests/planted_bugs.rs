@@ -141,6 +141,7 @@ fn workload(dir: &Path) -> Vec<Model> {
     let options = DbOptions {
         durability: Durability::Fsync,
         checkpoint_threshold_bytes: 900,
+        checkpoint_scales_with_index: false,
         ..DbOptions::default()
     };
     let db = Db::open(dir, options).expect("open");

@@ -155,6 +155,7 @@ fn options() -> DbOptions {
         // write is answered). Automatic compaction runs after the answer, concurrently with
         // the next step, which would make runs differ: the workloads compact explicitly.
         checkpoint_threshold_bytes: 600,
+        checkpoint_scales_with_index: false,
         compaction_min_bytes: u64::MAX,
         compaction_garbage_ratio: 0.5,
         ..DbOptions::default()

@@ -242,6 +242,7 @@ pub fn index_snapshot(dir: &Path) -> IndexSnapshot {
 pub fn checkpoint_every_write() -> DbOptions {
     DbOptions {
         checkpoint_threshold_bytes: 1,
+        checkpoint_scales_with_index: false,
         ..DbOptions::default()
     }
 }
