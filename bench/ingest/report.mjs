@@ -87,7 +87,15 @@ function headline(results) {
   row('getSync p99 (µs)', g('keeldb', 'getSyncP99Us')?.median, null, getPeer('getSyncP99Us'), 'µs', true)
   row('get (async) p50 (µs)', g('keeldb', 'getAsyncP50Us')?.median, null, getPeer('getAsyncP50Us'), 'µs', true)
   row('get (async) p99 (µs)', g('keeldb', 'getAsyncP99Us')?.median, null, getPeer('getAsyncP99Us'), 'µs', true)
-  row('mixed: 60% upsert, 20% delete, 20% get, flush, 64 in flight (ops/s)', results.mixed?.summary?.rate?.median, null, null)
+  // The reads are searches since keeldb has search (`reads` in each run says which).
+  const reads = results.mixed?.runs?.[0]?.reads === 'getSync' ? 'getSync' : 'exact search, k=10'
+  const mixedPreload = results.mixed?.runs?.[0]?.preload ?? 20_000
+  row(
+    `mixed: 60% upsert, 20% delete, 20% ${reads}, flush, 64 in flight, on ${fmt(mixedPreload)} stored records at the start (ops/s)`,
+    results.mixed?.summary?.rate?.median,
+    null,
+    null,
+  )
   return rows
 }
 

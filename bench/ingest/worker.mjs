@@ -348,7 +348,7 @@ async function mixed() {
   const seconds = (now() - t0) / 1000
   const stats = sys.stats(h)
   await sys.close(h)
-  return { ops, seconds, rate: ops / seconds, counts, reads: search === null ? 'getSync' : 'search k=10', stats }
+  return { ops, seconds, rate: ops / seconds, counts, preload: spec.preload, reads: search === null ? 'getSync' : 'search k=10', stats }
 }
 
 /** Whether the system's package loads here, and what it is. */
