@@ -34,7 +34,7 @@ use crate::commit::{self, strongest, CommitQueue, Completion, PreparedBatch, Req
 use crate::error::{Error, Result};
 use crate::format::config::{self, CollectionConfig, COLLECTION_FORMAT_VERSION, CONFIG_BYTES_MAX};
 use crate::format::first_non_finite;
-use crate::format::index::{self, IndexSnapshot, INDEX_MAGIC, INDEX_VERSION};
+use crate::format::index::{self, IndexHeader, IndexSnapshot, INDEX_MAGIC, INDEX_VERSION};
 use crate::format::json::{self, PayloadText};
 use crate::format::payload_index::{self, PayloadSnapshot, PAYLOAD_INDEX_VERSION};
 use crate::format::payload_log::PAYLOAD_LOG_HEADER_LEN;
@@ -51,7 +51,7 @@ use crate::storage::payload_log::{self, Writeback};
 use crate::storage::vectors::VectorFile;
 use crate::storage::vfs::{Vfs, VfsView};
 use crate::types::{
-    Durability, Id, IdMap, IdMapBuilder, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX,
+    Durability, Id, IdMap, IdMapBuilder, IdRef, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX,
     WAL_RECORD_BYTES_MAX,
 };
 use crate::wal::replay::replay;
@@ -575,33 +575,36 @@ impl State {
             .collect()
     }
 
-    fn snapshot(&self, dimension: u32) -> IndexSnapshot {
-        let mut free_slots = self.free_slots.clone();
-        free_slots.extend_from_slice(&self.pending_free);
-        // In slot order: opening fills the slot -> id map front to back, and marks each slot
-        // seen, without a cache miss per entry.
-        let entries: Vec<(Id, u32)> = self
-            .slot_ids
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, id)| Some((id.clone()?, slot as u32)))
-            .collect();
+    /// Encodes `ids.idx` for the state as it is into `flush`, a chunk at a time, straight
+    /// from the maps (a copy of them, at millions of records, was hundreds of MB to
+    /// allocate and free at every checkpoint). Entries go in slot order: opening fills the
+    /// slot -> id map front to back, and marks each slot seen, without a cache miss per
+    /// entry.
+    fn encode_index(
+        &self,
+        dimension: u32,
+        flush: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         debug_assert_eq!(
-            entries.len(),
+            self.slot_ids.iter().flatten().count(),
             self.ids.len(),
             "both directions of the id map agree"
         );
-        IndexSnapshot {
-            version: INDEX_VERSION,
+        let header = IndexHeader {
             dimension,
             checkpoint_lsn: self.last_lsn,
             slot_high_water: self.slot_high_water,
-            entries,
-            free_slots,
             // The caller synced the payload log just before, under the writer lock.
             payload_generation: self.payloads.generation(),
             payload_log_end: self.payloads.log_bytes(),
-        }
+        };
+        let entries = self
+            .slot_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, id)| Some((IdRef::from(id.as_ref()?), slot as u32)));
+        let free_slots = self.free_slots.iter().chain(&self.pending_free).copied();
+        index::encode_to(&header, entries, free_slots, flush)
     }
 }
 
@@ -1635,31 +1638,33 @@ impl Collection {
         if crate::planted::active(crate::planted::Bug::CutLogEarly) {
             writer.wal.truncate()?;
         }
-        // Writers are held off by the caller's lock, so the state cannot change between the
-        // snapshot and the free-list update below; readers go on meanwhile.
-        let (snapshot, payload_snapshot) = {
+        // Writers are held off by the caller's lock, so the state cannot change from here
+        // to the free-list update below; readers go on meanwhile. The indexes are encoded
+        // straight from it into their files. The index first: a payload snapshot is never
+        // ahead of it, so a crash between the two renames leaves an older snapshot, which
+        // open uses and replays on from.
+        let checkpoint_lsn = {
             let guard = self.read_state()?;
             let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
             state.vectors.sync()?;
             state.payloads.sync()?;
-            (
-                state.snapshot(self.config.dimension),
-                state.payloads.snapshot(state.last_lsn),
-            )
+            let dimension = self.config.dimension;
+            let ids_bytes = fsio::write_atomic_with(&*self.fs, &self.dir, INDEX_FILE, |flush| {
+                state.encode_index(dimension, flush)
+            })?;
+            let payload_bytes =
+                fsio::write_atomic_with(&*self.fs, &self.dir, PAYLOAD_INDEX_FILE, |flush| {
+                    state.payloads.encode_snapshot(state.last_lsn, flush)
+                })?;
+            writer.index_bytes = ids_bytes + payload_bytes;
+            state.last_lsn
         };
-        // The index first: a payload snapshot is never ahead of it, so a crash between the
-        // two renames leaves an older snapshot, which open uses and replays on from.
-        let ids_file = index::encode(&snapshot);
-        fsio::write_atomic(&*self.fs, &self.dir, INDEX_FILE, &ids_file)?;
-        let payloads_file = payload_index::encode(&payload_snapshot);
-        fsio::write_atomic(&*self.fs, &self.dir, PAYLOAD_INDEX_FILE, &payloads_file)?;
-        writer.index_bytes = (ids_file.len() + payloads_file.len()) as u64;
         {
             let mut guard = self.write_state()?;
             let state = open_state(&mut guard)?;
             let freed = std::mem::take(&mut state.pending_free);
             state.free_slots.extend(freed);
-            state.checkpoint_lsn = snapshot.checkpoint_lsn;
+            state.checkpoint_lsn = checkpoint_lsn;
         }
         writer.wal.reset()?;
         writer.checkpoints += 1;

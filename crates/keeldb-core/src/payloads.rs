@@ -328,15 +328,20 @@ impl PayloadStore {
         self.log.start_writeback();
     }
 
-    /// The snapshot of the index as of `checkpoint_lsn` (the last applied record).
-    pub fn snapshot(&self, checkpoint_lsn: u64) -> PayloadSnapshot {
-        PayloadSnapshot {
-            version: PAYLOAD_INDEX_VERSION,
-            generation: self.log.generation(),
+    /// Encodes the snapshot file (`payloads.idx`) of the index as it is, covering the
+    /// log records up to `checkpoint_lsn`, into `flush` a chunk at a time.
+    pub fn encode_snapshot(
+        &self,
+        checkpoint_lsn: u64,
+        flush: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        payload_index::encode_to(
+            self.log.generation(),
             checkpoint_lsn,
-            log_end: self.log.len_bytes(),
-            entries: self.index.iter().map(|(id, loc)| (id, *loc)).collect(),
-        }
+            self.log.len_bytes(),
+            self.index.iter_ref().map(|(id, loc)| (id, *loc)),
+            flush,
+        )
     }
 
     /// Ids with a payload.

@@ -123,6 +123,12 @@ impl<V> IdMap<V> {
         ints.chain(self.strs.iter().map(|(s, v)| (Id::Str(s.clone()), v)))
     }
 
+    /// Every id, borrowed, and its value, in no particular order.
+    pub fn iter_ref(&self) -> impl Iterator<Item = (IdRef<'_>, &V)> + Clone {
+        let ints = self.ints.iter().map(|(n, v)| (IdRef::Int(*n), v));
+        ints.chain(self.strs.iter().map(|(s, v)| (IdRef::Str(s), v)))
+    }
+
     /// Every value, in no particular order.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.ints.values().chain(self.strs.values())
@@ -207,6 +213,24 @@ pub enum Id {
     Str(Box<str>),
     /// An integer from 0 to [`ID_INTEGER_MAX`].
     Int(u64),
+}
+
+/// An [`Id`] borrowed: what encoders take, so that writing an index copies no string id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdRef<'a> {
+    /// A string id.
+    Str(&'a str),
+    /// An integer id.
+    Int(u64),
+}
+
+impl<'a> From<&'a Id> for IdRef<'a> {
+    fn from(id: &'a Id) -> Self {
+        match id {
+            Id::Str(s) => IdRef::Str(s),
+            Id::Int(n) => IdRef::Int(*n),
+        }
+    }
 }
 
 impl Id {

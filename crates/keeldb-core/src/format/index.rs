@@ -22,8 +22,8 @@
 //! Written whole, atomically (temp file, fsync, rename, fsync of the directory), so a
 //! checksum failure means disk damage, never a torn write.
 
-use super::{crc32, id_encoded_len, put_id, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
-use crate::types::Id;
+use super::{crc32, put_id_ref, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
+use crate::types::{Id, IdRef};
 
 /// First bytes of an index file.
 pub const INDEX_MAGIC: [u8; 8] = *b"KEELIDX\0";
@@ -56,37 +56,69 @@ pub struct IndexSnapshot {
     pub payload_log_end: u64,
 }
 
+/// An index file's fields besides its entries and free slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexHeader {
+    /// The collection's dimension.
+    pub dimension: u32,
+    /// Log records up to and including this lsn are reflected in the file.
+    pub checkpoint_lsn: u64,
+    /// Slots below this have been handed out at some point.
+    pub slot_high_water: u32,
+    /// The payload log generation the checkpoint synced.
+    pub payload_generation: u64,
+    /// Its length at the checkpoint.
+    pub payload_log_end: u64,
+}
+
 /// Encodes an index file.
 pub fn encode(snapshot: &IndexSnapshot) -> Vec<u8> {
-    let entry_bytes: usize = snapshot
-        .entries
-        .iter()
-        .map(|(id, _)| id_encoded_len(id) + 4)
-        .sum();
-    let mut out =
-        Vec::with_capacity(INDEX_HEADER_LEN + entry_bytes + snapshot.free_slots.len() * 4 + 4);
-    out.extend_from_slice(&INDEX_MAGIC);
-    out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-    out.extend_from_slice(&snapshot.dimension.to_le_bytes());
-    out.extend_from_slice(&snapshot.checkpoint_lsn.to_le_bytes());
-    out.extend_from_slice(&snapshot.slot_high_water.to_le_bytes());
+    let header = IndexHeader {
+        dimension: snapshot.dimension,
+        checkpoint_lsn: snapshot.checkpoint_lsn,
+        slot_high_water: snapshot.slot_high_water,
+        payload_generation: snapshot.payload_generation,
+        payload_log_end: snapshot.payload_log_end,
+    };
+    let entries = snapshot.entries.iter().map(|(id, slot)| (id.into(), *slot));
+    let free_slots = snapshot.free_slots.iter().copied();
+    super::collect_chunks(|flush| encode_to(&header, entries, free_slots, flush))
+}
+
+/// Encodes an index file a chunk at a time into `flush` (see [`super::Chunked`]), straight
+/// from the live and free slots, which are walked twice (once to count them). Returns
+/// `flush`'s error, if any.
+pub fn encode_to<'a, E>(
+    header: &IndexHeader,
+    entries: impl Iterator<Item = (IdRef<'a>, u32)> + Clone,
+    free_slots: impl Iterator<Item = u32> + Clone,
+    flush: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    out.extend_from_slice(&count(snapshot.entries.len()).to_le_bytes());
-    out.extend_from_slice(&count(snapshot.free_slots.len()).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&snapshot.payload_generation.to_le_bytes());
-    out.extend_from_slice(&snapshot.payload_log_end.to_le_bytes());
-    debug_assert_eq!(out.len(), INDEX_HEADER_LEN);
-    for (id, slot) in &snapshot.entries {
-        put_id(&mut out, id);
-        out.extend_from_slice(&slot.to_le_bytes());
+    let mut out = super::Chunked::new(flush);
+    let buf = out.buf();
+    buf.extend_from_slice(&INDEX_MAGIC);
+    buf.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    buf.extend_from_slice(&header.dimension.to_le_bytes());
+    buf.extend_from_slice(&header.checkpoint_lsn.to_le_bytes());
+    buf.extend_from_slice(&header.slot_high_water.to_le_bytes());
+    buf.extend_from_slice(&count(entries.clone().count()).to_le_bytes());
+    buf.extend_from_slice(&count(free_slots.clone().count()).to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&header.payload_generation.to_le_bytes());
+    buf.extend_from_slice(&header.payload_log_end.to_le_bytes());
+    debug_assert_eq!(buf.len(), INDEX_HEADER_LEN);
+    for (id, slot) in entries {
+        let buf = out.buf();
+        put_id_ref(buf, id);
+        buf.extend_from_slice(&slot.to_le_bytes());
+        out.spill()?;
     }
-    for slot in &snapshot.free_slots {
-        out.extend_from_slice(&slot.to_le_bytes());
+    for slot in free_slots {
+        out.buf().extend_from_slice(&slot.to_le_bytes());
+        out.spill()?;
     }
-    let crc = crc32(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    out.finish()
 }
 
 /// Where [`decode_with`] puts the entries it decodes.
@@ -278,6 +310,94 @@ mod tests {
             (0, 0)
         );
         assert_eq!(decoded.entries, sample().entries);
+    }
+
+    #[test]
+    fn the_encoding_is_the_documented_layout() {
+        // Byte by byte as the module documentation lays it out (tag 1 is a string id, tag 2
+        // an integer id; see `put_id`).
+        let mut want = Vec::new();
+        want.extend_from_slice(b"KEELIDX\0");
+        for field in [2u32, 4] {
+            want.extend_from_slice(&field.to_le_bytes()); // version, dimension
+        }
+        want.extend_from_slice(&17u64.to_le_bytes()); // checkpoint_lsn
+        for field in [4u32, 3, 1, 0] {
+            want.extend_from_slice(&field.to_le_bytes()); // high water, entries, free, reserved
+        }
+        want.extend_from_slice(&3u64.to_le_bytes()); // payload_generation
+        want.extend_from_slice(&4096u64.to_le_bytes()); // payload_log_end
+        want.extend_from_slice(&[1, 1, 0, b'x', 2, 0, 0, 0]); // "x" in slot 2
+        want.extend_from_slice(&[2, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // 5 in slot 0
+        want.extend_from_slice(&[2, 6, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0]); // 6 in slot 3
+        want.extend_from_slice(&1u32.to_le_bytes()); // free slot 1
+        let crc = crc32(&want);
+        want.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(encode(&sample()), want);
+    }
+
+    #[test]
+    fn a_large_index_is_handed_out_in_chunks_and_round_trips() {
+        // 300,000 entries (~3.9 MB): several chunks, none much past CHUNK_BYTES, and the
+        // CRC kept across them.
+        let snapshot = IndexSnapshot {
+            version: INDEX_VERSION,
+            dimension: 8,
+            checkpoint_lsn: 5,
+            slot_high_water: 300_002,
+            entries: (0..300_000u32)
+                .map(|n| match n % 3 {
+                    0 => (Id::from(format!("id-{n}").as_str()), n),
+                    _ => (Id::Int(u64::from(n) * 7), n),
+                })
+                .collect(),
+            free_slots: vec![300_000, 300_001],
+            payload_generation: 1,
+            payload_log_end: 32,
+        };
+        let mut chunks = Vec::new();
+        let header = IndexHeader {
+            dimension: 8,
+            checkpoint_lsn: 5,
+            slot_high_water: 300_002,
+            payload_generation: 1,
+            payload_log_end: 32,
+        };
+        let entries = snapshot.entries.iter().map(|(id, slot)| (id.into(), *slot));
+        let free = snapshot.free_slots.iter().copied();
+        let flushed = encode_to(&header, entries, free, &mut |chunk: &[u8]| {
+            chunks.push(chunk.to_vec());
+            Ok::<(), ()>(())
+        });
+        assert_eq!(flushed, Ok(()));
+        assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+        let (last, full) = chunks.split_last().expect("chunks");
+        for chunk in full {
+            assert!(
+                (super::super::CHUNK_BYTES..super::super::CHUNK_BYTES + 600).contains(&chunk.len())
+            );
+        }
+        assert!(last.len() <= super::super::CHUNK_BYTES + 600);
+        let bytes = chunks.concat();
+        assert_eq!(bytes, encode(&snapshot));
+        assert_eq!(decode(&bytes), Ok(snapshot));
+    }
+
+    #[test]
+    fn a_flush_error_stops_the_encoding_and_is_returned() {
+        let snapshot = sample();
+        let entries = snapshot.entries.iter().map(|(id, slot)| (id.into(), *slot));
+        let header = IndexHeader {
+            dimension: 4,
+            checkpoint_lsn: 17,
+            slot_high_water: 4,
+            payload_generation: 3,
+            payload_log_end: 4096,
+        };
+        let failed = encode_to(&header, entries, [1].into_iter(), &mut |_: &[u8]| {
+            Err("disk full")
+        });
+        assert_eq!(failed, Err("disk full"));
     }
 
     #[test]

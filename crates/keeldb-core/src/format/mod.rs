@@ -13,7 +13,7 @@ pub mod payload_log;
 pub mod vectors;
 pub mod wal;
 
-use crate::types::{Id, ID_INTEGER_MAX, ID_STRING_BYTES_MAX};
+use crate::types::{Id, IdRef, ID_INTEGER_MAX, ID_STRING_BYTES_MAX};
 
 /// Why a byte string could not be decoded, and where (relative to the start of what the
 /// decoder was given).
@@ -48,6 +48,69 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
+/// Bytes [`Chunked`] gathers before it hands them on.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Where an encoder of a file of any size puts its bytes: it appends to [`Chunked::buf`],
+/// calls [`Chunked::spill`] after each entry, and ends with [`Chunked::finish`]. The bytes
+/// go to `flush` about [`CHUNK_BYTES`] at a time (the caller writes them out, so one buffer
+/// of that size serves a file of millions of entries), and the CRC-32 of all of them is
+/// appended at the end.
+pub struct Chunked<'f, E> {
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    flush: &'f mut dyn FnMut(&[u8]) -> Result<(), E>,
+}
+
+impl<'f, E> Chunked<'f, E> {
+    /// An empty output that hands its chunks to `flush`.
+    pub fn new(flush: &'f mut dyn FnMut(&[u8]) -> Result<(), E>) -> Self {
+        Chunked {
+            buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+            crc: crc32fast::Hasher::new(),
+            flush,
+        }
+    }
+
+    /// The bytes not handed on yet, to append to.
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Hands the bytes gathered on once they reach [`CHUNK_BYTES`].
+    pub fn spill(&mut self) -> Result<(), E> {
+        if self.buf.len() < CHUNK_BYTES {
+            return Ok(());
+        }
+        self.crc.update(&self.buf);
+        (self.flush)(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Appends the CRC-32 of every byte before it and hands the rest on.
+    pub fn finish(mut self) -> Result<(), E> {
+        self.crc.update(&self.buf);
+        let crc = self.crc.finalize();
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        (self.flush)(&self.buf)
+    }
+}
+
+/// The bytes an encoder built on [`Chunked`] emits, gathered into one `Vec`.
+pub(crate) fn collect_chunks(
+    encode: impl FnOnce(
+        &mut dyn FnMut(&[u8]) -> Result<(), std::convert::Infallible>,
+    ) -> Result<(), std::convert::Infallible>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Ok(()) = encode(&mut |chunk: &[u8]| {
+        out.extend_from_slice(chunk);
+        Ok(())
+    });
+    out
+}
+
 /// Whether the last 4 bytes of `frame` are the CRC-32 of the bytes before them: the trailer
 /// of a log record and of a payload log frame.
 pub fn trailing_crc_ok(frame: &[u8]) -> bool {
@@ -72,15 +135,20 @@ pub(crate) const ID_ENCODED_BYTES_MIN: usize = 1 + 2 + 1;
 
 /// Appends an id: `tag u8`, then `len u16 + UTF-8 bytes` for a string, `u64` for an integer.
 pub(crate) fn put_id(out: &mut Vec<u8>, id: &Id) {
+    put_id_ref(out, id.into());
+}
+
+/// [`put_id`] of a borrowed id.
+pub(crate) fn put_id_ref(out: &mut Vec<u8>, id: IdRef<'_>) {
     match id {
-        Id::Str(s) => {
+        IdRef::Str(s) => {
             out.push(ID_TAG_STR);
             // Ids are validated to at most ID_STRING_BYTES_MAX (512) bytes before encoding.
             let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(s.as_bytes());
         }
-        Id::Int(n) => {
+        IdRef::Int(n) => {
             out.push(ID_TAG_INT);
             out.extend_from_slice(&n.to_le_bytes());
         }

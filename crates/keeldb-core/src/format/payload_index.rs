@@ -18,8 +18,8 @@
 //! opening: a missing, damaged or stale snapshot makes open replay the whole payload log.
 
 use super::payload_log::{FRAME_BODY_BYTES_MAX, FRAME_OVERHEAD, PAYLOAD_LOG_HEADER_LEN};
-use super::{crc32, id_encoded_len, put_id, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
-use crate::types::{Id, IdMap};
+use super::{crc32, put_id_ref, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
+use crate::types::{Id, IdMap, IdRef};
 
 /// First bytes of a payload snapshot.
 pub const PAYLOAD_INDEX_MAGIC: [u8; 8] = *b"KEELPIX\0";
@@ -55,30 +55,48 @@ pub struct PayloadSnapshot {
 
 /// Encodes a payload snapshot.
 pub fn encode(snapshot: &PayloadSnapshot) -> Vec<u8> {
-    let entry_bytes: usize = snapshot
-        .entries
-        .iter()
-        .map(|(id, _)| id_encoded_len(id) + 12)
-        .sum();
-    let mut out = Vec::with_capacity(PAYLOAD_INDEX_HEADER_LEN + entry_bytes + 4);
-    out.extend_from_slice(&PAYLOAD_INDEX_MAGIC);
-    out.extend_from_slice(&PAYLOAD_INDEX_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&snapshot.generation.to_le_bytes());
-    out.extend_from_slice(&snapshot.checkpoint_lsn.to_le_bytes());
-    out.extend_from_slice(&snapshot.log_end.to_le_bytes());
-    let count = u32::try_from(snapshot.entries.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    debug_assert_eq!(out.len(), PAYLOAD_INDEX_HEADER_LEN);
-    for (id, loc) in &snapshot.entries {
-        put_id(&mut out, id);
-        out.extend_from_slice(&loc.offset.to_le_bytes());
-        out.extend_from_slice(&loc.frame_len.to_le_bytes());
+    let entries = snapshot.entries.iter().map(|(id, loc)| (id.into(), *loc));
+    super::collect_chunks(|flush| {
+        encode_to(
+            snapshot.generation,
+            snapshot.checkpoint_lsn,
+            snapshot.log_end,
+            entries,
+            flush,
+        )
+    })
+}
+
+/// Encodes a payload snapshot a chunk at a time into `flush` (see [`super::Chunked`]),
+/// straight from the entries, which are walked twice (once to count them). Returns
+/// `flush`'s error, if any.
+pub fn encode_to<'a, E>(
+    generation: u64,
+    checkpoint_lsn: u64,
+    log_end: u64,
+    entries: impl Iterator<Item = (IdRef<'a>, PayloadLoc)> + Clone,
+    flush: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut out = super::Chunked::new(flush);
+    let buf = out.buf();
+    buf.extend_from_slice(&PAYLOAD_INDEX_MAGIC);
+    buf.extend_from_slice(&PAYLOAD_INDEX_VERSION.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&generation.to_le_bytes());
+    buf.extend_from_slice(&checkpoint_lsn.to_le_bytes());
+    buf.extend_from_slice(&log_end.to_le_bytes());
+    let count = u32::try_from(entries.clone().count()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&count.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    debug_assert_eq!(buf.len(), PAYLOAD_INDEX_HEADER_LEN);
+    for (id, loc) in entries {
+        let buf = out.buf();
+        put_id_ref(buf, id);
+        buf.extend_from_slice(&loc.offset.to_le_bytes());
+        buf.extend_from_slice(&loc.frame_len.to_le_bytes());
+        out.spill()?;
     }
-    let crc = crc32(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    out.finish()
 }
 
 /// Where [`decode_with`] puts the entries it decodes.
@@ -237,6 +255,45 @@ mod tests {
                 ),
             ],
         }
+    }
+
+    #[test]
+    fn a_large_snapshot_is_handed_out_in_chunks_and_round_trips() {
+        let snapshot = PayloadSnapshot {
+            version: PAYLOAD_INDEX_VERSION,
+            generation: 2,
+            checkpoint_lsn: 7,
+            log_end: 1 << 40,
+            entries: (0..200_000u64)
+                .map(|n| {
+                    let id = match n % 2 {
+                        0 => Id::from(format!("doc-{n}").as_str()),
+                        _ => Id::Int(n),
+                    };
+                    let loc = PayloadLoc {
+                        offset: 32 + n * 100,
+                        frame_len: 100,
+                    };
+                    (id, loc)
+                })
+                .collect(),
+        };
+        let mut chunks = Vec::new();
+        let entries = snapshot.entries.iter().map(|(id, loc)| (id.into(), *loc));
+        let flushed = encode_to(2, 7, 1 << 40, entries, &mut |chunk: &[u8]| {
+            chunks.push(chunk.len());
+            Ok::<(), ()>(())
+        });
+        assert_eq!(flushed, Ok(()));
+        assert!(chunks.len() >= 3, "{chunks:?}");
+        assert!(
+            chunks.iter().all(|&n| n <= super::super::CHUNK_BYTES + 600),
+            "{chunks:?}"
+        );
+        let bytes = encode(&snapshot);
+        assert_eq!(chunks.iter().sum::<usize>(), bytes.len());
+        let decoded = decode(&bytes).expect("decodes");
+        assert_eq!(decoded, snapshot);
     }
 
     #[test]

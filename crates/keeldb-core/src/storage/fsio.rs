@@ -21,13 +21,30 @@ pub fn sync_dir(fs: &dyn Vfs, dir: &Path) -> Result<()> {
 /// Replaces `dir/name` with `bytes` so that a crash leaves either the old file or the new
 /// one: write a temp file, fsync it, rename it over the target, fsync the directory.
 pub fn write_atomic(fs: &dyn Vfs, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(fs, dir, name, |write| write(bytes)).map(|_| ())
+}
+
+/// [`write_atomic`] of the bytes `fill` hands to the function it is given, one chunk after
+/// another (a file of any size is written without being held in memory whole). Returns
+/// how many bytes the file holds.
+pub fn write_atomic_with(
+    fs: &dyn Vfs,
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+) -> Result<u64> {
     let target = dir.join(name);
     let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
     let file = fs
         .open(&temp, OpenMode::Replace)
         .map_err(|e| Error::io("create", &temp, e))?;
-    file.write_all_at(bytes, 0)
-        .map_err(|e| Error::io("write", &temp, e))?;
+    let mut written = 0u64;
+    fill(&mut |chunk: &[u8]| {
+        file.write_all_at(chunk, written)
+            .map_err(|e| Error::io("write", &temp, e))?;
+        written += chunk.len() as u64;
+        Ok(())
+    })?;
     file.sync_all().map_err(|e| Error::io("fsync", &temp, e))?;
     #[cfg(feature = "planted-bugs")]
     crate::planted::record(crate::planted::EventKind::SyncFile, &temp);
@@ -38,9 +55,9 @@ pub fn write_atomic(fs: &dyn Vfs, dir: &Path, name: &str, bytes: &[u8]) -> Resul
     crate::planted::record(crate::planted::EventKind::Rename, &target);
     #[cfg(feature = "planted-bugs")]
     if crate::planted::active(crate::planted::Bug::NoDirFsync) {
-        return Ok(());
+        return Ok(written);
     }
-    sync_dir(fs, dir)
+    sync_dir(fs, dir).map(|()| written)
 }
 
 /// Removes the temp files a crash in [`write_atomic`] may have left in `dir`.
