@@ -4,7 +4,8 @@
 // checkpoint rewrites the collection's id and payload indexes whole, so their size, which
 // grows with the collection, is part of what a write costs; compare runs with different
 // `preload` (each in a fresh process) to see whether ingest slows down as the collection
-// grows. Last, it times one `checkpoint()` (writes wait while one runs).
+// grows. Last, it times one `checkpoint()` (writes wait while one runs) and prints the
+// process's peak resident memory.
 //
 //   node bench/ingest/scale.mjs [preload=1000000] [durability=fsync] [records=300000]
 //
@@ -66,7 +67,7 @@ try {
   console.log(
     `${preload} records, indexes ${(idx / 1e6).toFixed(1)} MB: ${count} more at ${durability}, ${IN_FLIGHT} in flight: ` +
       `${Math.round(count / seconds)} records/s, ${after.checkpoints - before.checkpoints} checkpoints; ` +
-      `a checkpoint() after them took ${checkpointMs.toFixed(0)} ms`,
+      `a checkpoint() after them took ${checkpointMs.toFixed(0)} ms; peak RSS ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`,
   )
   await db.close()
 } finally {
