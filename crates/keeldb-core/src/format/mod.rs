@@ -49,7 +49,12 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// Bytes [`Chunked`] gathers before it hands them on.
+#[cfg(not(feature = "sim"))]
 pub const CHUNK_BYTES: usize = 1 << 20;
+/// Under the simulated disk, a few dozen: the crash checkers' indexes are small, and this
+/// way they also crash and fail between the chunks of one index file.
+#[cfg(feature = "sim")]
+pub const CHUNK_BYTES: usize = 48;
 
 /// Where an encoder of a file of any size puts its bytes: it appends to [`Chunked::buf`],
 /// calls [`Chunked::spill`] after each entry, and ends with [`Chunked::finish`]. The bytes

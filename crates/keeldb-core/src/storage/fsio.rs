@@ -161,3 +161,40 @@ fn check_regular(fs: &dyn Vfs, path: &Path) -> Result<()> {
         Err(e) => Err(Error::io("stat", path, e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::vfs::RealFs;
+
+    #[test]
+    fn write_atomic_with_writes_each_chunk_after_the_last_and_replaces_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = RealFs::shared();
+        write_atomic(&*fs, dir.path(), "f", b"old contents, longer than the new").expect("write");
+        let chunks: [&[u8]; 3] = [b"one ", b"", b"two three"];
+        let written = write_atomic_with(&*fs, dir.path(), "f", |flush| {
+            chunks.iter().try_for_each(|chunk| flush(chunk))
+        })
+        .expect("write");
+        assert_eq!(written, 13);
+        assert_eq!(
+            std::fs::read(dir.path().join("f")).expect("read"),
+            b"one two three"
+        );
+        assert!(!dir.path().join(format!("f{TEMP_SUFFIX}")).exists());
+    }
+
+    #[test]
+    fn a_failed_fill_leaves_the_old_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = RealFs::shared();
+        write_atomic(&*fs, dir.path(), "f", b"old").expect("write");
+        let failed = write_atomic_with(&*fs, dir.path(), "f", |flush| {
+            flush(b"new")?;
+            Err(Error::invalid("the encoder gave up"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(dir.path().join("f")).expect("read"), b"old");
+    }
+}
