@@ -1419,8 +1419,12 @@ impl Collection {
             }
         }
         // The first cosine search computes the inverse norms, under the write lock (one pass
-        // over the vectors); from then on writes keep them.
+        // over the vectors); from then on writes keep them. It takes the writer lock first,
+        // as writes do: a checkpoint holds it and reads the state while it writes the
+        // indexes, and a write lock requested meanwhile would make every new reader queue
+        // behind it (std's RwLock lets no reader past a waiting writer).
         {
+            let _writer = self.lock_writer()?;
             let mut guard = self.write_state()?;
             open_state(&mut guard)?.build_inverse_norms()?;
         }
