@@ -137,12 +137,19 @@ test('a checkpointThresholdBytes the caller sets is exact, whatever the size of 
   await col.checkpoint()
   const before = col.stats()
   t.true(before.indexFileBytes > 20 * threshold)
+  t.is(before.checkpointAtBytes, threshold)
   for (let i = 0; i < 40; i++) {
     await col.upsert({ id: 5000 + i, vector: [1, 2] })
     t.true(col.stats().walBytes <= threshold)
   }
   t.true(col.stats().checkpoints >= before.checkpoints + 4)
   await db.close()
+
+  // Left unset, the threshold is 64 MiB here: these indexes are far under a quarter of it.
+  const again = await open(tempDir(t))
+  const fresh = await again.createCollection('s', { dimension: 2 })
+  t.is(fresh.stats().checkpointAtBytes, 64 * 1024 * 1024)
+  await again.close()
 })
 
 test('KEEL_NOT_FOUND and KEEL_EXISTS', async (t) => {

@@ -183,7 +183,7 @@ export type Metric = 'cosine' | 'dot' | 'euclidean'
  *
  * @example
  * ```ts
- * const options: OpenOptions = { durability: 'fsync', recovery: 'salvage', checkpointThresholdBytes: 64 << 20 }
+ * const options: OpenOptions = { durability: 'fsync', recovery: 'salvage', compactionMinBytes: 4 << 20 }
  * const db = await open('./data', options)
  * ```
  */
@@ -193,10 +193,10 @@ export interface OpenOptions {
   /** Recovery policy for mid-log damage. Default `'salvage'`. */
   recovery?: RecoveryPolicy
   /**
-   * A write that grows a collection's log past this many bytes runs a checkpoint. Default
-   * 64 MiB, and then also four times the size of the collection's indexes, which every
-   * checkpoint rewrites whole (so their rewriting stays under a quarter of the bytes logged,
-   * however large the collection grows). Set, it is exact.
+   * A write that grows a collection's log past this many bytes runs a checkpoint. Left
+   * unset: 64 MiB, or four times the size of the collection's indexes when that is larger
+   * (every checkpoint rewrites them whole), up to 1 GiB. Set, it is exact.
+   * `stats().checkpointAtBytes` gives the size in force.
    */
   checkpointThresholdBytes?: number
   /**
@@ -1148,6 +1148,11 @@ export interface CollectionStats {
   walBytes: number
   /** Size of the id index written at each checkpoint (`ids.idx`). */
   indexFileBytes: number
+  /**
+   * The log size past which a write runs a checkpoint now: `checkpointThresholdBytes`, or
+   * by default the larger of 64 MiB and four times the indexes' size, up to 1 GiB.
+   */
+  checkpointAtBytes: number
   /** Sequence number of the last applied write. */
   lastLsn: number
   /** Sequence number covered by the last checkpoint. */
@@ -1672,7 +1677,8 @@ export class Collection {
 
   /**
    * Makes the vector file and the id index durable, then empties the log (so the next open
-   * has nothing to replay). Runs by itself when the log passes `checkpointThresholdBytes`.
+   * has nothing to replay). Runs by itself when a write takes the log past
+   * `stats().checkpointAtBytes` (see `checkpointThresholdBytes`). Writes wait while it runs.
    *
    * @example
    * ```ts

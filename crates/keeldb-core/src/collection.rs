@@ -73,10 +73,15 @@ const COMMIT_WRITEBACK_BYTES: u64 = 8 << 20;
 pub const INDEX_FILE: &str = "ids.idx";
 /// A checkpoint rewrites both indexes (`ids.idx`, `payloads.idx`) whole, so its cost grows
 /// with the collection while the threshold that triggers it does not: the log grows to at
-/// least this many times the indexes' size before a write triggers one, which keeps their
-/// rewriting under a quarter of the bytes logged in between however large the collection
-/// gets (and replay after a crash in proportion to reading the indexes at open).
+/// least this many times the indexes' size (as the last checkpoint wrote them) before a
+/// write triggers one, so the indexes are rewritten once per that many times their size of
+/// log, not every few MiB, and replay after a crash stays in proportion to reading them at
+/// open. Up to [`INDEX_SCALED_THRESHOLD_MAX`].
 const LOG_BYTES_PER_INDEX_BYTE: u64 = 4;
+/// Largest threshold the indexes' size makes (past 7-8M records with payloads): the log
+/// file, which keeps its size between checkpoints, and the replay after a crash stay
+/// bounded (about 0.7 s of replay here) however large the collection grows.
+const INDEX_SCALED_THRESHOLD_MAX: u64 = 1 << 30;
 /// The write-ahead log.
 pub const WAL_FILE: &str = "vectors.wal";
 
@@ -121,6 +126,9 @@ pub struct CollectionStats {
     pub wal_bytes: u64,
     /// Size of the id index file.
     pub index_file_bytes: u64,
+    /// The log size past which a write triggers a checkpoint now (the threshold, or what
+    /// the indexes' size makes of it).
+    pub checkpoint_at_bytes: u64,
     /// Sequence number of the last applied record.
     pub last_lsn: u64,
     /// Sequence number covered by the last checkpoint.
@@ -639,13 +647,18 @@ struct WriteStats {
 impl Writer {
     /// Whether the log has grown enough for a write to trigger a checkpoint: past the
     /// threshold and, when it scales, past [`LOG_BYTES_PER_INDEX_BYTE`] times the indexes'
-    /// size.
+    /// size (at most [`INDEX_SCALED_THRESHOLD_MAX`]).
     fn checkpoint_due(&self, options: &CollectionOptions) -> bool {
-        let floor = match options.checkpoint_scales_with_index {
-            true => self.index_bytes.saturating_mul(LOG_BYTES_PER_INDEX_BYTE),
-            false => 0,
-        };
-        self.wal.len_bytes() > options.checkpoint_threshold_bytes.max(floor)
+        self.wal.len_bytes() > self.checkpoint_threshold(options)
+    }
+
+    /// The log size past which a write triggers a checkpoint now.
+    fn checkpoint_threshold(&self, options: &CollectionOptions) -> u64 {
+        checkpoint_threshold(
+            options.checkpoint_threshold_bytes,
+            options.checkpoint_scales_with_index,
+            self.index_bytes,
+        )
     }
 
     /// Marks the collection poisoned by `error` and hands the error back.
@@ -653,6 +666,19 @@ impl Writer {
         self.poisoned.get_or_insert_with(|| error.to_string());
         error
     }
+}
+
+/// The log size past which a write triggers a checkpoint: `threshold`, or when it
+/// `scales`, at least [`LOG_BYTES_PER_INDEX_BYTE`] times `index_bytes` (the indexes' size),
+/// up to [`INDEX_SCALED_THRESHOLD_MAX`].
+fn checkpoint_threshold(threshold: u64, scales: bool, index_bytes: u64) -> u64 {
+    let floor = match scales {
+        true => index_bytes
+            .saturating_mul(LOG_BYTES_PER_INDEX_BYTE)
+            .min(INDEX_SCALED_THRESHOLD_MAX),
+        false => 0,
+    };
+    threshold.max(floor)
 }
 
 /// What open learned, kept for stats.
@@ -1691,6 +1717,7 @@ impl Collection {
             slot_high_water: u64::from(state.slot_high_water),
             wal_bytes: writer.wal.len_bytes(),
             index_file_bytes,
+            checkpoint_at_bytes: writer.checkpoint_threshold(&self.options),
             last_lsn: state.last_lsn,
             checkpoint_lsn: state.checkpoint_lsn,
             checkpoints: writer.checkpoints,
@@ -2171,5 +2198,29 @@ fn fail_group(group: Vec<Request>, first: Error, collection: &str) {
             .take()
             .unwrap_or_else(|| commit::echo(&echo, collection));
         request.complete(Err(error));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkpoint_threshold_grows_with_the_indexes_up_to_its_cap() {
+        let mib = 1u64 << 20;
+        // Small indexes: the threshold itself.
+        assert_eq!(checkpoint_threshold(64 * mib, true, 0), 64 * mib);
+        assert_eq!(checkpoint_threshold(64 * mib, true, 16 * mib), 64 * mib);
+        // Four times the indexes past it (1M records with payloads: 34 MB of indexes).
+        assert_eq!(
+            checkpoint_threshold(64 * mib, true, 34_000_000),
+            136_000_000
+        );
+        // At most 1 GiB from the indexes...
+        assert_eq!(checkpoint_threshold(64 * mib, true, 340_000_000), 1 << 30);
+        assert_eq!(checkpoint_threshold(64 * mib, true, u64::MAX), 1 << 30);
+        // ...but a larger threshold stays, and an exact one ignores the indexes.
+        assert_eq!(checkpoint_threshold(2 << 30, true, 340_000_000), 2 << 30);
+        assert_eq!(checkpoint_threshold(200, false, 340_000_000), 200);
     }
 }

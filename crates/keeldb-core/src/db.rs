@@ -35,11 +35,13 @@ pub struct DbOptions {
     pub durability: Durability,
     /// What replay does with damage in the middle of a log.
     pub recovery: RecoveryPolicy,
-    /// The log size past which a write triggers a checkpoint.
+    /// The log size past which a write triggers a checkpoint; exact only with
+    /// `checkpoint_scales_with_index` off.
     pub checkpoint_threshold_bytes: u64,
-    /// Whether that size also grows with the collection: a checkpoint rewrites the id and
-    /// payload indexes whole, so by default a write triggers one only once the log is also
-    /// past four times their size (see `CollectionOptions`). Off, the threshold is exact.
+    /// Whether that size also grows with the collection (the default; the JavaScript
+    /// binding turns it off when `checkpointThresholdBytes` is given): a checkpoint rewrites
+    /// the id and payload indexes whole, so a write then triggers one only once the log is
+    /// also past four times their size, up to 1 GiB (see `CollectionOptions`).
     pub checkpoint_scales_with_index: bool,
     /// Share of garbage (superseded and delete frames) in a payload log, above 0 and at
     /// most 1, at which a write triggers compaction.

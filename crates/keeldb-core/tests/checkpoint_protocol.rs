@@ -81,6 +81,7 @@ fn the_default_threshold_grows_with_the_indexes_a_checkpoint_rewrites() {
         + read(&payload_index_path(dir.path())).len() as u64;
     let floor = 4 * index_bytes;
     assert!(floor > 20 * threshold, "indexes of {index_bytes} bytes");
+    assert_eq!(c.stats().expect("stats").checkpoint_at_bytes, floor);
     let checkpoints = c.stats().expect("stats").checkpoints;
     let mut n = 2_000;
     // Every write below the floor leaves the log growing.
@@ -105,11 +106,18 @@ fn the_default_threshold_grows_with_the_indexes_a_checkpoint_rewrites() {
         );
         assert_eq!(stats.checkpoints, checkpoints, "write {n}");
     }
-    // After a reopen, the floor comes from the index files found.
+    // After a reopen, the floor comes from the index files found (those of the checkpoint
+    // close ran).
     drop(c);
-    drop(db);
+    db.close().expect("close");
+    let index_bytes = read(&index_path(dir.path())).len() as u64
+        + read(&payload_index_path(dir.path())).len() as u64;
     let db = Db::open(dir.path(), options).expect("reopen");
     let c = db.collection(NAME).expect("collection");
+    assert_eq!(
+        c.stats().expect("stats").checkpoint_at_bytes,
+        4 * index_bytes
+    );
     for m in n..n + 100 {
         put(&c, &[m]);
         let stats = c.stats().expect("stats");

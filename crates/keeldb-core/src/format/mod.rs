@@ -71,7 +71,8 @@ impl<'f, E> Chunked<'f, E> {
     /// An empty output that hands its chunks to `flush`.
     pub fn new(flush: &'f mut dyn FnMut(&[u8]) -> Result<(), E>) -> Self {
         Chunked {
-            buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+            // Grown as needed: most files encoded at create or in tests are tiny.
+            buf: Vec::new(),
             crc: crc32fast::Hasher::new(),
             flush,
         }
