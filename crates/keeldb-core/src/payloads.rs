@@ -385,7 +385,7 @@ impl PayloadStore {
     /// Checks, before anything is installed, that every index entry compaction did not see
     /// change was copied: afterwards the swap cannot fail.
     pub fn check_compaction(&self, copy: &CompactionCopy) -> Result<()> {
-        for (id, loc) in self.index.iter() {
+        for (id, loc) in self.index.iter_ref() {
             let copied = loc.offset >= copy.end
                 || copy
                     .moved

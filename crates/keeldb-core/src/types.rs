@@ -117,12 +117,6 @@ impl<V> IdMap<V> {
         }
     }
 
-    /// Every id (string ids copied) and its value, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (Id, &V)> {
-        let ints = self.ints.iter().map(|(n, v)| (Id::Int(*n), v));
-        ints.chain(self.strs.iter().map(|(s, v)| (Id::Str(s.clone()), v)))
-    }
-
     /// Every id, borrowed, and its value, in no particular order.
     pub fn iter_ref(&self) -> impl Iterator<Item = (IdRef<'_>, &V)> + Clone {
         let ints = self.ints.iter().map(|(n, v)| (IdRef::Int(*n), v));
@@ -216,7 +210,7 @@ pub enum Id {
 }
 
 /// An [`Id`] borrowed: what encoders take, so that writing an index copies no string id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum IdRef<'a> {
     /// A string id.
     Str(&'a str),
@@ -274,9 +268,15 @@ impl Id {
 
 impl std::fmt::Display for Id {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        IdRef::from(self).fmt(f)
+    }
+}
+
+impl std::fmt::Display for IdRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Id::Str(s) => write!(f, "{s:?}"),
-            Id::Int(n) => write!(f, "{n}"),
+            IdRef::Str(s) => write!(f, "{s:?}"),
+            IdRef::Int(n) => write!(f, "{n}"),
         }
     }
 }
@@ -415,9 +415,9 @@ mod tests {
         );
         assert_eq!(map.insert_new(Id::from("7"), 4), Err(Id::from("7")));
         assert_eq!(map.len(), 2);
-        let mut all: Vec<(Id, u32)> = map.iter().map(|(id, v)| (id, *v)).collect();
+        let mut all: Vec<(IdRef<'_>, u32)> = map.iter_ref().map(|(id, v)| (id, *v)).collect();
         all.sort();
-        assert_eq!(all, vec![(Id::from("7"), 2), (Id::Int(7), 3)]);
+        assert_eq!(all, vec![(IdRef::Str("7"), 2), (IdRef::Int(7), 3)]);
         assert_eq!(map.remove(&Id::Int(7)), Some(3));
         assert!(!map.contains_key(&Id::Int(7)) && map.contains_key(&Id::from("7")));
     }
