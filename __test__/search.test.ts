@@ -2,7 +2,7 @@
 
 import test from 'ava'
 
-import { open, KeelError, SEARCH_K_MAX, type Collection, type Id, type Metric, type SearchHit } from '../lib/index'
+import { open, KeelError, SEARCH_K_MAX, type Collection, type Filter, type Id, type Metric, type SearchHit } from '../lib/index'
 import { sameBytes, tempDir } from './helpers'
 import { vectorFor } from './fixtures/vectors'
 
@@ -151,6 +151,26 @@ test('filters: accepted and evaluated natively (a record without a payload is an
   t.deepEqual(await c.search(q, { k: 30, filter: { a: 1 } }), [])
   t.deepEqual(await c.search(q, { k: 30, filter: { $or: [{ a: { $gt: 0 } }, { b: { $in: ['x'] } }] } }), [])
   t.deepEqual(c.searchBatchSync([q, q], { k: 3, filter: { a: { $exists: true } } }), [[], []])
+  await db.close()
+})
+
+test('null matches any branch of a dotted path that ends without a value, as in MongoDB 9.0', async (t) => {
+  const db = await open(tempDir(t))
+  const c = await db.createCollection('c', { dimension: 2 })
+  const payloads: [string, unknown][] = [
+    ['one element lacks lang', { eds: [{ lang: 'en' }, {}] }],
+    ['all have lang', { eds: [{ lang: 'en' }] }],
+    ['empty array', { eds: [] }],
+    ['scalars', { eds: [1, 2] }],
+    ['a string', { eds: 'x' }],
+  ]
+  await c.upsert(payloads.map(([id, payload]) => ({ id, vector: [1, 0], payload })))
+  const ids = async (filter: Filter) => (await c.search([1, 0], { k: 10, filter })).map((h) => h.id).sort()
+  const nulls = ['a string', 'empty array', 'one element lacks lang', 'scalars']
+  t.deepEqual(await ids({ 'eds.lang': null }), nulls)
+  t.deepEqual(await ids({ 'eds.lang': { $in: [null] } }), nulls)
+  t.deepEqual(await ids({ 'eds.lang': { $ne: null } }), ['all have lang'])
+  t.deepEqual(await ids({ 'eds.lang': { $exists: true } }), ['all have lang', 'one element lacks lang'])
   await db.close()
 })
 

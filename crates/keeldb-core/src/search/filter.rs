@@ -199,50 +199,74 @@ impl Cond {
         match self {
             Cond::Not(cond) => !cond.holds(doc, path),
             Cond::All(conds) => conds.iter().all(|c| c.holds(doc, path)),
-            Cond::Exists(wanted) => reaches(doc, path, &mut |_| true).0 == *wanted,
+            Cond::Exists(wanted) => reaches(doc, path, &mut |_| true).reached == *wanted,
             Cond::Eq(wanted) => equals(doc, path, &mut |x| json_eq(x, wanted), wanted.is_null()),
             Cond::In(choices) => equals(doc, path, &mut |x| choices.contains(x), choices.null),
             Cond::Cmp(op, bound) => {
                 reaches(doc, path, &mut |v| {
                     leaf_any(v, &mut |x| compare(*op, bound, x))
                 })
-                .1
+                .matched
             }
         }
     }
 }
 
-/// Whether the path reaches a value `wanted` accepts (or is missing and `null_wanted`).
+/// Whether the path reaches a value `wanted` accepts, or (if `null_wanted`) a branch of it
+/// ends without a value: MongoDB's rule since 9.0, "a dotted path that does not resolve to a
+/// non-null value evaluates as null", so `{"a.b": null}` matches `{"a": [{"b": 1}, {}]}`.
 fn equals(
     doc: Option<&Value>,
     path: &[String],
     wanted: &mut dyn FnMut(&Value) -> bool,
     null_wanted: bool,
 ) -> bool {
-    let (reached, matched) = reaches(doc, path, &mut |v| leaf_any(v, &mut *wanted));
-    matched || (!reached && null_wanted)
+    let reach = reaches(doc, path, &mut |v| leaf_any(v, &mut *wanted));
+    reach.matched || (reach.missing && null_wanted)
 }
 
-/// Calls `test` on each value `path` reaches in `doc` until it returns true. Returns whether
-/// any value was reached and whether `test` held for one.
+/// What a walk of a path found.
+struct Reach {
+    /// Some branch reached a value (`$exists`).
+    reached: bool,
+    /// The test held for a value reached (the walk stops at the first).
+    matched: bool,
+    /// Some branch ended without a value, as [`Walk::missing`] says; meaningful only when
+    /// nothing matched.
+    missing: bool,
+}
+
+/// Calls `test` on each value `path` reaches in `doc` until it returns true.
 fn reaches<'v>(
     doc: Option<&'v Value>,
     path: &[String],
     test: &mut dyn FnMut(&'v Value) -> bool,
-) -> (bool, bool) {
+) -> Reach {
     let mut walk = Walk {
         test,
         reached: false,
+        missing: doc.is_none(),
         seen: None,
     };
     let matched = doc.is_some_and(|d| walk.walk(d, path));
-    (walk.reached, matched)
+    Reach {
+        reached: walk.reached,
+        matched,
+        missing: walk.missing,
+    }
 }
 
 /// One evaluation of a path against a document.
 struct Walk<'t, 'v> {
     test: &'t mut dyn FnMut(&'v Value) -> bool,
     reached: bool,
+    /// Whether a branch of the path ended without a value: a record without a payload, an
+    /// object without the step's key, a scalar with steps left, or, in an array met with
+    /// a named step left, the array empty or an element that is not an object (MongoDB 9.0:
+    /// an empty array, an array of scalars or one holding an array evaluates as null).
+    /// Under a numeric step only an empty array counts: the other elements are not
+    /// branches there (`{"a.0": null}` does not match `{"a": [5, 6]}`).
+    missing: bool,
     /// The (value, steps left) pairs entered from an array where a numeric step takes both
     /// routes (see [`Walk::walk`]); made on the first such array. Without it, a path of
     /// numeric steps through nested arrays of objects (`{"0":[{"0":[...]}]}` and `0.0.0...`)
@@ -260,21 +284,33 @@ impl<'v> Walk<'_, 'v> {
             return (self.test)(value);
         };
         match value {
-            Value::Object(fields) => fields
-                .get(step.as_str())
-                .is_some_and(|child| self.walk(child, rest)),
+            Value::Object(fields) => match fields.get(step.as_str()) {
+                Some(child) => self.walk(child, rest),
+                None => {
+                    self.missing = true;
+                    false
+                }
+            },
             Value::Array(items) => {
-                let indexed = array_index(step).and_then(|i| items.get(i));
+                let index = array_index(step);
+                let indexed = index.and_then(|i| items.get(i));
                 let both = indexed.is_some() && items.iter().any(Value::is_object);
+                if items.is_empty() || (index.is_none() && !items.iter().all(Value::is_object)) {
+                    self.missing = true;
+                }
                 // Like MongoDB, a step into an array also tries the step on each element that
-                // is an object (one level: arrays inside arrays are not entered).
+                // is an object (one level: arrays inside arrays are not entered), numeric
+                // steps included: an object without that key is a branch without a value.
                 indexed.is_some_and(|child| self.enter(child, rest, both))
                     || items
                         .iter()
                         .filter(|item| item.is_object())
                         .any(|item| self.enter(item, path, both))
             }
-            _ => false,
+            _ => {
+                self.missing = true;
+                false
+            }
         }
     }
 
@@ -823,6 +859,63 @@ mod tests {
             (json!({ "missing": { "$exists": false } }), true),
             (json!({ "stock": { "$exists": true } }), true),
         ]);
+    }
+
+    #[test]
+    fn null_through_arrays_is_mongodb_9s_missing_branch() {
+        // The expectations of MongoDB 9.0's null_query_semantics.js and
+        // dotted_path_in_null.js (SERVER-36681) for `{"a.b": null}`, and for `$in: [null]`,
+        // which must agree; `$ne` and `$nin` are their negations.
+        let cases = [
+            (json!({ "a": [{ "b": 1 }, {}] }), true), // one element lacks b
+            (json!({ "a": [{ "b": 1 }] }), false),
+            (json!({ "a": [{ "b": null }] }), true),
+            (json!({ "a": [] }), true),
+            (json!({ "a": [1, 2] }), true),
+            (json!({ "a": [[]] }), true),
+            (json!({ "a": [null, null] }), true),
+            (json!({ "a": [5, { "b": 1 }] }), true),
+            (json!({ "a": [[{ "b": 2 }], { "b": 3 }] }), true),
+            (json!({ "a": "x" }), true),
+            (json!({ "a": {} }), true),
+            (json!({ "a": null }), true),
+            (json!({}), true),
+            (json!({ "a": { "b": [] } }), false), // b is there: an empty array, not null
+            (json!({ "a": [{ "b": [null] }] }), true),
+        ];
+        let filters = [
+            (json!({ "a.b": null }), true),
+            (json!({ "a.b": { "$in": [null, 7] } }), true),
+            (json!({ "a.b": { "$ne": null } }), false),
+            (json!({ "a.b": { "$nin": [null] } }), false),
+        ];
+        for (filter, positive) in &filters {
+            let filter = parse(filter.clone());
+            for (doc, null) in &cases {
+                assert_eq!(
+                    filter.matches(Some(doc)),
+                    null == positive,
+                    "{filter:?} on {doc}"
+                );
+            }
+        }
+        // No payload is a missing branch too.
+        assert!(parse(json!({ "a.b": null })).matches(None));
+    }
+
+    #[test]
+    fn null_through_a_numeric_step_follows_mongodbs_two_routes() {
+        // A numeric step takes the element at that index and also looks the step up as a key
+        // of each object element (path.cpp), so an object without that key is a branch
+        // without a value; other elements are not branches under a numeric step.
+        let null_at = |path: &str, doc: Value| parse(json!({ path: null })).matches(Some(&doc));
+        assert!(null_at("a.0.b", json!({ "a": [{ "b": 1 }] }))); // {"b":1} has no key "0"
+        assert!(!null_at("a.0", json!({ "a": [5, 6] })));
+        assert!(null_at("a.0", json!({ "a": [] })));
+        assert!(null_at("a.0", json!({ "a": [null] })));
+        assert!(!null_at("a.1", json!({ "a": [{ "1": 2 }, 3] }))); // both routes give values
+        assert!(!parse(json!({ "a.0.b": { "$ne": null } }))
+            .matches(Some(&json!({ "a": [{ "b": 1 }] }))));
     }
 
     #[test]
