@@ -27,6 +27,10 @@ mod settle;
 
 use napi_derive::napi;
 
+/// Every Rust allocation of the addon: see the note on `mimalloc` in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use collection::{
     collection_get_sync_into, NativeCollection, NativeCollectionStats, NativeHits, NativeRecord,
     ReadHandle,
