@@ -1,7 +1,7 @@
 // Bad input is refused with its code before anything is written: a batch with one bad record leaves the collection unchanged.
 
 import test, { type ExecutionContext } from 'ava'
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 import { open, KeelError, type Collection, type Db, type Id } from '../lib/index'
@@ -165,6 +165,19 @@ for (const [what, options] of BAD_OPEN_OPTIONS) {
     t.false(existsSync(dir))
   })
 }
+
+test('open refuses an empty path, a NUL in the path, and a directory that is not a database, touching nothing', async (t) => {
+  const cwd = readdirSync('.')
+  await t.throwsAsync(open(''), { code: 'KEEL_INVALID_ARGUMENT', instanceOf: KeelError })
+  await t.throwsAsync(open(join(tempDir(t), 'a\0b')), { code: 'KEEL_INVALID_ARGUMENT', instanceOf: KeelError })
+  t.deepEqual(readdirSync('.'), cwd, 'no keeldb.lock in the current directory')
+  const dir = tempDir(t)
+  mkdirSync(join(dir, '.creating-backup'))
+  writeFileSync(join(dir, '.creating-backup', 'precious.txt'), 'my data')
+  await t.throwsAsync(open(dir), { code: 'KEEL_INVALID_ARGUMENT', message: /is not a keeldb database/ })
+  t.deepEqual(readdirSync(dir), ['.creating-backup'])
+  t.is(readFileSync(join(dir, '.creating-backup', 'precious.txt'), 'utf8'), 'my data')
+})
 
 const BAD_COLLECTIONS: [string, unknown, unknown][] = [
   ['empty name', '', { dimension: 4 }],

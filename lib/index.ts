@@ -1830,8 +1830,10 @@ export class Collection {
 }
 
 /**
- * Opens (creating the directory if missing) a database, takes its lock (`KEEL_LOCKED` if
- * another handle in this or another process has it) and recovers every collection. If
+ * Opens (creating the directory and its missing parents) a database, takes its lock
+ * (`KEEL_LOCKED` if another handle in this or another process has it) and recovers every
+ * collection. A directory that is neither empty nor a database (no `keeldb.lock` and no
+ * collection in it) is refused with `KEEL_INVALID_ARGUMENT`, and left untouched. If
  * recovery skipped damaged log records, emits a process warning with code
  * `KEEL_CORRUPT_RECORDS_SKIPPED` naming the collection and the count.
  *
@@ -1843,6 +1845,9 @@ export class Collection {
  */
 export async function open(path: string, options?: OpenOptions): Promise<Db> {
   checkString('path', path)
+  if (path === '' || path.includes('\0')) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `path must be a non-empty path without NUL characters, got ${show(path)}`)
+  }
   const { durability, recovery, ...tuning } = parseOptions('open options', openOptionsSchema, options ?? {})
   const writes = new Writes()
   const handle = await callAsync(() =>

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::collection::{self, Collection, CollectionOptions};
 use crate::error::{Error, Result};
 use crate::storage::fsio;
-use crate::storage::lock::DirLock;
+use crate::storage::lock::{DirLock, LOCK_FILE_NAME};
 use crate::storage::vfs::{NodeKind, RealFs, Vfs};
 use crate::types::{validate_collection_name, Durability, Metric, RecoveryPolicy, DIMENSION_MAX};
 
@@ -98,6 +98,10 @@ impl Db {
                 "compaction garbage ratio must be above 0 and at most 1, got {ratio}"
             )));
         }
+        if path.as_os_str().is_empty() {
+            return Err(Error::invalid("the database path is empty"));
+        }
+        refuse_foreign_dir(&*fs, path)?;
         create_dir_durably(&*fs, path)?;
         let lock = DirLock::acquire(&*fs, path)?;
         let mut collections = BTreeMap::new();
@@ -259,6 +263,36 @@ impl Db {
 
 /// Creates `path` and any missing parents, each made durable in its parent (a database
 /// directory that a power loss could unlink would take acknowledged writes with it).
+/// Refuses, before anything is written, a `path` that exists and is not a database: a
+/// directory with entries but neither `keeldb.lock` nor a collection (a directory holding
+/// `collection.json`). Open would otherwise lock it
+/// and delete its `.creating-*` and `.dropping-*` entries as leftovers of ours. A database
+/// copied without its lock file is still recognised by its collections.
+fn refuse_foreign_dir(fs: &dyn Vfs, path: &Path) -> Result<()> {
+    let entries = match fs.read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("read directory", path, e)),
+    };
+    let ours = entries.is_empty()
+        || entries.iter().any(|entry| {
+            entry.name == LOCK_FILE_NAME
+                || (entry.kind == NodeKind::Dir
+                    && validate_collection_name(&entry.name).is_ok()
+                    && fs
+                        .kind(&path.join(&entry.name).join(collection::CONFIG_FILE))
+                        .is_ok())
+        });
+    if ours {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{} is not a keeldb database: it holds other files and no {LOCK_FILE_NAME} or \
+         collection (open a new or empty directory)",
+        path.display()
+    )))
+}
+
 fn create_dir_durably(fs: &dyn Vfs, path: &Path) -> Result<()> {
     let mut missing = Vec::new();
     let mut at = Some(path);

@@ -137,6 +137,40 @@ fn leftovers_of_interrupted_creates_and_drops_are_removed_at_open() {
     db.close().expect("close");
 }
 
+#[test]
+fn a_directory_that_is_not_a_database_is_refused_and_left_as_it_was() {
+    // Open takes leftovers for its own and deletes them: in a directory of someone else's
+    // files it must refuse before it locks, creates or deletes anything.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let precious = dir.path().join(".creating-backup/precious.txt");
+    fs::create_dir(dir.path().join(".creating-backup")).expect("mkdir");
+    write(&precious, b"my data");
+    fs::create_dir(dir.path().join("src")).expect("mkdir");
+    write(&dir.path().join("src/main.c"), b"int main;");
+    let before = common::tree(dir.path());
+    let refused = Db::open(dir.path(), DbOptions::default());
+    assert_eq!(code(refused), "KEEL_INVALID_ARGUMENT");
+    assert_eq!(
+        common::tree(dir.path()),
+        before,
+        "nothing is written or removed"
+    );
+    assert_eq!(
+        code(Db::open(std::path::Path::new(""), DbOptions::default())),
+        "KEEL_INVALID_ARGUMENT"
+    );
+
+    // A database copied without its lock file is still known by its collections.
+    let db_dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(db_dir.path(), 2);
+    put(&c, &[1, 2]);
+    db.close().expect("close");
+    fs::remove_file(db_dir.path().join("keeldb.lock")).expect("remove the lock file");
+    let db = open_ok(db_dir.path());
+    common::assert_holds(&db.collection(NAME).expect("c"), &[1, 2], &[]);
+    db.close().expect("close");
+}
+
 fn assert_collection_closed(c: &Collection) {
     let id = [Id::Int(1)];
     assert_eq!(

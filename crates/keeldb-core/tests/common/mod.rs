@@ -92,6 +92,27 @@ pub fn write(path: &Path, bytes: &[u8]) {
     fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// Every file and directory under `dir` (paths relative to it) with a file's contents, sorted:
+/// to check that a refused call changed nothing on disk.
+pub fn tree(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    fn walk(root: &Path, at: &Path, out: &mut Vec<(PathBuf, Option<Vec<u8>>)>) {
+        for entry in fs::read_dir(at).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let relative = path.strip_prefix(root).expect("under the root").to_owned();
+            if path.is_dir() {
+                out.push((relative, None));
+                walk(root, &path, out);
+            } else {
+                out.push((relative, Some(read(&path))));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
 /// The vector every fixture stores under integer id `n`: distinct per id and component.
 pub fn vector(n: u64, dimension: u32) -> Vec<f32> {
     (0..dimension).map(|j| n as f32 * 10.0 + j as f32).collect()
