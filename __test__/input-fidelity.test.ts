@@ -5,6 +5,7 @@
 import test, { type ExecutionContext } from 'ava'
 
 import { open, KeelError, type Collection } from '../lib/index'
+import { join } from 'node:path'
 import { tempDir } from './helpers'
 
 async function setup(t: ExecutionContext, dimension = 3): Promise<Collection> {
@@ -168,5 +169,57 @@ test("an exception from the caller's own getter comes back as the cause, not bla
   })
   t.is(error?.cause, thrown)
   t.notRegex(error?.message ?? '', /in keeldb/)
+  t.is(col.stats().count, 0)
+})
+
+test("every method that reads the caller's input gives a getter's exception back as a KeelError", async (t) => {
+  const dir = tempDir(t)
+  const db = await open(dir)
+  t.teardown(() => db.close().catch(() => undefined))
+  const col = await db.createCollection('docs', { dimension: 2 })
+  await col.upsert({ id: 'a', vector: [1, 0], payload: { v: 1 } })
+  const thrown = new Error('the getter failed')
+  const boom = {
+    get x(): never {
+      throw thrown
+    },
+  }
+  const throwing = (key: string): object =>
+    Object.defineProperty({}, key, {
+      enumerable: true,
+      get: () => {
+        throw thrown
+      },
+    })
+  const calls: [string, () => unknown][] = [
+    ['updatePayload', () => col.updatePayload('a', boom)],
+    ['mergePayload', () => col.mergePayload('a', boom)],
+    ['search filter', () => col.search([1, 0], { filter: boom as never })],
+    ['searchSync filter', () => col.searchSync([1, 0], { filter: boom as never })],
+    ['search query', () => col.search(new Proxy([1, 0], { get: (target, key) => (key === '1' ? boom.x : Reflect.get(target, key)) }))],
+    ['searchBatch queries', () => col.searchBatch(new Proxy([[1, 0]], { get: () => boom.x }))],
+    ['get options', () => col.get('a', throwing('vector') as never)],
+    ['getSync options', () => col.getSync('a', throwing('payload') as never)],
+    ['getMany ids', () => col.getMany(new Proxy(['a'], { get: () => boom.x }))],
+    ['createCollection options', () => db.createCollection('x', throwing('dimension') as never)],
+    ['open options', () => open(join(dir, 'other'), throwing('durability') as never)],
+    ['bulkLoad options', () => col.bulkLoad([], throwing('batchSize') as never)],
+  ]
+  for (const [what, call] of calls) {
+    const error = await t.throwsAsync(async () => call(), { code: 'KEEL_INTERNAL', instanceOf: KeelError }, what)
+    t.is(error?.cause, thrown, what)
+  }
+  t.deepEqual((await col.get('a'))?.payload, { v: 1 })
+})
+
+test('a Proxy of a Float32Array, or an object given its prototype, is refused as a vector and as a query', async (t) => {
+  const col = await setup(t, 2)
+  const fakes = [new Proxy(new Float32Array(2), {}), Object.setPrototypeOf({ length: 2 }, Float32Array.prototype)]
+  for (const fake of fakes) {
+    await t.throwsAsync(col.upsert({ id: 'a', vector: fake }), invalid)
+    await t.throwsAsync(col.upsert([{ id: 'a', vector: fake }]), invalid)
+    await t.throwsAsync(col.search(fake), invalid)
+    t.throws(() => col.searchBatchSync(fake), invalid)
+  }
   t.is(col.stats().count, 0)
 })

@@ -2,7 +2,7 @@
 
 import test from 'ava'
 
-import { checkedPayloadJson, PAYLOAD_DEPTH_MAX, quickPayloadJson } from '../lib/payload'
+import { checkedPayloadJson, PAYLOAD_BYTES_MAX, PAYLOAD_DEPTH_MAX, quickPayloadJson } from '../lib/payload'
 
 class Refused extends Error {
   constructor(readonly path: string) {
@@ -110,6 +110,34 @@ test('a cycle through many keys ends the quick check at once, though it keeps no
   t.is(quickPayloadJson(o), undefined)
   t.deepEqual(full(o), { refused: 'payload.k0' })
   t.true(Date.now() - started < 5000)
+})
+
+test('a value that toJSON would replace is refused, enumerable or not', (t) => {
+  const object = { title: 'real' }
+  Object.defineProperty(object, 'toJSON', { value: () => ({ title: 'substituted' }), enumerable: false })
+  const array = [1, 2]
+  Object.defineProperty(array, 'toJSON', { value: () => 'substituted', enumerable: false })
+  for (const [i, p] of [object, { nested: [array] }, { toJSON: () => 1 }].entries()) {
+    t.is(quickPayloadJson(p), undefined, `value ${i}`)
+    t.true('refused' in full(p), `value ${i} is refused by the full check`)
+  }
+})
+
+test('shared parts are counted at each reference, so a small graph over the size limit is refused without walking it whole', (t) => {
+  // 41 objects, each referring twice to the next: 2^40 paths to the leaf, a JSON text of
+  // terabytes. Counting the text as the walk goes stops it at the limit.
+  let shared: Record<string, unknown> = { leaf: 'x' }
+  for (let i = 0; i < 40; i++) shared = { l: shared, r: shared }
+  t.is(quickPayloadJson(shared), undefined)
+  t.deepEqual(full(shared), { refused: 'payload' })
+  // The count is a lower bound of the text's bytes: a payload of exactly the limit passes.
+  const atLimit = 'x'.repeat(PAYLOAD_BYTES_MAX - 2)
+  t.is(Buffer.byteLength(JSON.stringify(atLimit)), PAYLOAD_BYTES_MAX)
+  t.is(agree(t, atLimit, 'at the limit')?.length, PAYLOAD_BYTES_MAX)
+  const over = { k: 'x'.repeat(PAYLOAD_BYTES_MAX - 7) } // {"k":"..."} is the limit + 1
+  t.is(Buffer.byteLength(JSON.stringify(over)), PAYLOAD_BYTES_MAX + 1)
+  t.is(quickPayloadJson(over), undefined)
+  t.deepEqual(full(over), { refused: 'payload' })
 })
 
 test('a payload of many objects takes the quick path', (t) => {

@@ -180,7 +180,17 @@ test('bad filters are KEEL_INVALID_ARGUMENT naming the bad part', async (t) => {
   await c.upsert({ id: 1, vector: [1, 0] })
   const cyclic: Record<string, unknown> = {}
   cyclic.self = cyclic
+  // 41 objects, each referring twice to the next: 2^40 paths, walked once each before the
+  // size was counted during the walk.
+  let shared: Record<string, unknown> = { leaf: 'x' }
+  for (let i = 0; i < 40; i++) shared = { l: shared, r: shared }
+  const hiddenToJson = { title: 'nothing-has-this' }
+  Object.defineProperty(hiddenToJson, 'toJSON', { value: () => ({}), enumerable: false })
   const cases: [unknown, RegExp][] = [
+    [{ a: shared }, /^invalid filter: more than 1048576 bytes of JSON, the limit$/],
+    [{ t: '\ud800' }, /at 't': a string with a lone surrogate is not JSON/],
+    [{ ['\udc00']: 1 }, /invalid filter: a key with a lone surrogate is not JSON/],
+    [hiddenToJson, /a toJSON method is not JSON/],
     [{ price: { $foo: 1 } }, /at 'price\.\$foo': unknown operator \$foo/],
     [{ $where: 'x' }, /at '\$where': unknown operator/],
     [{ price: { $gt: [1] } }, /at 'price\.\$gt': needs a number or a string, got an array/],

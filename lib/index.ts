@@ -11,7 +11,7 @@ import type { NativeCollection, NativeCollectionStats, NativeDb, NativeHits, Nat
 // zod 4 has no transitive dependencies. Records on the hot path are checked by hand below.
 import { z } from 'zod'
 
-import { checkedPayloadJson, describe, PAYLOAD_DEPTH_MAX, quickPayloadJson, wellFormed } from './payload'
+import { checkedPayloadJson, describe, jsonOwnBytes, PAYLOAD_BYTES_MAX, PAYLOAD_DEPTH_MAX, quickPayloadJson, wellFormed } from './payload'
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const native = require('../index.js') as typeof NativeBinding
@@ -125,6 +125,19 @@ function errorFromMessage(message: string | undefined): KeelError {
 function callSync<T>(fn: () => T): T {
   try {
     return fn()
+  } catch (err) {
+    throw toKeelError(err)
+  }
+}
+
+/**
+ * Reads the caller's input through `read`: whatever it throws becomes a {@link KeelError}
+ * (a getter or Proxy trap of the caller's that throws gives `KEEL_INTERNAL` with the
+ * original as its `cause`, as `KeelErrorCode` says).
+ */
+function readInput<T>(read: () => T): T {
+  try {
+    return read()
   } catch (err) {
     throw toKeelError(err)
   }
@@ -298,7 +311,7 @@ const getOptionsSchema = z.strictObject({ vector: z.boolean().optional(), payloa
 
 /** Parses `value` with `schema`, or throws KEEL_INVALID_ARGUMENT naming each bad field. */
 function parseOptions<S extends z.ZodType>(what: string, schema: S, value: unknown): z.output<S> {
-  const result = schema.safeParse(value, { reportInput: true })
+  const result = readInput(() => schema.safeParse(value, { reportInput: true }))
   if (result.success) return result.data
   const problems = result.error.issues.map((issue) => {
     const at = issue.path.length > 0 ? `${issue.path.join('.')}: ` : ''
@@ -347,19 +360,8 @@ export type Id = string | number
  */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
 
-/**
- * Most bytes one record's payload may take as JSON text (UTF-8): 16 MiB.
- *
- * @example
- * ```ts
- * import { PAYLOAD_BYTES_MAX } from 'keeldb'
- * if (Buffer.byteLength(JSON.stringify(meta)) > PAYLOAD_BYTES_MAX) console.warn('too big to store')
- * ```
- */
-export const PAYLOAD_BYTES_MAX = 16 * 1024 * 1024
-
-// Defined with the payload checks that enforce it.
-export { PAYLOAD_DEPTH_MAX } from './payload'
+// Defined with the payload checks that enforce them.
+export { PAYLOAD_BYTES_MAX, PAYLOAD_DEPTH_MAX } from './payload'
 
 /**
  * A record to write. `vector` must have exactly the collection's dimension, every component
@@ -446,7 +448,7 @@ function checkIds(ids: unknown): Id[] {
   if (!Array.isArray(ids)) {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `ids must be an array, got ${describe(ids)}`)
   }
-  return ids.map((id: unknown, i) => checkId(id, i))
+  return readInput(() => ids.map((id: unknown, i) => checkId(id, i)))
 }
 
 function checkRecord(record: unknown, index: number): VectorRecord {
@@ -471,8 +473,9 @@ function checkComponents(vector: readonly unknown[], which: () => string): void 
 }
 
 /** Throws KEEL_INVALID_ARGUMENT for a payload at `path`. */
-function badPayload(path: string, problem: string): never {
-  throw new KeelError('KEEL_INVALID_ARGUMENT', `${path} ${problem}; payloads must survive JSON.stringify and JSON.parse unchanged`)
+function badPayload(path: string, problem: string, tooLarge?: boolean): never {
+  const why = tooLarge === true ? '' : '; payloads must survive JSON.stringify and JSON.parse unchanged'
+  throw new KeelError('KEEL_INVALID_ARGUMENT', `${path} ${problem}${why}`)
 }
 
 /**
@@ -480,7 +483,7 @@ function badPayload(path: string, problem: string): never {
  * naming the path of the first value that would not, and returns its JSON text.
  */
 function payloadJson(value: unknown, where: string | (() => string)): string {
-  return quickPayloadJson(value) ?? checkedPayloadJson(value, where, badPayload)
+  return readInput(() => quickPayloadJson(value) ?? checkedPayloadJson(value, where, badPayload))
 }
 
 /** Parses a stored payload; text that is not JSON was changed on disk. */
@@ -526,7 +529,7 @@ function readOptions(options: GetOptions | undefined): GetOptions {
     const copy: Record<string, boolean | undefined> = {}
     let plain = true
     for (const key in options) {
-      const value: unknown = (options as Record<string, unknown>)[key]
+      const value: unknown = readInput(() => (options as Record<string, unknown>)[key])
       if ((key !== 'vector' && key !== 'payload') || (value !== undefined && typeof value !== 'boolean')) {
         plain = false
         break
@@ -566,7 +569,7 @@ function checkFull(value: unknown, i: number, dimension: number): CheckedRecord 
   const record = checkRecord(value, i)
   const id = checkId(record.id, i)
   const vector: unknown = record.vector
-  if (!(vector instanceof Float32Array) && !Array.isArray(vector)) {
+  if (!isFloat32Array(vector) && !Array.isArray(vector)) {
     throw new KeelError(
       'KEEL_INVALID_ARGUMENT',
       `record ${i}: vector must be a Float32Array or a number[], got ${describe(vector)}`,
@@ -658,7 +661,7 @@ function pack(
   let texts: (string | undefined)[] | undefined
   const only = records.length === 1 ? checkRecord(records[0], 0).vector : undefined
   // A single Float32Array record needs no copy here: the native side copies it once.
-  const reuse = only instanceof Float32Array && only.length === dimension
+  const reuse = isFloat32Array(only) && only.length === dimension
   const flat = reuse ? only : floats.take(records.length * dimension)
   try {
     for (let i = 0; i < records.length; i++) {
@@ -704,6 +707,16 @@ export const SEARCH_QUERIES_MAX = 10_000
 
 /** Deepest nesting of objects and arrays in a filter (the native parser also limits it). */
 const FILTER_DEPTH_MAX = 64
+
+/** Largest filter as JSON text: the native parser's limit (`FILTER_JSON_BYTES_MAX` in the core). */
+const FILTER_JSON_BYTES_MAX = 1024 * 1024
+
+/**
+ * What {@link checkJson} has left of {@link FILTER_JSON_BYTES_MAX}, counted as the payload
+ * checks count (`jsonOwnBytes`): a filter that shares parts is refused at the size limit
+ * instead of being walked once per path to each shared part.
+ */
+let filterBytesLeft = 0
 
 /**
  * The operators of a field condition; several in one object must all hold.
@@ -841,8 +854,11 @@ function encodeFilter(filter: unknown): string {
   if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `invalid filter: a filter must be an object, got ${describe(filter)}`)
   }
-  checkJson(filter, '', new Set())
-  return JSON.stringify(filter)
+  filterBytesLeft = FILTER_JSON_BYTES_MAX
+  return readInput(() => {
+    checkJson(filter, '', new Set())
+    return JSON.stringify(filter)
+  })
 }
 
 function checkJson(value: unknown, at: string, ancestors: Set<object>): void {
@@ -850,8 +866,13 @@ function checkJson(value: unknown, at: string, ancestors: Set<object>): void {
   const fail = (why: string): never => {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `${where}: ${why}`)
   }
+  if ((filterBytesLeft -= jsonOwnBytes(value)) < 0) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `invalid filter: more than ${FILTER_JSON_BYTES_MAX} bytes of JSON, the limit`)
+  }
   switch (typeof value) {
     case 'string':
+      if (!wellFormed(value)) fail('a string with a lone surrogate is not JSON')
+      return
     case 'boolean':
       return
     case 'number':
@@ -872,6 +893,7 @@ function checkJson(value: unknown, at: string, ancestors: Set<object>): void {
     fail(Array.isArray(object) ? `an array of class ${name} is not a plain array` : `${describe(object)} is not a plain object`)
   }
   if (Object.getOwnPropertySymbols(object).length > 0) fail('symbol keys are not JSON (JSON.stringify drops them)')
+  if ('toJSON' in object) fail('a toJSON method is not JSON (JSON.stringify writes what it returns instead)')
   ancestors.add(object)
   if (Array.isArray(object)) {
     for (let i = 0; i < object.length; i++) {
@@ -882,15 +904,31 @@ function checkJson(value: unknown, at: string, ancestors: Set<object>): void {
       fail('an array with keys beside its items is not JSON (JSON.stringify drops them)')
     }
   } else {
-    for (const [key, item] of Object.entries(object)) checkJson(item, at === '' ? key : `${at}.${key}`, ancestors)
+    for (const [key, item] of Object.entries(object)) {
+      filterBytesLeft -= key.length + 3
+      if (!wellFormed(key)) fail('a key with a lone surrogate is not JSON')
+      checkJson(item, at === '' ? key : `${at}.${key}`, ancestors)
+    }
   }
   ancestors.delete(object)
 }
 
+/**
+ * Whether `value` is a real Float32Array: `instanceof` alone also accepts a Proxy of one and
+ * an object given its prototype, which the native side cannot read.
+ */
+function isFloat32Array(value: unknown): value is Float32Array {
+  return value instanceof Float32Array && ArrayBuffer.isView(value)
+}
+
 /** One query as a Float32Array of the collection's dimension. */
 function toQuery(vector: unknown, dimension: number, index?: number): Float32Array {
+  return readInput(() => toQueryUnguarded(vector, dimension, index))
+}
+
+function toQueryUnguarded(vector: unknown, dimension: number, index?: number): Float32Array {
   const which = index === undefined ? 'the query' : `query ${index}`
-  if (!(vector instanceof Float32Array) && !Array.isArray(vector)) {
+  if (!isFloat32Array(vector) && !Array.isArray(vector)) {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `${which} must be a Float32Array or a number[], got ${describe(vector)}`)
   }
   if (vector.length !== dimension) {
@@ -899,14 +937,18 @@ function toQuery(vector: unknown, dimension: number, index?: number): Float32Arr
       `${which} has ${vector.length} components, the collection's dimension is ${dimension}`,
     )
   }
-  if (vector instanceof Float32Array) return vector
+  if (isFloat32Array(vector)) return vector
   checkComponents(vector, () => which)
   return Float32Array.from(vector as number[])
 }
 
 /** Many queries as one flat Float32Array (queries x dimension). */
 function toQueries(vectors: unknown, dimension: number): Float32Array {
-  if (vectors instanceof Float32Array) {
+  return readInput(() => toQueriesUnguarded(vectors, dimension))
+}
+
+function toQueriesUnguarded(vectors: unknown, dimension: number): Float32Array {
+  if (isFloat32Array(vectors)) {
     if (vectors.length % dimension !== 0) {
       throw new KeelError(
         'KEEL_DIMENSION_MISMATCH',
@@ -1420,7 +1462,7 @@ export class Collection {
       const { id, vector, text } = checkFull(records, 0, this.#dimension)
       // A UTF-16 code unit is at most 3 bytes of UTF-8: only long texts need counting.
       if (text !== undefined && text.length * 3 > PAYLOAD_BYTES_MAX) payloadBytes(text, 0)
-      const flat = vector instanceof Float32Array ? vector : Float32Array.from(vector)
+      const flat = isFloat32Array(vector) ? vector : Float32Array.from(vector)
       this.#native.upsertOne(ticket, id, flat, durability, text)
     }
     this.#writes.wakeLater(this.#native)

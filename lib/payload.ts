@@ -19,8 +19,51 @@
  */
 export const PAYLOAD_DEPTH_MAX = 64
 
-/** How a refusal is reported: `path` names the value, `problem` says what is wrong with it. */
-export type PayloadFail = (path: string, problem: string) => never
+/**
+ * Most bytes one record's payload may take as JSON text (UTF-8): 16 MiB.
+ *
+ * @example
+ * ```ts
+ * import { PAYLOAD_BYTES_MAX } from 'keeldb'
+ * if (Buffer.byteLength(JSON.stringify(meta)) > PAYLOAD_BYTES_MAX) console.warn('too big to store')
+ * ```
+ */
+export const PAYLOAD_BYTES_MAX = 16 * 1024 * 1024
+
+/**
+ * What the checks have left of their byte budget: the JSON text of what they have walked is
+ * at least `budget - left` bytes. A value that shares parts (`{ a: x, b: x }`, not a cycle)
+ * is written out once per reference, so a few dozen objects can stand for gigabytes of
+ * text; counting the text while walking refuses those at the size limit instead of
+ * walking, then stringifying, each shared part once per path to it (exponential time on
+ * the JS thread). The count is a lower bound: a string's UTF-16 length plus its quotes (the
+ * UTF-8 text is no shorter), a key's plus `"":`, 1 byte per number, 4 per literal, 2 per
+ * array or object; commas and escapes are not counted.
+ */
+let bytesLeft = 0
+
+/**
+ * The lower bound {@link bytesLeft} counts for one value, not counting what it contains;
+ * the filter check counts with it too.
+ */
+export function jsonOwnBytes(v: unknown): number {
+  switch (typeof v) {
+    case 'string':
+      return v.length + 2
+    case 'number':
+      return 1
+    case 'object':
+      return v === null ? 4 : 2
+    default:
+      return 4
+  }
+}
+
+/**
+ * How a refusal is reported: `path` names the value, `problem` says what is wrong with it;
+ * `tooLarge` when the problem is the payload's size, not a value JSON would change.
+ */
+export type PayloadFail = (path: string, problem: string, tooLarge?: boolean) => never
 
 /** A value for a message: `a Date`, `an array`, `the string "x"`, `number NaN`. */
 export function describe(value: unknown): string {
@@ -45,6 +88,7 @@ function keyPath(path: string, key: string): string {
  * `undefined`.
  */
 export function quickPayloadJson(value: unknown): string | undefined {
+  bytesLeft = PAYLOAD_BYTES_MAX
   const verdict = quickCheck(value, 0)
   if (verdict === QUICK_UNSURE) return undefined
   return verdict === QUICK_NEGATIVE_ZERO ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
@@ -56,6 +100,7 @@ export function quickPayloadJson(value: unknown): string | undefined {
  */
 export function checkedPayloadJson(value: unknown, where: string | (() => string), fail: PayloadFail): string {
   const check = new PayloadCheck(where, fail)
+  bytesLeft = PAYLOAD_BYTES_MAX
   check.walk(value, 0)
   return check.negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
 }
@@ -78,6 +123,7 @@ const QUICK_NEGATIVE_ZERO = 3
  * `switch (typeof ...)` cost more than `JSON.stringify` itself.
  */
 function quickCheck(v: unknown, depth: number): number {
+  if ((bytesLeft -= jsonOwnBytes(v)) < 0) return QUICK_UNSURE
   if (typeof v === 'string') return wellFormed(v) ? QUICK_OK : QUICK_UNSURE
   if (typeof v === 'number') {
     // NaN and the infinities give NaN; -0 is the only zero whose reciprocal is negative.
@@ -94,7 +140,7 @@ function quickCheck(v: unknown, depth: number): number {
     // (`Object.keys` is the cheapest count of them here: ~70 ns for a short array, half a
     // `for...in`.)
     if (Object.getPrototypeOf(v) !== Array.prototype || Object.keys(v).length !== v.length) return QUICK_UNSURE
-    if (Object.getOwnPropertySymbols(v).length !== 0) return QUICK_UNSURE
+    if (Object.getOwnPropertySymbols(v).length !== 0 || 'toJSON' in v) return QUICK_UNSURE
     for (let i = 0; i < v.length; i++) {
       const item: unknown = v[i]
       const sub = item === undefined ? QUICK_UNSURE : quickCheck(item, depth + 1)
@@ -105,9 +151,9 @@ function quickCheck(v: unknown, depth: number): number {
   }
   const proto: unknown = Object.getPrototypeOf(v)
   if (proto !== Object.prototype && proto !== null) return QUICK_UNSURE
-  if (Object.getOwnPropertySymbols(v).length !== 0) return QUICK_UNSURE
+  if (Object.getOwnPropertySymbols(v).length !== 0 || 'toJSON' in v) return QUICK_UNSURE
   for (const key in v) {
-    if (!wellFormed(key)) return QUICK_UNSURE
+    if ((bytesLeft -= key.length + 3) < 0 || !wellFormed(key)) return QUICK_UNSURE
     const sub = quickCheck((v as Record<string, unknown>)[key], depth + 1)
     if (sub === QUICK_UNSURE) return QUICK_UNSURE
     verdict |= sub
@@ -133,6 +179,7 @@ class PayloadCheck {
   }
 
   walk(v: unknown, depth: number): void {
+    if ((bytesLeft -= jsonOwnBytes(v)) < 0) this.#tooLarge()
     switch (typeof v) {
       case 'string':
         if (!wellFormed(v)) this.#fail('is a string with a lone surrogate, which JSON cannot carry')
@@ -162,6 +209,7 @@ class PayloadCheck {
       const extra = Object.keys(v).find((key) => !/^(0|[1-9]\d*)$/.test(key))
       if (extra !== undefined) this.#fail(`is an array with a key ${JSON.stringify(extra)} beside its items, which JSON drops`)
       if (Object.getOwnPropertySymbols(v).length > 0) this.#fail('has symbol keys, which JSON drops')
+      if ('toJSON' in v) this.#fail('has a toJSON method, which JSON.stringify calls instead of writing the array')
       for (let i = 0; i < v.length; i++) {
         path.push(i)
         if (!(i in v)) this.#fail('is a hole in a sparse array, which JSON gives back as null')
@@ -174,7 +222,9 @@ class PayloadCheck {
         this.#fail(`is ${describe(v)}, not a plain object, which JSON does not give back as such`)
       }
       if (Object.getOwnPropertySymbols(v).length > 0) this.#fail('has symbol keys, which JSON drops')
+      if ('toJSON' in v) this.#fail('has a toJSON method, which JSON.stringify calls instead of writing the object')
       for (const key of Object.keys(v)) {
+        if ((bytesLeft -= key.length + 3) < 0) this.#tooLarge()
         if (!wellFormed(key)) this.#fail('has a key with a lone surrogate')
         path.push(key)
         this.walk((v as Record<string, unknown>)[key], depth + 1)
@@ -182,6 +232,11 @@ class PayloadCheck {
       }
     }
     ancestors.pop()
+  }
+
+  #tooLarge(): never {
+    const at = typeof this.#where === 'string' ? this.#where : this.#where()
+    return this.#report(at, `is more than ${PAYLOAD_BYTES_MAX} bytes of JSON, the limit`, true)
   }
 
   #fail(problem: string): never {
