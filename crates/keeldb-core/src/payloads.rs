@@ -592,8 +592,28 @@ fn read_snapshot(
             return Ok(None);
         }
     };
-    let stale = snapshot.generation != log.generation() || snapshot.checkpoint_lsn > checkpoint_lsn;
-    if stale {
+    if snapshot.checkpoint_lsn > checkpoint_lsn {
+        // Written right after ids.idx, a snapshot is never ahead of it: ids.idx is older
+        // than the rest of the collection (an older copy put back), and whatever the
+        // checkpoints in between emptied from the log is gone.
+        let reason = format!(
+            "the payload snapshot is a checkpoint at record {}, ahead of ids.idx at record \
+             {checkpoint_lsn}: ids.idx is older than the collection's other files",
+            snapshot.checkpoint_lsn
+        );
+        match policy {
+            RecoveryPolicy::Strict => return Err(Error::corrupted(&path, 24, reason)),
+            RecoveryPolicy::Salvage => {
+                report.corrupt_records_skipped += 1;
+                report.warnings.push(format!(
+                    "{}: {reason}; replayed the whole payload log up to ids.idx",
+                    path.display()
+                ));
+                return Ok(None);
+            }
+        }
+    }
+    if snapshot.generation != log.generation() {
         return Ok(None);
     }
     if snapshot.log_end > log.len_bytes() {

@@ -314,6 +314,7 @@ fn a_leftover_that_is_a_symlink_is_unlinked_without_touching_its_target() {
     let _serial = serial();
     // Clearing `.dropping-*` at open removes a symlink itself, never what it points to.
     let dir = tempfile::tempdir().expect("tempdir");
+    open_ok(dir.path()).close().expect("close"); // a database (open refuses other directories)
     let outside = tempfile::tempdir().expect("tempdir");
     let precious = outside.path().join("precious");
     write(&precious, b"keep me");
@@ -329,6 +330,7 @@ fn a_regular_file_with_a_collection_name_is_refused() {
     let _serial = serial();
     // Every entry named like a collection must be a collection directory.
     let dir = tempfile::tempdir().expect("tempdir");
+    open_ok(dir.path()).close().expect("close"); // a database (open refuses other directories)
     write(&dir.path().join("README"), b"not a collection");
     assert_refused(
         &open_err(dir.path()),

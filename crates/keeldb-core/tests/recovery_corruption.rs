@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     assert_holds, code, fix_crcs, fix_header_crc, frame_len, index_path, open, read, wal_path,
-    write, write_log, NAME, RECORD_BODY_LEN_AT, RECORD_LSN_AT,
+    write, write_log, CrashFiles, NAME, RECORD_BODY_LEN_AT, RECORD_LSN_AT,
 };
 use keeldb_core::format::wal::RECORD_HEADER_LEN;
 use keeldb_core::types::WAL_RECORD_BYTES_MAX;
@@ -25,6 +25,8 @@ struct Fixture {
     log: Vec<u8>,
     starts: Vec<usize>,
     index: Vec<u8>,
+    /// The index and payload files as the crash left them.
+    crash_files: CrashFiles,
 }
 
 impl Fixture {
@@ -32,11 +34,13 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let (log, starts) = write_log(dir.path(), DIM, &[&[1], &[2], &[3]]);
         let index = read(&index_path(dir.path()));
+        let crash_files = CrashFiles::take(dir.path());
         Fixture {
             dir,
             log,
             starts,
             index,
+            crash_files,
         }
     }
 
@@ -51,9 +55,10 @@ impl Fixture {
         &mut log[start..start + len]
     }
 
-    /// Puts the pre-crash index back and installs `log` as the collection's log.
+    /// Puts the pre-crash index and payload files back and installs `log` as the
+    /// collection's log.
     fn install(&self, log: &[u8]) {
-        write(&index_path(self.path()), &self.index);
+        self.crash_files.put_back();
         write(&wal_path(self.path()), log);
     }
 }
@@ -252,4 +257,66 @@ fn a_record_that_passes_its_checksums_but_does_not_decode_is_refused() {
         assert_eq!(err.code(), "KEEL_CORRUPT", "{err}");
         assert!(err.to_string().contains("unknown op 7"), "{err}");
     }
+}
+
+#[test]
+fn an_older_ids_idx_put_back_is_refused_under_strict_and_reported_under_salvage() {
+    // ids.idx from an earlier checkpoint, the rest of the collection newer: the records
+    // between the two checkpoints were emptied from the log, so nothing can bring them back.
+    // No crash leaves that state; opening it must not pass for a clean recovery.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = common::create(dir.path(), DIM);
+    common::put_with_payloads(&c, &[1, 2], 0);
+    drop(c);
+    db.close().expect("close");
+    let old_index = read(&index_path(dir.path()));
+
+    // The payload snapshot left newer than ids.idx (a clean close after more writes).
+    let db = open(dir.path(), Strict).expect("open");
+    let c = db.collection(NAME).expect("c");
+    common::put_with_payloads(&c, &[3], 1);
+    drop(c);
+    db.close().expect("close");
+    write(&index_path(dir.path()), &old_index);
+    let refused = open(dir.path(), Strict).map(|_| ());
+    assert_eq!(refused.map_err(|e| e.code()), Err("KEEL_CORRUPT"));
+    let db = open(dir.path(), Salvage).expect("salvage");
+    let c = db.collection(NAME).expect("c");
+    let stats = c.stats().expect("stats");
+    assert_eq!(stats.corrupt_records_skipped, 1, "{:?}", stats.warnings);
+    assert_holds(&c, &[1, 2], &[3]);
+    drop(c);
+    db.close().expect("close");
+
+    // Both indexes older than a log that starts after them (a crash after a checkpoint).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let payload_index = common::payload_index_path(dir.path());
+    let (db, c) = common::create(dir.path(), DIM);
+    common::put_with_payloads(&c, &[1, 2, 3], 0);
+    c.checkpoint().expect("checkpoint");
+    let (index_at_3, snapshot_at_3) = (read(&index_path(dir.path())), read(&payload_index));
+    common::put_with_payloads(&c, &[4], 2);
+    c.checkpoint().expect("checkpoint");
+    common::put_with_payloads(&c, &[5], 3);
+    drop(c);
+    drop(db); // a crash: the log holds the record of 5, after the checkpoint of 4
+    write(&index_path(dir.path()), &index_at_3);
+    write(&payload_index, &snapshot_at_3);
+    let refused = open(dir.path(), Strict).map(|_| ());
+    assert_eq!(refused.map_err(|e| e.code()), Err("KEEL_CORRUPT"));
+    let db = open(dir.path(), Salvage).expect("salvage");
+    let c = db.collection(NAME).expect("c");
+    let stats = c.stats().expect("stats");
+    assert_eq!(stats.corrupt_records_skipped, 1, "{:?}", stats.warnings);
+    assert!(
+        stats
+            .warnings
+            .iter()
+            .any(|w| w.contains("is ids.idx older than the log")),
+        "{:?}",
+        stats.warnings
+    );
+    assert_holds(&c, &[1, 2, 3], &[4, 5]);
+    drop(c);
+    db.close().expect("close");
 }

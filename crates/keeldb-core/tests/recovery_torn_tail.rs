@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_holds, index_path, open, put, read, read_log, record_starts, wal_path,
-    without_trailing_zeros, write, write_log, NAME,
+    assert_holds, open, put, read, read_log, record_starts, wal_path, without_trailing_zeros,
+    write, write_log, CrashFiles, NAME,
 };
 use keeldb_core::format::wal::{RECORD_HEADER_LEN, WAL_HEADER_LEN};
 use keeldb_core::RecoveryPolicy::{self, Salvage, Strict};
@@ -34,7 +34,7 @@ fn a_last_record_cut_at_every_byte_is_dropped_whole_and_truncated() {
     // A last record cut at any byte is dropped whole, under both policies, and cut off the file.
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, starts) = write_log(dir.path(), DIM, &[&[1], &[2], &[3, 4]]);
-    let pristine_index = read(&index_path(dir.path()));
+    let crash_files = CrashFiles::take(dir.path());
     let last = starts[2];
     let last_len = log.len() - last;
     for policy in [Strict, Salvage] {
@@ -43,7 +43,7 @@ fn a_last_record_cut_at_every_byte_is_dropped_whole_and_truncated() {
             // Open checkpoints; put back the pre-crash index so each cut starts from the
             // same state. The vector file is left as replay wrote it: replay only writes
             // slots the index does not reference, so that must not matter.
-            write(&index_path(dir.path()), &pristine_index);
+            crash_files.put_back();
             write(&wal_path(dir.path()), &log[..last + keep]);
             let stats = open_and_check(dir.path(), policy, &[1, 2], &[3, 4]);
             assert_eq!(stats.records_replayed, 2, "{context}");
@@ -71,9 +71,9 @@ fn a_torn_first_record_is_truncated_on_disk_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, starts) = write_log(dir.path(), DIM, &[&[1]]);
     assert_eq!(starts, vec![WAL_HEADER_LEN]);
-    let pristine_index = read(&index_path(dir.path()));
+    let crash_files = CrashFiles::take(dir.path());
     for keep in 1..log.len() - WAL_HEADER_LEN {
-        write(&index_path(dir.path()), &pristine_index);
+        crash_files.put_back();
         write(&wal_path(dir.path()), &log[..WAL_HEADER_LEN + keep]);
         let db = open(dir.path(), Strict).expect("open");
         let c = db.collection(NAME).expect("collection");
@@ -103,7 +103,7 @@ fn zeros_and_garbage_after_the_last_record_are_a_torn_tail() {
     // zeros a file ends with are cut but not counted (the writer zero-fills space ahead).
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, starts) = write_log(dir.path(), DIM, &[&[1], &[2]]);
-    let pristine_index = read(&index_path(dir.path()));
+    let crash_files = CrashFiles::take(dir.path());
     let mut sync_markers = Vec::new();
     for i in 0..64u8 {
         sync_markers.extend_from_slice(b"KREC");
@@ -128,7 +128,7 @@ fn zeros_and_garbage_after_the_last_record_are_a_torn_tail() {
         ),
     ];
     for (what, tail) in tails {
-        write(&index_path(dir.path()), &pristine_index);
+        crash_files.put_back();
         let mut damaged = log.clone();
         damaged.extend_from_slice(&tail);
         write(&wal_path(dir.path()), &damaged);
@@ -145,7 +145,7 @@ fn salvage_skips_a_damaged_record_then_cuts_a_torn_tail() {
     // Mid-log damage then a torn end: Salvage skips one and cuts the other; Strict refuses.
     let dir = tempfile::tempdir().expect("tempdir");
     let (log, starts) = write_log(dir.path(), DIM, &[&[1], &[2], &[3], &[4]]);
-    let pristine_index = read(&index_path(dir.path()));
+    let crash_files = CrashFiles::take(dir.path());
     let mut damaged = log.clone();
     damaged[starts[1] + RECORD_HEADER_LEN + 6] ^= 0x04;
     let torn_keep = (log.len() - starts[3]) / 2;
@@ -163,7 +163,7 @@ fn salvage_skips_a_damaged_record_then_cuts_a_torn_tail() {
         "strict wrote to the log"
     );
 
-    write(&index_path(dir.path()), &pristine_index);
+    crash_files.put_back();
     let stats = open_and_check(dir.path(), Salvage, &[1, 3], &[2, 4]);
     assert_eq!(stats.records_replayed, 2);
     assert_eq!(stats.corrupt_records_skipped, 1);

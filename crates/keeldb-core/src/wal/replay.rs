@@ -25,7 +25,12 @@
 //!    stale one from before the log was last emptied (newer records were written over the
 //!    start of the old ones after an emptying that did not reach the disk), and the log
 //!    ends there like at a torn tail.
-//! 7. A record at or below the checkpoint's sequence number is already in the vector file:
+//! 7. A record after old ones (at or below the checkpoint) that skips ahead of
+//!    `checkpoint_lsn + 1` ends the log like a torn tail; a first record that does means
+//!    the records between were emptied with the log by a later checkpoint than ids.idx's
+//!    (an older ids.idx put back): refused under `Strict`, counted, reported and the end
+//!    of the log under `Salvage` (docs/FORMAT.md, Replay, rule 7).
+//! 8. A record at or below the checkpoint's sequence number is already in the vector file:
 //!    skipped. Any other record is decoded whole (refused as corruption if it does not
 //!    decode: its CRC held, so keeldb wrote it wrong or someone forged it) and applied.
 
@@ -172,6 +177,29 @@ pub fn replay(
             out.last_lsn != 0 && out.last_lsn <= checkpoint_lsn && header.lsn > checkpoint_lsn + 1;
         if skipped_ahead && !after_skipped_damage {
             break;
+        }
+        // A log whose first record skips ahead is no crash's doing: a checkpoint empties
+        // the log only once its index is durable, and the record after it is then
+        // `checkpoint_lsn + 1`. The index is older than the log (restored from an older
+        // copy, say), and the records between them are gone with the log they were in.
+        let starts_ahead = out.last_lsn == 0 && header.lsn > checkpoint_lsn.saturating_add(1);
+        if starts_ahead && !after_skipped_damage {
+            let reason = format!(
+                "the log starts at record {}, but ids.idx covers records only up to {checkpoint_lsn}: \
+                 records {} to {} are missing (is ids.idx older than the log?)",
+                header.lsn,
+                checkpoint_lsn + 1,
+                header.lsn - 1
+            );
+            match policy {
+                RecoveryPolicy::Strict => return Err(Error::corrupted(path, pos as u64, reason)),
+                RecoveryPolicy::Salvage => {
+                    out.corrupt_records_skipped += 1;
+                    out.warnings
+                        .push(format!("{}: {reason}; replayed none of it", path.display()));
+                    break;
+                }
+            }
         }
         after_skipped_damage = false;
         check_record(path, pos, &header, out.last_lsn)?;
@@ -487,8 +515,37 @@ mod tests {
         let (out, seen) =
             run_after(&image, 6, RecoveryPolicy::Strict).expect("stale records are a tail");
         assert_eq!((seen, out.end_offset as usize), (vec![7, 8], end_of_new));
-        let err = run(&image, RecoveryPolicy::Salvage).expect_err("no checkpoint covers them");
+        // Records above the checkpoint that go back (7, 8, then 7 again) are no emptying's
+        // doing: refused under either policy.
+        let (again, again_starts) = log(&[5, 6, 7, 8]);
+        let mut image = log(&[7, 8]).0;
+        image.extend_from_slice(&again[again_starts[2]..]);
+        for policy in [RecoveryPolicy::Strict, RecoveryPolicy::Salvage] {
+            let err = run_after(&image, 6, policy).expect_err("not stale: above the checkpoint");
+            assert_eq!(err.code(), "KEEL_CORRUPT");
+        }
+    }
+
+    #[test]
+    fn a_log_that_starts_past_the_record_after_the_checkpoint_is_refused_or_reported() {
+        // Records 7 and 8 against a checkpoint at 4: records 5 and 6 were in a log that a
+        // later checkpoint emptied, so ids.idx is older than the log.
+        let (image, starts) = log(&[7, 8]);
+        let err = run_after(&image, 4, RecoveryPolicy::Strict).expect_err("records 5 and 6");
         assert_eq!(err.code(), "KEEL_CORRUPT");
+        assert!(
+            err.to_string().contains("records 5 to 6 are missing"),
+            "{err}"
+        );
+        let (out, seen) = run_after(&image, 4, RecoveryPolicy::Salvage).expect("salvage");
+        assert_eq!(seen, Vec::<u64>::new());
+        assert_eq!(
+            (out.corrupt_records_skipped, out.end_offset as usize),
+            (1, starts[0])
+        );
+        // The record right after the checkpoint is where a log starts.
+        let (_, seen) = run_after(&image, 6, RecoveryPolicy::Strict).expect("consecutive");
+        assert_eq!(seen, vec![7, 8]);
     }
 
     #[test]

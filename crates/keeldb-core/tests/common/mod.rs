@@ -113,6 +113,44 @@ pub fn tree(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
     out
 }
 
+/// The files a recovering open rewrites when it checkpoints (ids.idx, payloads.idx and the
+/// payload log), as a crash left them, so that a test can open the same crash image again
+/// and again. Putting back ids.idx alone would leave the payload snapshot the last open wrote
+/// newer than it: an older ids.idx, which open reports.
+pub struct CrashFiles(Vec<(PathBuf, Option<Vec<u8>>)>);
+
+impl CrashFiles {
+    /// The files of the collection in `dir` now (`None`: absent).
+    pub fn take(dir: &Path) -> CrashFiles {
+        let paths = [
+            index_path(dir),
+            payload_index_path(dir),
+            payload_log_path(dir, 1),
+        ];
+        CrashFiles(
+            paths
+                .into_iter()
+                .map(|path| {
+                    let bytes = fs::read(&path).ok();
+                    (path, bytes)
+                })
+                .collect(),
+        )
+    }
+
+    /// Writes them back (removing those that were absent).
+    pub fn put_back(&self) {
+        for (path, bytes) in &self.0 {
+            match bytes {
+                Some(bytes) => write(path, bytes),
+                None => {
+                    let _ = fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
 /// The vector every fixture stores under integer id `n`: distinct per id and component.
 pub fn vector(n: u64, dimension: u32) -> Vec<f32> {
     (0..dimension).map(|j| n as f32 * 10.0 + j as f32).collect()
