@@ -59,6 +59,18 @@ test('an async iterable is read as the load goes, with the default batch size', 
   t.true(allThere(col, 2_100))
 })
 
+test('a load refused at its first batch has not grown the vector file for the rest', async (t) => {
+  const { col } = await fresh(t)
+  const before = col.stats().vectorFileBytes
+  // 5,000,000 holes: the first record is refused before anything is written.
+  const err = await t.throwsAsync(col.bulkLoad(new Array<VectorRecord>(5_000_000)), { instanceOf: KeelError })
+  t.is(err?.code, 'KEEL_INVALID_ARGUMENT')
+  t.is(col.stats().vectorFileBytes, before)
+  // An accepted first batch reserves the array's length.
+  t.is(await col.bulkLoad(Array.from({ length: 2_000 }, (_, i) => recordFor(i)), { batchSize: 500 }), 2_000)
+  t.true(allThere(col, 2_000))
+})
+
 test('a bad record stops the load: typed error, how many were stored, and exactly those are', async (t) => {
   const { col } = await fresh(t)
   const records = Array.from({ length: 3_000 }, (_, i) => recordFor(i))

@@ -1773,9 +1773,10 @@ export class Collection {
    */
   async bulkLoad(records: Iterable<VectorRecord> | AsyncIterable<VectorRecord>, options?: BulkLoadOptions): Promise<number> {
     const batchSize = parseOptions('bulkLoad options', bulkLoadOptionsSchema, options ?? {}).batchSize ?? 1_000
-    if (Array.isArray(records)) {
-      await this.reserve(records.length)
-    } else if (typeof records !== 'object' || records === null || !(Symbol.iterator in records || Symbol.asyncIterator in records)) {
+    // An array's length is reserved once its first batch is accepted: bad input is refused
+    // before the vector file grows.
+    let reserve = Array.isArray(records) ? records.length : undefined
+    if (reserve === undefined && (typeof records !== 'object' || records === null || !(Symbol.iterator in records || Symbol.asyncIterator in records))) {
       throw new KeelError('KEEL_INVALID_ARGUMENT', `bulkLoad: records must be an iterable or async iterable of records, got ${describe(records)}`)
     }
     const plural = (n: number): string => `${n} record${n === 1 ? '' : 's'}`
@@ -1807,6 +1808,13 @@ export class Collection {
       }
       const previous = committing
       committing = { first, count: batch.length, outcome }
+      if (reserve !== undefined) {
+        const additional = reserve
+        reserve = undefined
+        await this.reserve(additional).catch((err: unknown) => {
+          throw stopped(err, { first, count: batch.length })
+        })
+      }
       if (previous !== undefined) await settle(previous)
     }
     let batch: VectorRecord[] = []

@@ -69,7 +69,11 @@ export type PayloadFail = (path: string, problem: string, tooLarge?: boolean) =>
 export function describe(value: unknown): string {
   if (value === null || value === undefined) return String(value)
   if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'object') return `a ${value.constructor?.name ?? 'null-prototype object'}`
+  if (typeof value === 'object') {
+    const name: unknown = value.constructor?.name
+    if (typeof name !== 'string' || name === '') return 'a null-prototype object'
+    return `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}`
+  }
   if (typeof value === 'string') return `the string ${JSON.stringify(value)}`
   return `${typeof value} ${String(value)}`
 }

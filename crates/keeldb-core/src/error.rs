@@ -23,8 +23,9 @@ pub enum Error {
     #[error("{0}")]
     DimensionMismatch(String),
 
-    /// A named collection does not exist.
-    #[error("collection '{0}' does not exist")]
+    /// A named collection does not exist. (The name is shown escaped: it may be any text a
+    /// caller passed, NUL included.)
+    #[error("collection '{}' does not exist", .0.escape_debug())]
     NotFound(String),
 
     /// A collection of that name exists already.

@@ -251,8 +251,8 @@ impl Id {
             && value >= 0.0
             && value <= ID_INTEGER_MAX as f64;
         if !is_safe_integer {
-            // As JavaScript writes it: 1e300, not 301 digits.
-            let shown = if value.abs() >= 1e21 {
+            // As JavaScript writes it: 1e300 and 5e-324, not hundreds of digits.
+            let shown = if value != 0.0 && (value.abs() >= 1e21 || value.abs() < 1e-6) {
                 format!("{value:e}")
             } else {
                 format!("{value}")
@@ -472,6 +472,8 @@ mod tests {
         assert!(message.ends_with("got 1e300"), "{message}");
         let message = Id::from_f64(-2.5).expect_err("negative").to_string();
         assert!(message.ends_with("got -2.5"), "{message}");
+        let message = Id::from_f64(5e-324).expect_err("tiny").to_string();
+        assert!(message.ends_with("got 5e-324"), "{message}");
     }
 
     #[test]
