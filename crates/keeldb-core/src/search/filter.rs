@@ -222,7 +222,9 @@ fn equals(
     null_wanted: bool,
 ) -> bool {
     let reach = reaches(doc, path, &mut |v| leaf_any(v, &mut *wanted));
-    reach.matched || (reach.missing && null_wanted)
+    // Reaching nothing at all is a branch without a value too (an index past the end of an
+    // array of scalars), as `$exists: false` says.
+    reach.matched || ((reach.missing || !reach.reached) && null_wanted)
 }
 
 /// What a walk of a path found.
@@ -912,6 +914,8 @@ mod tests {
         assert!(null_at("a.0.b", json!({ "a": [{ "b": 1 }] }))); // {"b":1} has no key "0"
         assert!(!null_at("a.0", json!({ "a": [5, 6] })));
         assert!(null_at("a.0", json!({ "a": [] })));
+        assert!(null_at("a.5", json!({ "a": [1, 2] }))); // nothing there, as $exists: false says
+        assert!(null_at("a.1.b", json!({ "a": [5] })));
         assert!(null_at("a.0", json!({ "a": [null] })));
         assert!(!null_at("a.1", json!({ "a": [{ "1": 2 }, 3] }))); // both routes give values
         assert!(!parse(json!({ "a.0.b": { "$ne": null } }))

@@ -28,8 +28,9 @@
 //! 7. A record after old ones (at or below the checkpoint) that skips ahead of
 //!    `checkpoint_lsn + 1` ends the log like a torn tail; a first record that does means
 //!    the records between were emptied with the log by a later checkpoint than ids.idx's
-//!    (an older ids.idx put back): refused under `Strict`, counted, reported and the end
-//!    of the log under `Salvage` (docs/FORMAT.md, Replay, rule 7).
+//!    (an older ids.idx put back): refused under `Strict`; under `Salvage` the missing
+//!    records are counted and reported and the log is replayed (docs/FORMAT.md, Replay,
+//!    rule 7).
 //! 8. A record at or below the checkpoint's sequence number is already in the vector file:
 //!    skipped. Any other record is decoded whole (refused as corruption if it does not
 //!    decode: its CRC held, so keeldb wrote it wrong or someone forged it) and applied.
@@ -193,11 +194,14 @@ pub fn replay(
             );
             match policy {
                 RecoveryPolicy::Strict => return Err(Error::corrupted(path, pos as u64, reason)),
+                // As for mid-log damage: the missing records are counted, the rest is kept.
                 RecoveryPolicy::Salvage => {
-                    out.corrupt_records_skipped += 1;
-                    out.warnings
-                        .push(format!("{}: {reason}; replayed none of it", path.display()));
-                    break;
+                    out.corrupt_records_skipped += header.lsn - checkpoint_lsn - 1;
+                    out.warnings.push(format!(
+                        "{}: {reason}; replayed the log from record {}",
+                        path.display(),
+                        header.lsn
+                    ));
                 }
             }
         }
@@ -530,7 +534,7 @@ mod tests {
     fn a_log_that_starts_past_the_record_after_the_checkpoint_is_refused_or_reported() {
         // Records 7 and 8 against a checkpoint at 4: records 5 and 6 were in a log that a
         // later checkpoint emptied, so ids.idx is older than the log.
-        let (image, starts) = log(&[7, 8]);
+        let (image, _) = log(&[7, 8]);
         let err = run_after(&image, 4, RecoveryPolicy::Strict).expect_err("records 5 and 6");
         assert_eq!(err.code(), "KEEL_CORRUPT");
         assert!(
@@ -538,10 +542,13 @@ mod tests {
             "{err}"
         );
         let (out, seen) = run_after(&image, 4, RecoveryPolicy::Salvage).expect("salvage");
-        assert_eq!(seen, Vec::<u64>::new());
-        assert_eq!(
-            (out.corrupt_records_skipped, out.end_offset as usize),
-            (1, starts[0])
+        assert_eq!(seen, vec![7, 8], "salvage keeps what the log has");
+        assert_eq!(out.corrupt_records_skipped, 2, "records 5 and 6");
+        assert_eq!(out.end_offset as usize, image.len());
+        assert!(
+            out.warnings[0].contains("records 5 to 6 are missing"),
+            "{:?}",
+            out.warnings
         );
         // The record right after the checkpoint is where a log starts.
         let (_, seen) = run_after(&image, 6, RecoveryPolicy::Strict).expect("consecutive");
