@@ -109,12 +109,13 @@ impl Db {
             .read_dir(path)
             .map_err(|e| Error::io("read directory", path, e))?;
         let mut names = Vec::new();
+        let mut leftovers = Vec::new();
         for entry in entries {
             let name = entry.name;
             let entry_path = path.join(&name);
             if name.starts_with(CREATING_PREFIX) || name.starts_with(DROPPING_PREFIX) {
-                fs.remove_dir_all(&entry_path)
-                    .map_err(|e| Error::io("remove leftover directory", &entry_path, e))?;
+                check_leftover(&*fs, &entry_path, entry.kind)?;
+                leftovers.push(entry_path);
                 continue;
             }
             if validate_collection_name(&name).is_err() {
@@ -128,6 +129,11 @@ impl Db {
                 ));
             }
             names.push(name);
+        }
+        // Only once every entry was found to be ours.
+        for leftover in leftovers {
+            fs.remove_dir_all(&leftover)
+                .map_err(|e| Error::io("remove leftover directory", &leftover, e))?;
         }
         names.sort_unstable();
         fsio::sync_dir(&*fs, path)?;
@@ -261,20 +267,19 @@ impl Db {
     }
 }
 
-/// Creates `path` and any missing parents, each made durable in its parent (a database
-/// directory that a power loss could unlink would take acknowledged writes with it).
 /// Refuses, before anything is written, a `path` that exists and is not a database: a
 /// directory with entries but neither `keeldb.lock` nor a collection (a directory holding
-/// `collection.json`). Open would otherwise lock it
-/// and delete its `.creating-*` and `.dropping-*` entries as leftovers of ours. A database
-/// copied without its lock file is still recognised by its collections.
+/// `collection.json`). Open would otherwise lock it and delete its `.creating-*` and
+/// `.dropping-*` entries as leftovers of ours. A database copied without its lock file is
+/// still recognised by its collections, and `lost+found` (the root of a new ext4 volume)
+/// does not count.
 fn refuse_foreign_dir(fs: &dyn Vfs, path: &Path) -> Result<()> {
     let entries = match fs.read_dir(path) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io("read directory", path, e)),
     };
-    let ours = entries.is_empty()
+    let ours = entries.iter().all(|entry| entry.name == "lost+found")
         || entries.iter().any(|entry| {
             entry.name == LOCK_FILE_NAME
                 || (entry.kind == NodeKind::Dir
@@ -293,6 +298,51 @@ fn refuse_foreign_dir(fs: &dyn Vfs, path: &Path) -> Result<()> {
     )))
 }
 
+/// Refuses a `.creating-*` or `.dropping-*` entry that keeldb did not leave: one that is a
+/// file, or a directory holding anything but a collection's own files. A symlink (or
+/// another special file) is unlinked as before: removing it never touches a target.
+fn check_leftover(fs: &dyn Vfs, path: &Path, kind: NodeKind) -> Result<()> {
+    let foreign = |what: String| {
+        Err(Error::corrupted(
+            path,
+            0,
+            format!(
+                "not a leftover of keeldb: {what}, which keeldb never writes there; move it \
+                 out of the database directory"
+            ),
+        ))
+    };
+    match kind {
+        NodeKind::Other => return Ok(()), // a symlink: unlinked, never followed
+        NodeKind::Dir => {}
+        NodeKind::File => return foreign("it is a file".to_owned()),
+    }
+    let entries = fs
+        .read_dir(path)
+        .map_err(|e| Error::io("read directory", path, e))?;
+    for entry in entries {
+        let base = entry
+            .name
+            .strip_suffix(fsio::TEMP_SUFFIX)
+            .unwrap_or(&entry.name);
+        let known = [
+            collection::CONFIG_FILE,
+            collection::VECTORS_FILE,
+            collection::INDEX_FILE,
+            collection::WAL_FILE,
+            crate::payloads::PAYLOAD_INDEX_FILE,
+        ]
+        .contains(&base)
+            || crate::storage::payload_log::parse_file_name(base).is_some();
+        if entry.kind != NodeKind::File || !known {
+            return foreign(format!("it holds {:?}", entry.name));
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` and any missing parents, each made durable in its parent (a database
+/// directory that a power loss could unlink would take acknowledged writes with it).
 fn create_dir_durably(fs: &dyn Vfs, path: &Path) -> Result<()> {
     let mut missing = Vec::new();
     let mut at = Some(path);

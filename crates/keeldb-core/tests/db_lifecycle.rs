@@ -118,7 +118,33 @@ fn leftovers_of_interrupted_creates_and_drops_are_removed_at_open() {
     fs::create_dir(dir.path().join(".creating-new")).expect("mkdir");
     write(&dir.path().join(".creating-new/collection.json"), b"{}");
     fs::rename(dir.path().join(NAME), dir.path().join(".dropping-c")).expect("rename");
-    fs::create_dir_all(dir.path().join(".dropping-old/deep/er")).expect("mkdir");
+    fs::create_dir(dir.path().join(".dropping-old")).expect("mkdir");
+    write(
+        &dir.path().join(".dropping-old/payloads-3.log.tmp"),
+        b"half a compaction",
+    );
+    // What keeldb never writes in a leftover is someone else's: open refuses, touching nothing.
+    for (foreign, what) in [
+        (".creating-backup/precious.txt", "a file"),
+        (".dropping-x/deep/er", "a directory"),
+    ] {
+        let at = dir.path().join(foreign);
+        fs::create_dir_all(at.parent().expect("parent")).expect("mkdir");
+        if what == "a file" {
+            write(&at, b"my data");
+        } else {
+            fs::create_dir(&at).expect("mkdir");
+        }
+        let before = common::tree(dir.path());
+        assert_eq!(
+            code(Db::open(dir.path(), DbOptions::default())),
+            "KEEL_CORRUPT",
+            "{what}"
+        );
+        assert_eq!(common::tree(dir.path()), before, "{what}: nothing removed");
+        let top = foreign.split('/').next().expect("top");
+        fs::remove_dir_all(dir.path().join(top)).expect("clean up");
+    }
     let db = open_ok(dir.path());
     assert!(db.list_collections().expect("list").is_empty());
     for leftover in [".creating-new", ".dropping-c", ".dropping-old"] {
@@ -159,6 +185,11 @@ fn a_directory_that_is_not_a_database_is_refused_and_left_as_it_was() {
         code(Db::open(std::path::Path::new(""), DbOptions::default())),
         "KEEL_INVALID_ARGUMENT"
     );
+
+    // The root of a new volume holds lost+found, and nothing else of anyone's.
+    let volume = tempfile::tempdir().expect("tempdir");
+    fs::create_dir(volume.path().join("lost+found")).expect("mkdir");
+    open_ok(volume.path()).close().expect("close");
 
     // A database copied without its lock file is still known by its collections.
     let db_dir = tempfile::tempdir().expect("tempdir");
