@@ -200,6 +200,8 @@ test("every method that reads the caller's input gives a getter's exception back
     ['searchBatch queries', () => col.searchBatch(new Proxy([[1, 0]], { get: () => boom.x }))],
     ['get options', () => col.get('a', throwing('vector') as never)],
     ['getSync options', () => col.getSync('a', throwing('payload') as never)],
+    ['getSync options Proxy', () => col.getSync('a', new Proxy({}, { ownKeys: () => boom.x }) as never)],
+    ['updatePayload options', () => col.updatePayload('a', { v: 2 }, new Proxy({}, { ownKeys: () => boom.x }) as never)],
     ['getMany ids', () => col.getMany(new Proxy(['a'], { get: () => boom.x }))],
     ['createCollection options', () => db.createCollection('x', throwing('dimension') as never)],
     ['open options', () => open(join(dir, 'other'), throwing('durability') as never)],
@@ -214,7 +216,12 @@ test("every method that reads the caller's input gives a getter's exception back
 
 test('a Proxy of a Float32Array, or an object given its prototype, is refused as a vector and as a query', async (t) => {
   const col = await setup(t, 2)
-  const fakes = [new Proxy(new Float32Array(2), {}), Object.setPrototypeOf({ length: 2 }, Float32Array.prototype)]
+  const fakes = [
+    new Proxy(new Float32Array(2), {}),
+    Object.setPrototypeOf({ length: 2 }, Float32Array.prototype),
+    Object.setPrototypeOf(new Uint8Array(8), Float32Array.prototype),
+    Object.setPrototypeOf(new DataView(new ArrayBuffer(8)), Float32Array.prototype),
+  ]
   for (const fake of fakes) {
     await t.throwsAsync(col.upsert({ id: 'a', vector: fake }), invalid)
     await t.throwsAsync(col.upsert([{ id: 'a', vector: fake }]), invalid)

@@ -123,6 +123,25 @@ test('a value that toJSON would replace is refused, enumerable or not', (t) => {
   }
 })
 
+test('a key named toJSON that holds data is written like any other', (t) => {
+  const value = { toJSON: 'x', n: 1 }
+  t.is(agree(t, value, 'data under toJSON'), '{"toJSON":"x","n":1}')
+})
+
+test("a getter that checks a payload of its own does not spend the outer payload's size budget", (t) => {
+  const inner = 'i'.repeat(10 * 1024 * 1024)
+  const outer = {
+    get first(): string {
+      t.truthy(quickPayloadJson(inner)) // 10 MiB of the limit, in a nested check
+      t.true('text' in full(inner))
+      return 'x'
+    },
+    rest: 'o'.repeat(10 * 1024 * 1024),
+  }
+  t.is(quickPayloadJson(outer)?.length, 10 * 1024 * 1024 + 23) // {"first":"x","rest":"..."}
+  t.true('text' in full(outer))
+})
+
 test('shared parts are counted at each reference, so a small graph over the size limit is refused without walking it whole', (t) => {
   // 41 objects, each referring twice to the next: 2^40 paths to the leaf, a JSON text of
   // terabytes. Counting the text as the walk goes stops it at the limit.

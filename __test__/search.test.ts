@@ -148,6 +148,7 @@ test('filters: accepted and evaluated natively (a record without a payload is an
   t.deepEqual(await c.search(q, { k: 30, filter: {} }), all)
   t.deepEqual(await c.search(q, { k: 30, filter: { 'a.b': { $ne: 1 }, $not: { c: 2 } } }), all)
   t.deepEqual(await c.search(q, { k: 30, filter: { missing: null } }), all) // null matches a missing field
+  t.deepEqual(await c.search(q, { k: 30, filter: { toJSON: 'x' } }), []) // a key like any other
   t.deepEqual(await c.search(q, { k: 30, filter: { a: 1 } }), [])
   t.deepEqual(await c.search(q, { k: 30, filter: { $or: [{ a: { $gt: 0 } }, { b: { $in: ['x'] } }] } }), [])
   t.deepEqual(c.searchBatchSync([q, q], { k: 3, filter: { a: { $exists: true } } }), [[], []])

@@ -78,6 +78,15 @@ export function describe(value: unknown): string {
   return `${typeof value} ${String(value)}`
 }
 
+/**
+ * Whether `JSON.stringify` would call a `toJSON` of `v` (own or inherited, enumerable or
+ * not) instead of writing `v`: it does when `v.toJSON` is a function. A key named `toJSON`
+ * holding data is written like any other.
+ */
+export function hasToJson(v: object): boolean {
+  return typeof (v as { toJSON?: unknown }).toJSON === 'function'
+}
+
 /** `isWellFormed` is in Node 20 but not in the ES2022 typings. */
 export const wellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed()
 
@@ -92,8 +101,15 @@ function keyPath(path: string, key: string): string {
  * `undefined`.
  */
 export function quickPayloadJson(value: unknown): string | undefined {
+  // Saved and restored: a getter of the payload may write another payload meanwhile.
+  const outer = bytesLeft
   bytesLeft = PAYLOAD_BYTES_MAX
-  const verdict = quickCheck(value, 0)
+  let verdict: number
+  try {
+    verdict = quickCheck(value, 0)
+  } finally {
+    bytesLeft = outer
+  }
   if (verdict === QUICK_UNSURE) return undefined
   return verdict === QUICK_NEGATIVE_ZERO ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
 }
@@ -104,8 +120,13 @@ export function quickPayloadJson(value: unknown): string | undefined {
  */
 export function checkedPayloadJson(value: unknown, where: string | (() => string), fail: PayloadFail): string {
   const check = new PayloadCheck(where, fail)
+  const outer = bytesLeft
   bytesLeft = PAYLOAD_BYTES_MAX
-  check.walk(value, 0)
+  try {
+    check.walk(value, 0)
+  } finally {
+    bytesLeft = outer
+  }
   return check.negativeZero ? stringifyKeepingNegativeZero(value) : JSON.stringify(value)
 }
 
@@ -144,7 +165,7 @@ function quickCheck(v: unknown, depth: number): number {
     // (`Object.keys` is the cheapest count of them here: ~70 ns for a short array, half a
     // `for...in`.)
     if (Object.getPrototypeOf(v) !== Array.prototype || Object.keys(v).length !== v.length) return QUICK_UNSURE
-    if (Object.getOwnPropertySymbols(v).length !== 0 || 'toJSON' in v) return QUICK_UNSURE
+    if (Object.getOwnPropertySymbols(v).length !== 0 || hasToJson(v)) return QUICK_UNSURE
     for (let i = 0; i < v.length; i++) {
       const item: unknown = v[i]
       const sub = item === undefined ? QUICK_UNSURE : quickCheck(item, depth + 1)
@@ -155,7 +176,7 @@ function quickCheck(v: unknown, depth: number): number {
   }
   const proto: unknown = Object.getPrototypeOf(v)
   if (proto !== Object.prototype && proto !== null) return QUICK_UNSURE
-  if (Object.getOwnPropertySymbols(v).length !== 0 || 'toJSON' in v) return QUICK_UNSURE
+  if (Object.getOwnPropertySymbols(v).length !== 0 || hasToJson(v)) return QUICK_UNSURE
   for (const key in v) {
     if ((bytesLeft -= key.length + 3) < 0 || !wellFormed(key)) return QUICK_UNSURE
     const sub = quickCheck((v as Record<string, unknown>)[key], depth + 1)
@@ -213,7 +234,7 @@ class PayloadCheck {
       const extra = Object.keys(v).find((key) => !/^(0|[1-9]\d*)$/.test(key))
       if (extra !== undefined) this.#fail(`is an array with a key ${JSON.stringify(extra)} beside its items, which JSON drops`)
       if (Object.getOwnPropertySymbols(v).length > 0) this.#fail('has symbol keys, which JSON drops')
-      if ('toJSON' in v) this.#fail('has a toJSON method, which JSON.stringify calls instead of writing the array')
+      if (hasToJson(v)) this.#fail('has a toJSON method, which JSON.stringify calls instead of writing the array')
       for (let i = 0; i < v.length; i++) {
         path.push(i)
         if (!(i in v)) this.#fail('is a hole in a sparse array, which JSON gives back as null')
@@ -226,7 +247,7 @@ class PayloadCheck {
         this.#fail(`is ${describe(v)}, not a plain object, which JSON does not give back as such`)
       }
       if (Object.getOwnPropertySymbols(v).length > 0) this.#fail('has symbol keys, which JSON drops')
-      if ('toJSON' in v) this.#fail('has a toJSON method, which JSON.stringify calls instead of writing the object')
+      if (hasToJson(v)) this.#fail('has a toJSON method, which JSON.stringify calls instead of writing the object')
       for (const key of Object.keys(v)) {
         if ((bytesLeft -= key.length + 3) < 0) this.#tooLarge()
         if (!wellFormed(key)) this.#fail('has a key with a lone surrogate')
