@@ -137,7 +137,7 @@ test('write options: the shapes read without the schema are exactly the valid on
 test('get options: unknown key or non-boolean is KEEL_INVALID_ARGUMENT, sync and async', async (t) => {
   const { col } = await setup(t)
   const invalid = { code: 'KEEL_INVALID_ARGUMENT', instanceOf: KeelError }
-  for (const options of [{ vectors: true }, { payload: 'yes' }, { vector: 1 }, 'vector', null]) {
+  for (const options of [{ vectors: true }, { payload: 'yes' }, { vector: 1 }, 'vector', null, new Map(), new Date(0)]) {
     const err = t.throws(() => col.getSync('kept', options as never), invalid, JSON.stringify(options))
     t.regex(err?.message ?? '', /^invalid get options: /)
     await t.throwsAsync(col.get('kept', options as never), invalid)
@@ -156,6 +156,10 @@ const BAD_OPEN_OPTIONS: [string, unknown][] = [
   ['unsafe threshold', { checkpointThresholdBytes: 2 ** 53 }],
   ['string threshold', { checkpointThresholdBytes: '64' }],
   ['options not an object', 'fsync'],
+  ['options a Date', new Date(0)],
+  ['options a class instance', new (class Options {
+    durability = 'fsync'
+  })()],
 ]
 
 for (const [what, options] of BAD_OPEN_OPTIONS) {

@@ -317,6 +317,12 @@ const getOptionsSchema = z.strictObject({ vector: z.boolean().optional(), payloa
 
 /** Parses `value` with `schema`, or throws KEEL_INVALID_ARGUMENT naming each bad field. */
 function parseOptions<S extends z.ZodType>(what: string, schema: S, value: unknown): z.output<S> {
+  // zod reads any object's own keys: a Date, a Map or a class instance would pass as `{}` or
+  // be read field by field. Options are plain objects (the fast paths already require it).
+  const proto: unknown = readInput(() => (typeof value === 'object' && value !== null ? Object.getPrototypeOf(value) : undefined))
+  if (proto !== undefined && proto !== Object.prototype && proto !== null && !Array.isArray(value)) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `invalid ${what}: expected a plain object, got ${describe(value)}`)
+  }
   const result = readInput(() => schema.safeParse(value, { reportInput: true }))
   if (result.success) return result.data
   const problems = result.error.issues.map((issue) => {

@@ -297,7 +297,11 @@ impl<'v> Walk<'_, 'v> {
                 let index = array_index(step);
                 let indexed = index.and_then(|i| items.get(i));
                 let both = indexed.is_some() && items.iter().any(Value::is_object);
-                if items.is_empty() || (index.is_none() && !items.iter().all(Value::is_object)) {
+                // (Once set, `missing` needs no second scan of the elements.)
+                if !self.missing
+                    && (items.is_empty()
+                        || (index.is_none() && !items.iter().all(Value::is_object)))
+                {
                     self.missing = true;
                 }
                 // Like MongoDB, a step into an array also tries the step on each element that
