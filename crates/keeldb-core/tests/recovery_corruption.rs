@@ -259,6 +259,24 @@ fn a_record_that_passes_its_checksums_but_does_not_decode_is_refused() {
     }
 }
 
+/// Opens `dir` under Strict, which must refuse it as corrupt, then under Salvage, which must
+/// report one skipped record; returns the salvaged handles and stats.
+fn refused_then_salvaged(
+    dir: &Path,
+) -> (
+    keeldb_core::Db,
+    std::sync::Arc<keeldb_core::Collection>,
+    keeldb_core::CollectionStats,
+) {
+    let refused = open(dir, Strict).map(|_| ());
+    assert_eq!(refused.map_err(|e| e.code()), Err("KEEL_CORRUPT"));
+    let db = open(dir, Salvage).expect("salvage");
+    let c = db.collection(NAME).expect("c");
+    let stats = c.stats().expect("stats");
+    assert_eq!(stats.corrupt_records_skipped, 1, "{:?}", stats.warnings);
+    (db, c, stats)
+}
+
 #[test]
 fn an_older_ids_idx_put_back_is_refused_under_strict_and_reported_under_salvage() {
     // ids.idx from an earlier checkpoint, the rest of the collection newer: the records
@@ -278,12 +296,7 @@ fn an_older_ids_idx_put_back_is_refused_under_strict_and_reported_under_salvage(
     drop(c);
     db.close().expect("close");
     write(&index_path(dir.path()), &old_index);
-    let refused = open(dir.path(), Strict).map(|_| ());
-    assert_eq!(refused.map_err(|e| e.code()), Err("KEEL_CORRUPT"));
-    let db = open(dir.path(), Salvage).expect("salvage");
-    let c = db.collection(NAME).expect("c");
-    let stats = c.stats().expect("stats");
-    assert_eq!(stats.corrupt_records_skipped, 1, "{:?}", stats.warnings);
+    let (db, c, _) = refused_then_salvaged(dir.path());
     assert_holds(&c, &[1, 2], &[3]);
     drop(c);
     db.close().expect("close");
@@ -302,12 +315,7 @@ fn an_older_ids_idx_put_back_is_refused_under_strict_and_reported_under_salvage(
     drop(db); // a crash: the log holds the record of 5, after the checkpoint of 4
     write(&index_path(dir.path()), &index_at_3);
     write(&payload_index, &snapshot_at_3);
-    let refused = open(dir.path(), Strict).map(|_| ());
-    assert_eq!(refused.map_err(|e| e.code()), Err("KEEL_CORRUPT"));
-    let db = open(dir.path(), Salvage).expect("salvage");
-    let c = db.collection(NAME).expect("c");
-    let stats = c.stats().expect("stats");
-    assert_eq!(stats.corrupt_records_skipped, 1, "{:?}", stats.warnings);
+    let (db, c, stats) = refused_then_salvaged(dir.path());
     assert!(
         stats
             .warnings
