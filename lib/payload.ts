@@ -72,7 +72,7 @@ export function describe(value: unknown): string {
   if (typeof value === 'object') {
     const name: unknown = value.constructor?.name
     if (typeof name !== 'string' || name === '') return 'a null-prototype object'
-    return `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}`
+    return `${/^[AEIO]/.test(name) ? 'an' : 'a'} ${name}` // a Uint8Array, a URL
   }
   if (typeof value === 'string') return `the string ${JSON.stringify(value)}`
   return `${typeof value} ${String(value)}`
