@@ -214,3 +214,19 @@ for (const [what, name, options] of BAD_COLLECTIONS) {
     t.deepEqual(readdirSync(dir).sort(), ['docs', 'keeldb.lock'])
   })
 }
+
+test.serial('a key some library added to Object.prototype does not make options objects invalid', async (t) => {
+  const proto = Object.prototype as Record<string, unknown>
+  proto.polluted = 1
+  try {
+    const db = await open(tempDir(t), { durability: 'flush' })
+    const col = await db.createCollection('c', { dimension: 2, metric: 'dot' })
+    await col.upsert({ id: 1, vector: [1, 0] }, { durability: 'fsync' })
+    t.deepEqual(col.getSync(1, { payload: false })?.vector, new Float32Array([1, 0]))
+    t.is((await col.search([1, 0], { k: 1 })).length, 1)
+    t.is(await col.bulkLoad([{ id: 2, vector: [0, 1] }], { batchSize: 10 }), 1)
+    await db.close()
+  } finally {
+    delete proto.polluted
+  }
+})

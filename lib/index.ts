@@ -323,7 +323,10 @@ function parseOptions<S extends z.ZodType>(what: string, schema: S, value: unkno
   if (proto !== undefined && proto !== Object.prototype && proto !== null && !Array.isArray(value)) {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `invalid ${what}: expected a plain object, got ${describe(value)}`)
   }
-  const result = readInput(() => schema.safeParse(value, { reportInput: true }))
+  // Own keys only, each read once: zod's key check would also count a key some library
+  // added to Object.prototype, and refuse every options object for it.
+  const own = proto === Object.prototype ? readInput(() => Object.assign(Object.create(null) as object, value)) : value
+  const result = readInput(() => schema.safeParse(own, { reportInput: true }))
   if (result.success) return result.data
   const problems = result.error.issues.map((issue) => {
     const at = issue.path.length > 0 ? `${issue.path.join('.')}: ` : ''
