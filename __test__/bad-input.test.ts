@@ -137,13 +137,16 @@ test('write options: the shapes read without the schema are exactly the valid on
 test('get options: unknown key or non-boolean is KEEL_INVALID_ARGUMENT, sync and async', async (t) => {
   const { col } = await setup(t)
   const invalid = { code: 'KEEL_INVALID_ARGUMENT', instanceOf: KeelError }
-  for (const options of [{ vectors: true }, { payload: 'yes' }, { vector: 1 }, 'vector', null, new Map(), new Date(0)]) {
+  for (const options of [{ vectors: true }, { payload: 'yes' }, { vector: 1 }, 'vector', new Map(), new Date(0)]) {
     const err = t.throws(() => col.getSync('kept', options as never), invalid, JSON.stringify(options))
     t.regex(err?.message ?? '', /^invalid get options: /)
     await t.throwsAsync(col.get('kept', options as never), invalid)
     await t.throwsAsync(col.getMany(['kept'], options as never), invalid)
   }
   t.deepEqual(Object.keys(col.getSync('kept', { vector: true, payload: undefined }) ?? {}), ['id', 'vector', 'payload'])
+  // null is no options, as for the other methods.
+  t.deepEqual(Object.keys(col.getSync('kept', null as never) ?? {}), ['id', 'vector', 'payload'])
+  t.is((await col.getMany(['kept'], null as never)).length, 1)
 })
 
 const BAD_OPEN_OPTIONS: [string, unknown][] = [

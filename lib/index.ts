@@ -536,7 +536,8 @@ function packPayloads(texts: readonly (string | undefined)[]): PackedPayloads {
 
 /** Get options, validated; reads without options (the hot path) skip the schema. */
 function readOptions(options: GetOptions | undefined): GetOptions {
-  if (options === undefined) return {}
+  // null reads as no options, as for writes, searches, bulkLoad and open.
+  if (options === undefined || options === null) return {}
   // The common shapes (`{ payload: false }`, `{ vector: true }`, ...) are read here as for
   // write options (see writeDurability); anything else goes to the schema and its errors.
   // Each value is read once, into a copy: a read never looks at the caller's object again.

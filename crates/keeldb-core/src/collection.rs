@@ -1525,7 +1525,12 @@ impl Collection {
     /// [`Collection::get_record`] for many ids at once (at most `BATCH_RECORDS_MAX`), in
     /// their order, all from the same moment.
     pub fn get_many(&self, ids: &[Id], vector: bool, payload: bool) -> Result<Vec<Option<Record>>> {
-        check_batch_len(ids.len())?;
+        if ids.len() > BATCH_RECORDS_MAX {
+            return Err(Error::invalid(format!(
+                "one read takes at most {BATCH_RECORDS_MAX} ids, got {}",
+                ids.len()
+            )));
+        }
         for (i, id) in ids.iter().enumerate() {
             validate_id(i, id)?;
         }

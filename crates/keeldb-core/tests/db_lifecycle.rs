@@ -256,6 +256,15 @@ fn refused_input_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, c) = create(dir.path(), 2);
     put(&c, &[1, 2]);
+    // (A read of too many ids is refused too, in its own words.)
+    let too_many = vec![Id::Int(1); keeldb_core::types::BATCH_RECORDS_MAX + 1];
+    let err = c.get_many(&too_many, true, true).expect_err("too many ids");
+    assert_eq!(err.code(), "KEEL_INVALID_ARGUMENT");
+    assert!(
+        err.to_string()
+            .contains("one read takes at most 1000000 ids"),
+        "{err}"
+    );
     let before = c.stats().expect("stats");
     let log_before = read_log(dir.path());
     let long_id = Id::from("a".repeat(513).as_str());
