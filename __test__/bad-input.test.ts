@@ -218,18 +218,30 @@ for (const [what, name, options] of BAD_COLLECTIONS) {
   })
 }
 
-test.serial('a key some library added to Object.prototype does not make options objects invalid', async (t) => {
+test.serial('a key some library added to Object.prototype is no option: options stay valid and mean what they say', async (t) => {
   const proto = Object.prototype as Record<string, unknown>
   proto.polluted = 1
+  // Keys that are options: an options object that leaves them out must not inherit them.
+  proto.durability = 'none'
+  proto.vector = false
+  proto.k = 0
   try {
-    const db = await open(tempDir(t), { durability: 'flush' })
+    const db = await open(tempDir(t), {})
     const col = await db.createCollection('c', { dimension: 2, metric: 'dot' })
     await col.upsert({ id: 1, vector: [1, 0] }, { durability: 'fsync' })
+    const syncs = col.stats().walSyncs
+    await col.upsert({ id: 3, vector: [1, 1] }, {}) // the database's default, fsync
+    t.true(col.stats().walSyncs > syncs, 'fsynced, not the inherited none')
     t.deepEqual(col.getSync(1, { payload: false })?.vector, new Float32Array([1, 0]))
+    t.deepEqual(col.getSync(1, {})?.vector, new Float32Array([1, 0]))
     t.is((await col.search([1, 0], { k: 1 })).length, 1)
+    t.is((await col.search([1, 0], {})).length, 2)
     t.is(await col.bulkLoad([{ id: 2, vector: [0, 1] }], { batchSize: 10 }), 1)
     await db.close()
   } finally {
     delete proto.polluted
+    delete proto.durability
+    delete proto.vector
+    delete proto.k
   }
 })

@@ -123,9 +123,21 @@ test('a value that toJSON would replace is refused, enumerable or not', (t) => {
   }
 })
 
-test('a key named toJSON that holds data is written like any other', (t) => {
+test('a key named toJSON that holds data is written like any other; a getter there is refused', (t) => {
   const value = { toJSON: 'x', n: 1 }
-  t.is(agree(t, value, 'data under toJSON'), '{"toJSON":"x","n":1}')
+  t.is(quickPayloadJson(value), undefined, 'the quick check leaves any toJSON to the full one')
+  t.deepEqual(full(value), { text: '{"toJSON":"x","n":1}' })
+  // A getter may give data to the check and a function to JSON.stringify's second read.
+  let reads = 0
+  const tricky = {
+    title: 'real',
+    get toJSON(): unknown {
+      reads++
+      return reads > 1 ? () => ({ title: 'substituted' }) : undefined
+    },
+  }
+  t.is(quickPayloadJson(tricky), undefined)
+  t.true('refused' in full(tricky))
 })
 
 test("a getter that checks a payload of its own does not spend the outer payload's size budget", (t) => {

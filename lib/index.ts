@@ -296,15 +296,17 @@ function writeDurability(options: unknown): Durability | undefined {
   if (options === undefined || options === null) return undefined
   try {
     if (typeof options === 'object' && Object.getPrototypeOf(options) === Object.prototype) {
+      // Own keys only (`Object.hasOwn`): a key some library added to Object.prototype must
+      // not pass for an option, let alone set the durability.
       let keys = 0
       for (const key in options) {
-        if (key !== 'durability') {
+        if (key !== 'durability' || !Object.hasOwn(options, key)) {
           keys = -1
           break
         }
         keys++
       }
-      const d: unknown = (options as { durability?: unknown }).durability
+      const d: unknown = keys === 1 ? (options as { durability?: unknown }).durability : undefined
       if (keys >= 0 && (d === undefined || d === 'fsync' || d === 'flush' || d === 'none')) return d
     }
   } catch (err) {
@@ -321,13 +323,17 @@ function parseOptions<S extends z.ZodType>(what: string, schema: S, value: unkno
   // be read field by field. Options are plain objects (the fast paths already require it).
   const proto: unknown = readInput(() => (typeof value === 'object' && value !== null ? Object.getPrototypeOf(value) : undefined))
   if (proto !== undefined && proto !== Object.prototype && proto !== null && !Array.isArray(value)) {
-    throw new KeelError('KEEL_INVALID_ARGUMENT', `invalid ${what}: expected a plain object, got ${describe(value)}`)
+    throw new KeelError(
+      'KEEL_INVALID_ARGUMENT',
+      `invalid ${what}: expected a plain object, got ${describe(value)} with a prototype other than Object.prototype`,
+    )
   }
   // Own keys only, each read once: zod's key check would also count a key some library
-  // added to Object.prototype, and refuse every options object for it.
+  // added to Object.prototype, and refuse every options object for it. Its output has no
+  // prototype either, so an option left out reads as undefined, not as such a key.
   const own = proto === Object.prototype ? readInput(() => Object.assign(Object.create(null) as object, value)) : value
   const result = readInput(() => schema.safeParse(own, { reportInput: true }))
-  if (result.success) return result.data
+  if (result.success) return Object.assign(Object.create(null) as object, result.data) as z.output<S>
   const problems = result.error.issues.map((issue) => {
     const at = issue.path.length > 0 ? `${issue.path.join('.')}: ` : ''
     const got = issue.code !== 'unrecognized_keys' && 'input' in issue ? ` (got ${show(issue.input)})` : ''
@@ -543,11 +549,12 @@ function readOptions(options: GetOptions | undefined): GetOptions {
   // Each value is read once, into a copy: a read never looks at the caller's object again.
   try {
     if (typeof options === 'object' && options !== null && Object.getPrototypeOf(options) === Object.prototype) {
-      const copy: Record<string, boolean | undefined> = {}
+      // No prototype, and own keys only (see writeDurability).
+      const copy = Object.create(null) as Record<string, boolean | undefined>
       let plain = true
       for (const key in options) {
         const value: unknown = (options as Record<string, unknown>)[key]
-        if ((key !== 'vector' && key !== 'payload') || (value !== undefined && typeof value !== 'boolean')) {
+        if ((key !== 'vector' && key !== 'payload') || !Object.hasOwn(options, key) || (value !== undefined && typeof value !== 'boolean')) {
           plain = false
           break
         }

@@ -79,12 +79,17 @@ export function describe(value: unknown): string {
 }
 
 /**
- * Whether `JSON.stringify` would call a `toJSON` of `v` (own or inherited, enumerable or
- * not) instead of writing `v`: it does when `v.toJSON` is a function. A key named `toJSON`
- * holding data is written like any other.
+ * Whether `JSON.stringify` could call a `toJSON` of `v` (own or inherited, enumerable or
+ * not) instead of writing `v`: a `toJSON` that holds a function, or a getter (which may give
+ * a function when `JSON.stringify` reads it again). A key named `toJSON` that holds data is
+ * written like any other. (The quick check is coarser: any `toJSON` sends a payload here.)
  */
 export function hasToJson(v: object): boolean {
-  return typeof (v as { toJSON?: unknown }).toJSON === 'function'
+  for (let o: object | null = v; o !== null; o = Object.getPrototypeOf(o) as object | null) {
+    const own = Object.getOwnPropertyDescriptor(o, 'toJSON')
+    if (own !== undefined) return own.get !== undefined || typeof own.value === 'function'
+  }
+  return false
 }
 
 /** `isWellFormed` is in Node 20 but not in the ES2022 typings. */
@@ -165,7 +170,7 @@ function quickCheck(v: unknown, depth: number): number {
     // (`Object.keys` is the cheapest count of them here: ~70 ns for a short array, half a
     // `for...in`.)
     if (Object.getPrototypeOf(v) !== Array.prototype || Object.keys(v).length !== v.length) return QUICK_UNSURE
-    if (Object.getOwnPropertySymbols(v).length !== 0 || hasToJson(v)) return QUICK_UNSURE
+    if (Object.getOwnPropertySymbols(v).length !== 0 || 'toJSON' in v) return QUICK_UNSURE
     for (let i = 0; i < v.length; i++) {
       const item: unknown = v[i]
       const sub = item === undefined ? QUICK_UNSURE : quickCheck(item, depth + 1)
@@ -176,7 +181,7 @@ function quickCheck(v: unknown, depth: number): number {
   }
   const proto: unknown = Object.getPrototypeOf(v)
   if (proto !== Object.prototype && proto !== null) return QUICK_UNSURE
-  if (Object.getOwnPropertySymbols(v).length !== 0 || hasToJson(v)) return QUICK_UNSURE
+  if (Object.getOwnPropertySymbols(v).length !== 0 || 'toJSON' in v) return QUICK_UNSURE
   for (const key in v) {
     if ((bytesLeft -= key.length + 3) < 0 || !wellFormed(key)) return QUICK_UNSURE
     const sub = quickCheck((v as Record<string, unknown>)[key], depth + 1)
