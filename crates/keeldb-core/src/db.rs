@@ -272,7 +272,8 @@ impl Db {
 /// `collection.json`). Open would otherwise lock it and delete its `.creating-*` and
 /// `.dropping-*` entries as leftovers of ours. A database copied without its lock file is
 /// still recognised by its collections, and `lost+found` (the root of a new ext4 volume)
-/// does not count.
+/// does not count. In a database, a leftover that is not keeldb's is refused here too
+/// ([`check_leftover`]), so such an open writes nothing either.
 fn refuse_foreign_dir(fs: &dyn Vfs, path: &Path) -> Result<()> {
     let entries = match fs.read_dir(path) {
         Ok(entries) => entries,
@@ -289,6 +290,13 @@ fn refuse_foreign_dir(fs: &dyn Vfs, path: &Path) -> Result<()> {
                         .is_ok())
         });
     if ours {
+        // And its leftovers, before the lock file is made (open checks them again under
+        // the lock, before it removes any).
+        for entry in &entries {
+            if entry.name.starts_with(CREATING_PREFIX) || entry.name.starts_with(DROPPING_PREFIX) {
+                check_leftover(fs, &path.join(&entry.name), entry.kind)?;
+            }
+        }
         return Ok(());
     }
     Err(Error::invalid(format!(

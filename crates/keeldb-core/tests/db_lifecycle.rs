@@ -200,6 +200,25 @@ fn a_directory_that_is_not_a_database_is_refused_and_left_as_it_was() {
     let db = open_ok(db_dir.path());
     common::assert_holds(&db.collection(NAME).expect("c"), &[1, 2], &[]);
     db.close().expect("close");
+
+    // ...but a leftover it holds that is not keeldb's refuses the open before anything is
+    // written, lock file included.
+    fs::remove_file(db_dir.path().join("keeldb.lock")).expect("remove the lock file");
+    fs::create_dir(db_dir.path().join(".creating-backup")).expect("mkdir");
+    write(
+        &db_dir.path().join(".creating-backup/precious.txt"),
+        b"my data",
+    );
+    let before = common::tree(db_dir.path());
+    assert_eq!(
+        code(Db::open(db_dir.path(), DbOptions::default())),
+        "KEEL_CORRUPT"
+    );
+    assert_eq!(
+        common::tree(db_dir.path()),
+        before,
+        "nothing is written or removed"
+    );
 }
 
 fn assert_collection_closed(c: &Collection) {
