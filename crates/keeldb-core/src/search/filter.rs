@@ -17,7 +17,9 @@
 //! - a condition on a field holding an array holds if it holds for the array itself or for
 //!   any element (`{ tags: 'red' }` matches `tags: ['red', 'blue']`);
 //! - `$eq`/`$in` compare by value: numbers by numeric value (1 equals 1.0), objects whatever
-//!   the order of their keys; `{ f: null }` matches a missing `f` as well as `f: null`;
+//!   the order of their keys; `{ f: null }` matches a missing `f` as well as `f: null`,
+//!   and (MongoDB 9.0) any branch of a dotted path that ends without a value
+//!   (`{ "a.b": null }` matches `a: [{ b: 1 }, {}]`, `a: []`, `a: [1]`);
 //! - `$gt` and friends compare numbers with numbers and strings with strings (by UTF-8
 //!   bytes); any other pairing, or a missing field, does not match;
 //! - `$ne`, `$nin` and `$not` are the exact negations of `$eq`, `$in` and their operand, so
