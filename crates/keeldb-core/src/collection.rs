@@ -98,8 +98,8 @@ pub struct CollectionOptions {
     /// The log size past which a write triggers a checkpoint.
     pub checkpoint_threshold_bytes: u64,
     /// Whether a write triggers a checkpoint only once the log is also past
-    /// [`LOG_BYTES_PER_INDEX_BYTE`] times the size of the indexes the last one wrote (that
-    /// figure at most [`INDEX_SCALED_THRESHOLD_MAX`]).
+    /// `LOG_BYTES_PER_INDEX_BYTE` times the size of the indexes the last one wrote (that
+    /// figure at most `INDEX_SCALED_THRESHOLD_MAX`).
     pub checkpoint_scales_with_index: bool,
     /// Share of the payload log (0 to 1) that superseded and delete frames must reach
     /// before a write triggers compaction.

@@ -23,9 +23,9 @@ use crate::types::Durability;
 /// Most log bytes one group carries; the rest of the queue waits for the next group.
 pub const GROUP_BYTES_MAX: usize = 64 << 20;
 
-/// Quiet pushes ([`CommitQueue::push_quiet`]) wake a waiting committer anyway once this many
+/// Quiet pushes (`CommitQueue::push_quiet`) wake a waiting committer anyway once this many
 /// requests wait: a caller that queues a long synchronous run of writes before it calls
-/// [`CommitQueue::wake`] then still has the committer working alongside it. Small, because
+/// `CommitQueue::wake` then still has the committer working alongside it. Small, because
 /// the JS thread's burst of 64 writes takes several hundred microseconds to queue: with 256,
 /// the committer idled through it (the two threads took turns); with 8 it starts on the
 /// first writes and the rest form the next group while it syncs (docs/BENCHMARKS.md has the

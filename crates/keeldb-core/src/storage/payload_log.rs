@@ -4,7 +4,7 @@
 //! Invariant: frames are only appended, at the end; a frame once written is never modified,
 //! so a reader holding an offset (and a handle on the file) reads the same bytes for as long
 //! as the generation exists. The same holds for the read-only mapping a log keeps
-//! ([`FrameView`]): it is read only below the bytes written, and dropped before a cut.
+//! (`FrameView`): it is read only below the bytes written, and dropped before a cut.
 //! Nothing here syncs by itself: the collection syncs the log at each checkpoint, before
 //! `ids.idx` names a sequence number the log must hold.
 
@@ -218,7 +218,7 @@ impl PayloadLogFile {
     }
 
     /// Appends `bytes` (whole frames) to a buffer that is written out once it passes
-    /// [`APPEND_BUFFER_BYTES`] and by [`PayloadLogFile::write_buffered`]: one write for the
+    /// `APPEND_BUFFER_BYTES` and by [`PayloadLogFile::write_buffered`]: one write for the
     /// frames of many log records (replay, a group commit) instead of one each, which cost
     /// more than the rest of replay and a sixth of the committer's time in a group of
     /// single-record writes. Until the buffer is written out, nothing may read the buffered
