@@ -22,7 +22,8 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::format::index::IndexSnapshot;
 use crate::format::payload_index::{
-    self, PayloadLoc, PayloadSnapshot, PAYLOAD_INDEX_MAGIC, PAYLOAD_INDEX_VERSION,
+    self, PayloadLoc, PayloadSnapshot, PAYLOAD_INDEX_CHECKPOINT_LSN_AT, PAYLOAD_INDEX_MAGIC,
+    PAYLOAD_INDEX_VERSION,
 };
 use crate::format::payload_log::{encode_frame, FrameKind, PAYLOAD_LOG_HEADER_LEN};
 use crate::format::wal::Op;
@@ -602,7 +603,10 @@ fn read_snapshot(
             snapshot.checkpoint_lsn
         );
         match policy {
-            RecoveryPolicy::Strict => return Err(Error::corrupted(&path, 24, reason)),
+            RecoveryPolicy::Strict => {
+                let at = PAYLOAD_INDEX_CHECKPOINT_LSN_AT as u64;
+                return Err(Error::corrupted(&path, at, reason));
+            }
             RecoveryPolicy::Salvage => {
                 report.corrupt_records_skipped += 1;
                 report.warnings.push(format!(

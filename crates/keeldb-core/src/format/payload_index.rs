@@ -27,6 +27,8 @@ pub const PAYLOAD_INDEX_MAGIC: [u8; 8] = *b"KEELPIX\0";
 pub const PAYLOAD_INDEX_VERSION: u32 = 1;
 /// Bytes before the first entry.
 pub const PAYLOAD_INDEX_HEADER_LEN: usize = 48;
+/// Offset of `checkpoint_lsn` in the header, for messages that point at it.
+pub const PAYLOAD_INDEX_CHECKPOINT_LSN_AT: usize = 24;
 const ENTRY_BYTES_MIN: usize = ID_ENCODED_BYTES_MIN + 8 + 4;
 
 /// Where a payload frame is in the payload log.
@@ -298,7 +300,11 @@ mod tests {
 
     #[test]
     fn snapshot_round_trips() {
-        assert_eq!(decode(&encode(&sample())), Ok(sample()));
+        let bytes = encode(&sample());
+        assert_eq!(decode(&bytes), Ok(sample()));
+        let at = PAYLOAD_INDEX_CHECKPOINT_LSN_AT;
+        let lsn = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        assert_eq!(lsn, sample().checkpoint_lsn, "the documented offset");
     }
 
     #[test]

@@ -249,7 +249,7 @@ fn reaches<'v>(
     let mut walk = Walk {
         test,
         reached: false,
-        missing: doc.is_none(),
+        missing: false,
         seen: None,
     };
     let matched = doc.is_some_and(|d| walk.walk(d, path));
@@ -264,7 +264,8 @@ fn reaches<'v>(
 struct Walk<'t, 'v> {
     test: &'t mut dyn FnMut(&'v Value) -> bool,
     reached: bool,
-    /// Whether a branch of the path ended without a value: a record without a payload, an
+    /// Whether a branch of the path ended without a value (a walk that reaches nothing at
+    /// all, a record without a payload included, counts as one too: see [`equals`]): an
     /// object without the step's key, a scalar with steps left, or, in an array met with
     /// a named step left, the array empty or an element that is not an object (MongoDB 9.0:
     /// an empty array, an array of scalars or one holding an array evaluates as null).
