@@ -664,14 +664,14 @@ const BATCH_RECORDS_MAX = 1_000_000
 /** Largest log record, so largest encoded batch (the native `WAL_RECORD_BYTES_MAX`). */
 const LOG_RECORD_BYTES_MAX = 2 ** 30
 
+/** A batch of records checked and packed for one native call. */
+type Packed = { ids: Id[]; flat: Float32Array; payloads: PackedPayloads | undefined }
+
 /**
  * Packs the records of one write into ids, one flat Float32Array (records x dimension) and
  * the payloads, checking the shape of each. The flat array may be the scratch: the caller
  * gives it back once the native call has copied it (`pack` does when it throws).
  */
-/** A batch of records checked and packed for one native call. */
-type Packed = { ids: Id[]; flat: Float32Array; payloads: PackedPayloads | undefined }
-
 function pack(records: readonly unknown[], dimension: number): Packed {
   // The native limits, checked before the vectors are copied: a batch they refuse would
   // otherwise cost its whole copy first, or fail to allocate (past 2^32 floats).
