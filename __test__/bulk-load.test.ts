@@ -79,7 +79,7 @@ test('a bad record stops the load: typed error, how many were stored, and exactl
   records[1_234] = { id: 1_234, vector: bad }
   const err = await t.throwsAsync(col.bulkLoad(records, { batchSize: 500 }), { instanceOf: KeelError })
   t.is(err?.code, 'KEEL_INVALID_ARGUMENT')
-  t.regex(err?.message ?? '', /^bulkLoad stopped after storing 1000 records; the batch of input records 1000\.\.1499 failed: .*record 234 \(id 1234\)/)
+  t.regex(err?.message ?? '', /^bulkLoad stopped after storing 1000 records; the batch of input records 1000\.\.1499 failed \(the numbers below count from its first record\): .*record 234 \(id 1234\)/)
   t.is(col.stats().count, 1_000, 'the batches before the bad one, and nothing of it or after it')
   t.true(allThere(col, 1_000))
   t.is(col.getSync(1_000), null)

@@ -1895,7 +1895,7 @@ export class Collection {
       // Anything but the load's own errors came from the caller's iterable: theirs, as it is.
       if (!(err instanceof LoadFailure)) throw err
       const { range, error } = err
-      throw new KeelError(error.code, `bulkLoad stopped after storing ${plural(stored)}; the batch of input records ${range} failed: ${error.message}`, { cause: error })
+      throw new KeelError(error.code, `bulkLoad stopped after storing ${plural(stored)}; the batch of input records ${range} failed (the numbers below count from its first record): ${error.message}`, { cause: error })
     }
     try {
       // The records reach the log's file first, so that a failed checkpoint leaves them
