@@ -185,6 +185,13 @@ test('bad filters are KEEL_INVALID_ARGUMENT naming the bad part', async (t) => {
   // size was counted during the walk.
   let shared: Record<string, unknown> = { leaf: 'x' }
   for (let i = 0; i < 40; i++) shared = { l: shared, r: shared }
+  // A literal value 40 arrays deep passes the JS walk (64 levels of objects and arrays) and
+  // meets the native limit on values (32); one 70 deep stops at the JS walk.
+  const deep = (levels: number): unknown => {
+    let v: unknown = 1
+    for (let i = 0; i < levels; i++) v = [v]
+    return v
+  }
   const hiddenToJson = { title: 'nothing-has-this' }
   Object.defineProperty(hiddenToJson, 'toJSON', { value: () => ({}), enumerable: false })
   const cases: [unknown, RegExp][] = [
@@ -210,6 +217,8 @@ test('bad filters are KEEL_INVALID_ARGUMENT naming the bad part', async (t) => {
     [{ a: new Date(0) }, /at 'a': a Date is not a plain object/],
     [{ a: () => 1 }, /at 'a': function/],
     [cyclic, /at 'self': the filter refers to itself/],
+    [{ a: deep(40) }, /at 'a': the value nests deeper than 32 levels$/],
+    [{ a: deep(70) }, /the filter nests deeper than 64 levels of objects and arrays$/],
     ['price > 1', /a filter must be an object/],
     [[{ a: 1 }], /a filter must be an object, got an array/],
     [null, /a filter must be an object, got null/],

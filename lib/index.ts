@@ -919,7 +919,7 @@ function checkJson(value: unknown, at: string, ancestors: Set<object>): void {
   if (value === null) return
   const object = value as object
   if (ancestors.has(object)) fail('the filter refers to itself')
-  if (ancestors.size >= FILTER_DEPTH_MAX) fail(`the filter nests deeper than ${FILTER_DEPTH_MAX} levels`)
+  if (ancestors.size >= FILTER_DEPTH_MAX) fail(`the filter nests deeper than ${FILTER_DEPTH_MAX} levels of objects and arrays`)
   const proto: unknown = Object.getPrototypeOf(object)
   if (Array.isArray(object) ? proto !== Array.prototype : proto !== Object.prototype && proto !== null) {
     const name = (object as { constructor?: { name?: string } }).constructor?.name ?? 'null-prototype'
