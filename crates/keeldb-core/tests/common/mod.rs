@@ -114,33 +114,41 @@ pub fn tree(dir: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
 }
 
 /// The files a recovering open rewrites when it checkpoints (ids.idx, payloads.idx and the
-/// payload log), as a crash left them, so that a test can open the same crash image again
+/// payload logs), as a crash left them, so that a test can open the same crash image again
 /// and again. Putting back ids.idx alone would leave the payload snapshot the last open wrote
 /// newer than it: an older ids.idx, which open reports.
-pub struct CrashFiles(Vec<(PathBuf, Option<Vec<u8>>)>);
+pub struct CrashFiles {
+    files: Vec<(PathBuf, Option<Vec<u8>>)>,
+    dir: PathBuf,
+}
 
 impl CrashFiles {
-    /// The files of the collection in `dir` now (`None`: absent).
+    /// The files of the collection in `dir` now (`None`: absent), every payload log
+    /// generation included.
     pub fn take(dir: &Path) -> CrashFiles {
-        let paths = [
-            index_path(dir),
-            payload_index_path(dir),
-            payload_log_path(dir, 1),
-        ];
-        CrashFiles(
-            paths
+        let mut paths = vec![index_path(dir), payload_index_path(dir)];
+        paths.extend(payload_log_paths(dir));
+        CrashFiles {
+            files: paths
                 .into_iter()
                 .map(|path| {
                     let bytes = fs::read(&path).ok();
                     (path, bytes)
                 })
                 .collect(),
-        )
+            dir: dir.to_owned(),
+        }
     }
 
-    /// Writes them back (removing those that were absent).
+    /// Writes them back, removing those that were absent and any payload log that was not
+    /// there when they were taken.
     pub fn put_back(&self) {
-        for (path, bytes) in &self.0 {
+        for path in payload_log_paths(&self.dir) {
+            if !self.files.iter().any(|(taken, _)| *taken == path) {
+                fs::remove_file(&path).expect("remove a payload log the image did not have");
+            }
+        }
+        for (path, bytes) in &self.files {
             match bytes {
                 Some(bytes) => write(path, bytes),
                 None => {
@@ -149,6 +157,21 @@ impl CrashFiles {
             }
         }
     }
+}
+
+/// The payload logs (`payloads-N.log`, every generation) of collection [`NAME`].
+fn payload_log_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(coll_dir(dir))
+        .expect("list the collection's directory")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("payloads-") && name.ends_with(".log"))
+        })
+        .collect();
+    paths.sort();
+    paths
 }
 
 /// The vector every fixture stores under integer id `n`: distinct per id and component.
