@@ -825,7 +825,7 @@ impl Collection {
             batch_starts: Vec::new(),
         };
         let (wal, mut report) = recover_log(&*fs, dir, &config, options.recovery, &mut state)?;
-        state.payloads.finish_open()?;
+        state.payloads.finish_open(&*fs, dir)?;
         // A payload log replayed without a snapshot gets one now, so the next open is fast.
         let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64
             || (!payload_report.snapshot_used

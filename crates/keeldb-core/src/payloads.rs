@@ -72,6 +72,9 @@ pub struct PayloadStore {
     staged: Vec<PayloadChange>,
     /// The frames of the record being staged, encoded before they are appended.
     frames: Vec<u8>,
+    /// Generations below the current one that open found (left by a compaction that crashed
+    /// after its rename): deleted by [`PayloadStore::finish_open`].
+    superseded: Vec<u64>,
 }
 
 /// A change staged by [`PayloadStore::stage`]: `id`'s payload is now at `loc`, or gone.
@@ -116,14 +119,21 @@ impl PayloadStore {
         upgrading: bool,
     ) -> Result<(PayloadStore, PayloadOpenReport)> {
         let checkpoint_lsn = checkpoint.checkpoint_lsn;
-        let mut log = open_current_generation(fs, dir, upgrading)?;
+        let mut report = PayloadOpenReport::default();
+        let (mut log, superseded) = open_current_generation(
+            fs,
+            dir,
+            checkpoint.payload_generation,
+            upgrading,
+            policy,
+            &mut report,
+        )?;
         // What the checkpoint synced of this generation (a compaction may have installed a
         // newer one since): at least the header.
         let synced_end = match checkpoint.payload_generation == log.generation() {
             true => checkpoint.payload_log_end,
             false => PAYLOAD_LOG_HEADER_LEN as u64,
         };
-        let mut report = PayloadOpenReport::default();
         let snapshot = read_snapshot(fs, dir, &log, checkpoint_lsn, policy, &mut report)?;
         // A log shorter than what was synced is reported once: by the snapshot's check if
         // that found it.
@@ -172,6 +182,7 @@ impl PayloadStore {
                 buffering: false,
                 staged: Vec::new(),
                 frames: Vec::new(),
+                superseded,
             },
             report,
         ))
@@ -269,10 +280,19 @@ impl PayloadStore {
     }
 
     /// The collection opens: cuts the payload log's frames after the checkpoint that
-    /// [`PayloadStore::open`] found (replay has written the log's records again since).
-    /// Until this runs the file is as opening found it, so a refused open changes nothing.
-    pub fn finish_open(&mut self) -> Result<()> {
-        self.log.cut_forgotten_tail()
+    /// [`PayloadStore::open`] found (replay has written the log's records again since) and
+    /// deletes the generations the current one superseded. Until this runs the files are as
+    /// opening found them, so a refused open changes nothing.
+    pub fn finish_open(&mut self, fs: &dyn Vfs, dir: &Path) -> Result<()> {
+        self.log.cut_forgotten_tail()?;
+        for &old in &self.superseded {
+            payload_log::remove(fs, dir, old)?;
+        }
+        if !self.superseded.is_empty() {
+            fsio::sync_dir(fs, dir)?;
+        }
+        self.superseded.clear();
+        Ok(())
     }
 
     /// Frames are buffered from now on until [`PayloadStore::end_buffering`], for log
@@ -474,7 +494,13 @@ impl CompactionSource {
     /// rather than being laundered into the new generation) into the next generation's
     /// temporary file, without any lock: the source frames are never modified.
     pub fn copy(self, fs: Arc<dyn Vfs>, dir: &Path) -> Result<CompactionCopy> {
-        let generation = self.generation + 1;
+        let generation = self.generation.checked_add(1).ok_or_else(|| {
+            Error::corrupted(
+                dir.join(payload_log::file_name(self.generation)),
+                0,
+                "the payload log's generation is the largest there is: it cannot be compacted",
+            )
+        })?;
         let mut writer = CompactionWriter::create(fs, dir, generation)?;
         let mut moved = Vec::with_capacity(self.live.len());
         for loc in &self.live {
@@ -515,32 +541,85 @@ pub fn create_files(fs: &dyn Vfs, dir: &Path) -> Result<()> {
     PayloadLogFile::create(fs, dir, 1).map(|_| ())
 }
 
-/// Opens the highest generation (compaction renames a new one into place only once it is
-/// whole and durable, so the highest is current) and deletes the lower ones, which a crash
-/// after that rename may have left. A format-1 collection (`upgrading`) without a
-/// payload log gets an empty generation 1.
-fn open_current_generation(fs: &dyn Vfs, dir: &Path, upgrading: bool) -> Result<PayloadLogFile> {
+/// Opens the current generation and lists the lower ones, which a crash after a
+/// compaction's rename may have left (`finish_open` deletes them once the open succeeds).
+///
+/// ids.idx names the generation its checkpoint synced, `expected`; a compaction renames
+/// `expected + 1` into place before the checkpoint that names it, so the current log is
+/// the highest of those two that exists. A higher generation is not this collection's
+/// (compaction never skips one): `strict` refuses the open, `salvage` leaves the file where
+/// it is, unread, and reports it. When neither of the two exists, `strict` refuses and
+/// `salvage` reads the highest there is (an older ids.idx put back after compactions
+/// leaves that state), deleting nothing. `expected` 0 (an ids.idx of version 1, which did
+/// not name it) takes the highest. A format-1 collection (`upgrading`) without a payload
+/// log gets an empty generation 1.
+fn open_current_generation(
+    fs: &dyn Vfs,
+    dir: &Path,
+    expected: u64,
+    upgrading: bool,
+    policy: RecoveryPolicy,
+    report: &mut PayloadOpenReport,
+) -> Result<(PayloadLogFile, Vec<u64>)> {
     let generations = payload_log::list_generations(fs, dir)?;
-    let Some((&current, superseded)) = generations.split_last() else {
+    let Some(&highest) = generations.last() else {
         if !upgrading {
             return Err(Error::corrupted(
-                dir.join(payload_log::file_name(1)),
+                dir.join(payload_log::file_name(expected.max(1))),
                 0,
                 "the collection has no payload log (payloads-<n>.log): file is missing",
             ));
         }
         let log = PayloadLogFile::create(fs, dir, 1)?;
         fsio::sync_dir(fs, dir)?;
-        return Ok(log);
+        return Ok((log, Vec::new()));
     };
-    let log = PayloadLogFile::open(fs, dir, current)?;
-    for &old in superseded {
-        payload_log::remove(fs, dir, old)?;
+    let next = expected.saturating_add(1);
+    let current = match expected {
+        0 => Some(highest),
+        _ => generations
+            .iter()
+            .copied()
+            .rev()
+            .find(|&g| g == expected || g == next),
+    };
+    let mut salvage = |path: PathBuf, reason: String, what: String| match policy {
+        RecoveryPolicy::Strict => Err(Error::corrupted(path, 0, reason)),
+        RecoveryPolicy::Salvage => {
+            report.corrupt_records_skipped += 1;
+            report
+                .warnings
+                .push(format!("{}: {reason}; {what}", path.display()));
+            Ok(())
+        }
+    };
+    let Some(current) = current else {
+        salvage(
+            dir.join(payload_log::file_name(expected)),
+            format!(
+                "ids.idx names payload log generation {expected}, which is missing (the \
+                 generations there are {generations:?})"
+            ),
+            format!("read generation {highest} instead"),
+        )?;
+        return Ok((PayloadLogFile::open(fs, dir, highest)?, Vec::new()));
+    };
+    for stray in generations.iter().copied().filter(|&g| g > current) {
+        salvage(
+            dir.join(payload_log::file_name(stray)),
+            format!(
+                "payload log generation {stray} is not this collection's: ids.idx names \
+                 generation {expected}, and a compaction makes at most {next}"
+            ),
+            "left in place and not read".to_owned(),
+        )?;
     }
-    if !superseded.is_empty() {
-        fsio::sync_dir(fs, dir)?;
-    }
-    Ok(log)
+    let superseded = generations
+        .iter()
+        .copied()
+        .filter(|&g| g < current)
+        .collect();
+    Ok((PayloadLogFile::open(fs, dir, current)?, superseded))
 }
 
 /// The snapshot, if it can be used: valid, of the current generation, not ahead of the

@@ -9,10 +9,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{
-    coll_dir, create, differences, ids, payload, payload_index_path, payload_log_path, put,
-    put_with_payloads, read, write, Want, NAME,
+    coll_dir, create, differences, ids, index_path, index_snapshot, payload, payload_index_path,
+    payload_log_path, put, put_with_payloads, read, write, Want, NAME,
 };
-use keeldb_core::{Db, DbOptions, Durability};
+use keeldb_core::format::payload_log::{encode_header, PAYLOAD_LOG_HEADER_LEN};
+use keeldb_core::format::{index, payload_index};
+use keeldb_core::{Db, DbOptions, Durability, RecoveryPolicy};
 
 const DIM: u32 = 4;
 
@@ -236,14 +238,14 @@ fn compaction_triggers_itself_past_the_garbage_ratio() {
     }
 }
 
-/// A compaction crash point: its name, the files (gen 1 log, gen 2 log, temp file, snapshot)
-/// and the generation open must settle on.
+/// A compaction crash point: its name, the files (gen 1 log, gen 2 log, temp file, the
+/// checkpoint's ids.idx and payloads.idx) and the generation open must settle on.
 type Case<'a> = (
     &'static str,
     Option<&'a [u8]>,
     Option<&'a [u8]>,
     Option<&'a [u8]>,
-    &'a [u8],
+    (&'a [u8], &'a [u8]),
     u64,
 );
 
@@ -259,10 +261,14 @@ fn a_crash_at_any_step_of_compaction_leaves_the_old_generation_or_the_new() {
     }
     c.checkpoint().expect("checkpoint");
     let old_log = read(&payload_log_path(dir.path(), 1));
+    let old_ids = read(&index_path(dir.path()));
     let old_snapshot = read(&payload_index_path(dir.path()));
+    let old_checkpoint = (&old_ids[..], &old_snapshot[..]);
     c.compact().expect("compact");
     let new_log = read(&payload_log_path(dir.path(), 2));
+    let new_ids = read(&index_path(dir.path()));
     let new_snapshot = read(&payload_index_path(dir.path()));
+    let new_checkpoint = (&new_ids[..], &new_snapshot[..]);
     drop(c);
     db.close().expect("close");
     let want = latest(0..30, 3);
@@ -276,7 +282,7 @@ fn a_crash_at_any_step_of_compaction_leaves_the_old_generation_or_the_new() {
             Some(&old_log),
             None,
             Some(&new_log[..new_log.len() / 2]),
-            &old_snapshot,
+            old_checkpoint,
             1,
         ),
         (
@@ -284,7 +290,7 @@ fn a_crash_at_any_step_of_compaction_leaves_the_old_generation_or_the_new() {
             Some(&old_log),
             None,
             Some(&new_log),
-            &old_snapshot,
+            old_checkpoint,
             1,
         ),
         (
@@ -292,7 +298,7 @@ fn a_crash_at_any_step_of_compaction_leaves_the_old_generation_or_the_new() {
             Some(&old_log),
             Some(&new_log),
             None,
-            &old_snapshot,
+            old_checkpoint,
             2,
         ),
         (
@@ -300,7 +306,7 @@ fn a_crash_at_any_step_of_compaction_leaves_the_old_generation_or_the_new() {
             None,
             Some(&new_log),
             None,
-            &old_snapshot,
+            old_checkpoint,
             2,
         ),
         (
@@ -308,11 +314,15 @@ fn a_crash_at_any_step_of_compaction_leaves_the_old_generation_or_the_new() {
             Some(&old_log),
             Some(&new_log),
             None,
-            &new_snapshot,
+            new_checkpoint,
             2,
         ),
     ];
-    for (step, gen1, gen2, tmp, snapshot, generation) in cases {
+    let strict = DbOptions {
+        recovery: RecoveryPolicy::Strict,
+        ..DbOptions::default()
+    };
+    for (step, gen1, gen2, tmp, (ids_index, snapshot), generation) in cases {
         for (path, bytes) in [(&p1, gen1), (&p2, gen2), (&temp, tmp)] {
             match bytes {
                 Some(bytes) => write(path, bytes),
@@ -321,11 +331,14 @@ fn a_crash_at_any_step_of_compaction_leaves_the_old_generation_or_the_new() {
                 }
             }
         }
+        write(&index_path(dir.path()), ids_index);
         write(&payload_index_path(dir.path()), snapshot);
-        let db = Db::open(dir.path(), DbOptions::default()).expect(step);
+        let db = Db::open(dir.path(), strict).expect(step);
         let c = db.collection(NAME).expect("collection");
         let stats = c.stats().expect("stats");
         assert_eq!(stats.payload_log_generation, generation, "{step}");
+        assert_eq!(stats.corrupt_records_skipped, 0, "{step}");
+        assert_eq!(stats.warnings, Vec::<String>::new(), "{step}");
         assert_eq!(differences(&c, &want), Vec::<String>::new(), "{step}");
         assert!(!temp.exists(), "{step}: the temp file is removed");
         assert_eq!(
@@ -360,6 +373,128 @@ fn a_damaged_frame_stops_compaction_without_harm() {
         differences(&c, &[(4, Want::Present(4, Some(payload(4, 0))))]),
         Vec::<String>::new()
     );
+    drop(c);
+    db.close().expect("close");
+}
+
+/// Opens the collection in `dir` under `recovery`, whether the database's open or the
+/// collection's reports a failure.
+fn open_collection(
+    dir: &Path,
+    recovery: RecoveryPolicy,
+) -> keeldb_core::Result<(Db, std::sync::Arc<keeldb_core::Collection>)> {
+    let db = common::open(dir, recovery)?;
+    let c = db.collection(NAME)?;
+    Ok((db, c))
+}
+
+#[test]
+fn a_payload_log_of_a_generation_no_compaction_made_is_never_read() {
+    // A stray payloads-9.log with a valid header and no frames, beside a collection whose
+    // ids.idx names generation 1. Taken as the newest generation, it used to drop every
+    // payload and delete the real log, under either policy and without a warning.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
+    drop(c);
+    db.close().expect("close");
+    write(&payload_log_path(dir.path(), 9), &encode_header(9));
+    let before = common::tree(dir.path());
+    let refused = open_collection(dir.path(), RecoveryPolicy::Strict);
+    assert_eq!(common::code(refused), "KEEL_CORRUPT");
+    assert_eq!(
+        common::tree(dir.path()),
+        before,
+        "a refused open changes no file"
+    );
+
+    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Salvage).expect("salvage opens");
+    let stats = c.stats().expect("stats");
+    assert_eq!(stats.payload_log_generation, 1);
+    assert_eq!(stats.corrupt_records_skipped, 1);
+    assert!(
+        stats
+            .warnings
+            .iter()
+            .any(|w| w.contains("payloads-9.log") && w.contains("not this collection's")),
+        "{:?}",
+        stats.warnings
+    );
+    assert_eq!(differences(&c, &latest(0..10, 0)), Vec::<String>::new());
+    drop(c);
+    db.close().expect("close");
+    assert!(payload_log_path(dir.path(), 1).exists());
+    assert!(
+        payload_log_path(dir.path(), 9).exists(),
+        "the stray file is left where it was"
+    );
+}
+
+#[test]
+fn a_missing_current_generation_is_refused_under_strict_and_read_around_under_salvage() {
+    // ids.idx names generation 2 (a compaction ran), but only generation 1 is there: the
+    // payloads compaction wrote are gone. Strict refuses; salvage reads what there is.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
+    c.checkpoint().expect("checkpoint");
+    let gen1 = read(&payload_log_path(dir.path(), 1));
+    c.compact().expect("compact");
+    drop(c);
+    db.close().expect("close");
+    assert_eq!(index_snapshot(dir.path()).payload_generation, 2);
+    fs::remove_file(payload_log_path(dir.path(), 2)).expect("remove generation 2");
+    write(&payload_log_path(dir.path(), 1), &gen1);
+    let before = common::tree(dir.path());
+    let refused = open_collection(dir.path(), RecoveryPolicy::Strict);
+    assert_eq!(common::code(refused), "KEEL_CORRUPT");
+    assert_eq!(
+        common::tree(dir.path()),
+        before,
+        "a refused open changes no file"
+    );
+
+    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Salvage).expect("salvage opens");
+    let stats = c.stats().expect("stats");
+    assert_eq!(stats.payload_log_generation, 1);
+    assert_eq!(stats.corrupt_records_skipped, 1);
+    assert_eq!(differences(&c, &latest(0..10, 0)), Vec::<String>::new());
+    drop(c);
+    db.close().expect("close");
+}
+
+#[test]
+fn the_largest_generation_is_refused_by_compaction_not_wrapped() {
+    // Generation u64::MAX (a forged ids.idx and log name it) used to wrap to 0 on the next
+    // compaction: payloads-0.log, which no open lists, so the collection never opened again.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
+    drop(c);
+    db.close().expect("close");
+    let mut log = read(&payload_log_path(dir.path(), 1));
+    log[..PAYLOAD_LOG_HEADER_LEN].copy_from_slice(&encode_header(u64::MAX));
+    fs::remove_file(payload_log_path(dir.path(), 1)).expect("remove generation 1");
+    write(&payload_log_path(dir.path(), u64::MAX), &log);
+    let mut snapshot = index::decode(&read(&index_path(dir.path()))).expect("decode ids.idx");
+    snapshot.payload_generation = u64::MAX;
+    write(&index_path(dir.path()), &index::encode(&snapshot));
+    let mut payloads =
+        payload_index::decode(&read(&payload_index_path(dir.path()))).expect("decode");
+    payloads.generation = u64::MAX;
+    write(
+        &payload_index_path(dir.path()),
+        &payload_index::encode(&payloads),
+    );
+
+    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Strict).expect("opens");
+    assert_eq!(c.stats().expect("stats").payload_log_generation, u64::MAX);
+    assert_eq!(common::code(c.compact()), "KEEL_CORRUPT");
+    assert_eq!(differences(&c, &latest(0..10, 0)), Vec::<String>::new());
+    drop(c);
+    db.close().expect("close");
+    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Strict).expect("opens again");
+    assert_eq!(differences(&c, &latest(0..10, 0)), Vec::<String>::new());
     drop(c);
     db.close().expect("close");
 }
