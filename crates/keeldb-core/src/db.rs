@@ -325,9 +325,13 @@ fn check_leftover(fs: &dyn Vfs, path: &Path, kind: NodeKind) -> Result<()> {
         NodeKind::Dir => {}
         NodeKind::File => return foreign("it is a file".to_owned()),
     }
-    let entries = fs
-        .read_dir(path)
-        .map_err(|e| Error::io("read directory", path, e))?;
+    let entries = match fs.read_dir(path) {
+        Ok(entries) => entries,
+        // Gone since the directory was listed: before the lock, the process that holds it
+        // may have renamed or removed it meanwhile. Nothing is left to check or remove.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("read directory", path, e)),
+    };
     for entry in entries {
         let base = entry
             .name
@@ -460,6 +464,15 @@ mod tests {
         fn try_lock(&self, _: &Path) -> io::Result<Option<LockGuard>> {
             Err(io::ErrorKind::Unsupported.into())
         }
+    }
+
+    #[test]
+    fn a_leftover_gone_before_it_is_read_is_no_error() {
+        // Open checks leftovers before it takes the lock, while the process holding it may
+        // rename or remove them: that was KEEL_IO instead of KEEL_LOCKED.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gone = dir.path().join(format!("{DROPPING_PREFIX}x"));
+        assert!(check_leftover(&crate::storage::vfs::RealFs, &gone, NodeKind::Dir).is_ok());
     }
 
     fn created(path: &str, existing: &[&str]) -> Vec<String> {
