@@ -64,3 +64,59 @@ test('a batch written from a payload getter while another batch is being packed 
   assertStored(t, col, 0, 20)
   assertStored(t, col, 1000, 20)
 })
+
+test("a vector the caller's own getter resizes or detaches mid-pack is refused, never padded from the scratch", async (t) => {
+  const col = await setup(t)
+  await col.upsert(batch(0, 2)) // leaves records 0 and 1's floats in the scratch
+  type Resizable = ArrayBuffer & { resize(bytes: number): void }
+  const shrinking = (): Float32Array => {
+    const buffer = new (ArrayBuffer as unknown as new (bytes: number, options: { maxByteLength: number }) => Resizable)(DIMENSION * 4, { maxByteLength: DIMENSION * 4 })
+    const v = new Float32Array(buffer)
+    v.set(vector(9))
+    return v
+  }
+  const shrunk = shrinking()
+  const detached = Float32Array.from(vector(9))
+  const items = Array.from(vector(9))
+  const cases: [string, VectorRecord][] = [
+    [
+      'payload getter shrinks a resizable buffer',
+      {
+        id: 9,
+        vector: shrunk,
+        get payload() {
+          ;(shrunk.buffer as Resizable).resize(4)
+          return { a: 1 }
+        },
+      },
+    ],
+    [
+      'payload getter detaches the buffer',
+      {
+        id: 9,
+        vector: detached,
+        get payload() {
+          structuredClone(detached.buffer, { transfer: [detached.buffer] })
+          return { a: 1 }
+        },
+      },
+    ],
+  ]
+  // An item getter of a number[] that empties the array while its components are read.
+  Object.defineProperty(items, 0, {
+    get() {
+      items.length = 1
+      return 900
+    },
+    enumerable: true,
+    configurable: true,
+  })
+  cases.push(['item getter shortens a number[]', { id: 9, vector: items }])
+  for (const [what, record] of cases) {
+    const err = await t.throwsAsync(col.upsert([record, { id: 10, vector: vector(10) }]), undefined, what)
+    t.is((err as { code?: string } | undefined)?.code, 'KEEL_DIMENSION_MISMATCH', what)
+  }
+  t.is(col.getSync(9), null, 'nothing stored')
+  t.is(col.getSync(10), null, 'nothing of the batch stored')
+  assertStored(t, col, 0, 2)
+})

@@ -596,27 +596,31 @@ function checkFull(value: unknown, i: number, dimension: number): CheckedRecord 
   const record = checkRecord(value, i)
   const id = checkId(record.id, i)
   const vector: unknown = record.vector
-  if (!isFloat32Array(vector) && !Array.isArray(vector)) {
-    throw new KeelError(
-      'KEEL_INVALID_ARGUMENT',
-      `record ${i}: vector must be a Float32Array or a number[], got ${describe(vector)}`,
-    )
-  }
-  if (vector.length !== dimension) {
-    throw new KeelError(
-      'KEEL_DIMENSION_MISMATCH',
-      `record ${i} (id ${JSON.stringify(record.id)}): vector has ${vector.length} components, the collection's dimension is ${dimension}`,
-    )
-  }
-  if (Array.isArray(vector)) checkComponents(vector, () => `record ${i} (id ${JSON.stringify(record.id)})`)
   const payload: unknown = record.payload
+  // The payload first: its getters are the caller's code, which may resize or detach the
+  // vector's buffer. Checked after them, the vector's length holds until it is copied.
   // The description for a message is a closure made only when the quick check is unsure.
   const text =
     payload === undefined || payload === null
       ? undefined
       : (quickPayloadJson(payload) ??
         checkedPayloadJson(payload, () => `record ${i} (id ${JSON.stringify(record.id)}): payload`, badPayload))
+  if (!isFloat32Array(vector) && !Array.isArray(vector)) {
+    throw new KeelError(
+      'KEEL_INVALID_ARGUMENT',
+      `record ${i}: vector must be a Float32Array or a number[], got ${describe(vector)}`,
+    )
+  }
+  if (vector.length !== dimension) throw dimensionMismatch(i, id, vector.length, dimension)
+  if (Array.isArray(vector)) checkComponents(vector, () => `record ${i} (id ${JSON.stringify(record.id)})`)
   return { id, vector: vector as Float32Array | readonly number[], text }
+}
+
+function dimensionMismatch(i: number, id: Id, length: number, dimension: number): KeelError {
+  return new KeelError(
+    'KEEL_DIMENSION_MISMATCH',
+    `record ${i} (id ${JSON.stringify(id)}): vector has ${length} components, the collection's dimension is ${dimension}`,
+  )
 }
 
 /** Refuses a payload text over {@link PAYLOAD_BYTES_MAX} bytes of UTF-8; returns its length. */
@@ -694,7 +698,12 @@ function pack(records: readonly unknown[], dimension: number): Packed {
     for (let i = 0; i < records.length; i++) {
       const { id, vector, text } = checkFull(records[i], i, dimension)
       ids[i] = id
-      if (!reuse) flat.set(vector, i * dimension)
+      if (!reuse) {
+        // Checked in checkFull, but the caller's getters on a number[]'s items may have
+        // resized it since: a shorter copy would leave the scratch's old floats in place.
+        if (vector.length !== dimension) throw dimensionMismatch(i, id, vector.length, dimension)
+        flat.set(vector, i * dimension)
+      }
       if (text !== undefined) {
         texts ??= new Array<string | undefined>(records.length)
         texts[i] = text
