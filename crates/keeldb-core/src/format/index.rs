@@ -22,7 +22,9 @@
 //! Written whole, atomically (temp file, fsync, rename, fsync of the directory), so a
 //! checksum failure means disk damage, never a torn write.
 
-use super::{crc32, put_id_ref, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
+use super::{
+    crc32, put_id_ref, ByteReader, DecodeError, ID_ENCODED_BYTES_MAX, ID_ENCODED_BYTES_MIN,
+};
 use crate::types::{Id, IdRef};
 
 /// First bytes of an index file.
@@ -34,6 +36,7 @@ pub const INDEX_HEADER_LEN: usize = 56;
 /// Bytes before the first entry in a version 1 index.
 const INDEX_V1_HEADER_LEN: usize = 40;
 const ENTRY_BYTES_MIN: usize = ID_ENCODED_BYTES_MIN + 4;
+const ENTRY_BYTES_MAX: usize = ID_ENCODED_BYTES_MAX + 4;
 
 /// The state a checkpoint makes durable.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -216,6 +219,30 @@ fn header(bytes: &[u8]) -> Result<(IndexSnapshot, Counts, ByteReader<'_>), Decod
     if bytes[0..8] != INDEX_MAGIC {
         return Err(DecodeError::new(0, "not a keeldb index file (bad magic)"));
     }
+    // The counts bound the length from above as well, checked before the checksum reads
+    // every byte: a file much longer than they describe (a sparse one of many GiB, say)
+    // would otherwise be read whole, into memory, only to fail.
+    let field =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let (entries, free) = (field(28) as usize, field(32) as usize);
+    let header_len = match field(8) {
+        1 => INDEX_V1_HEADER_LEN,
+        _ => INDEX_HEADER_LEN,
+    };
+    let longest = entries
+        .saturating_mul(ENTRY_BYTES_MAX)
+        .saturating_add(free.saturating_mul(4))
+        .saturating_add(header_len + 4);
+    if bytes.len() > longest {
+        return Err(DecodeError::new(
+            longest,
+            format!(
+                "the file is {} bytes, more than its {entries} entries and {free} free slots \
+                 can take ({longest})",
+                bytes.len()
+            ),
+        ));
+    }
     let crc_at = bytes.len() - 4;
     let mut tail = ByteReader::new(&bytes[crc_at..]);
     if tail.u32("crc")? != crc32(&bytes[..crc_at]) {
@@ -282,6 +309,29 @@ fn header(bytes: &[u8]) -> Result<(IndexSnapshot, Counts, ByteReader<'_>), Decod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_longer_than_its_counts_allow_is_refused_before_its_checksum_is_read() {
+        // Longest in the sample: three entries of the longest id, one free slot. A byte
+        // more (zeros, as a sparse file reads) is refused by length, not by the checksum
+        // that would first read it all.
+        let mut bytes = encode(&sample());
+        let longest = INDEX_HEADER_LEN + 3 * ENTRY_BYTES_MAX + 4 + 4;
+        bytes.resize(longest, 0);
+        let e = decode_header(&bytes).expect_err("damaged");
+        assert_eq!(
+            e.reason, "index file checksum mismatch",
+            "at the limit: the checksum"
+        );
+        bytes.push(0);
+        let e = decode_header(&bytes).expect_err("too long");
+        assert!(
+            e.reason
+                .contains("more than its 3 entries and 1 free slots"),
+            "{}",
+            e.reason
+        );
+    }
 
     fn sample() -> IndexSnapshot {
         IndexSnapshot {

@@ -138,6 +138,8 @@ const ID_TAG_STR: u8 = 1;
 const ID_TAG_INT: u8 = 2;
 /// The fewest bytes an encoded id takes (a one-byte string: tag, length, byte).
 pub(crate) const ID_ENCODED_BYTES_MIN: usize = 1 + 2 + 1;
+/// The most bytes an encoded id takes (the longest string: tag, length, bytes).
+pub(crate) const ID_ENCODED_BYTES_MAX: usize = 1 + 2 + crate::types::ID_STRING_BYTES_MAX;
 
 /// Appends an id: `tag u8`, then `len u16 + UTF-8 bytes` for a string, `u64` for an integer.
 pub(crate) fn put_id(out: &mut Vec<u8>, id: &Id) {

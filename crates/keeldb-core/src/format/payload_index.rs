@@ -18,7 +18,9 @@
 //! opening: a missing, damaged or stale snapshot makes open replay the whole payload log.
 
 use super::payload_log::{FRAME_BODY_BYTES_MAX, FRAME_OVERHEAD, PAYLOAD_LOG_HEADER_LEN};
-use super::{crc32, put_id_ref, ByteReader, DecodeError, ID_ENCODED_BYTES_MIN};
+use super::{
+    crc32, put_id_ref, ByteReader, DecodeError, ID_ENCODED_BYTES_MAX, ID_ENCODED_BYTES_MIN,
+};
 use crate::types::{Id, IdMap, IdRef};
 
 /// First bytes of a payload snapshot.
@@ -30,6 +32,7 @@ pub const PAYLOAD_INDEX_HEADER_LEN: usize = 48;
 /// Offset of `checkpoint_lsn` in the header, for messages that point at it.
 pub const PAYLOAD_INDEX_CHECKPOINT_LSN_AT: usize = 24;
 const ENTRY_BYTES_MIN: usize = ID_ENCODED_BYTES_MIN + 8 + 4;
+const ENTRY_BYTES_MAX: usize = ID_ENCODED_BYTES_MAX + 8 + 4;
 
 /// Where a payload frame is in the payload log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,6 +166,21 @@ pub fn decode_with(
             "not a keeldb payload snapshot (bad magic)",
         ));
     }
+    // The count bounds the length from above as well, checked before the checksum reads
+    // every byte (see `index::decode_with`).
+    let entries = u32::from_le_bytes([bytes[40], bytes[41], bytes[42], bytes[43]]) as usize;
+    let longest = entries
+        .saturating_mul(ENTRY_BYTES_MAX)
+        .saturating_add(PAYLOAD_INDEX_HEADER_LEN + 4);
+    if bytes.len() > longest {
+        return Err(DecodeError::new(
+            longest,
+            format!(
+                "the file is {} bytes, more than its {entries} entries can take ({longest})",
+                bytes.len()
+            ),
+        ));
+    }
     let crc_at = bytes.len() - 4;
     if ByteReader::new(&bytes[crc_at..]).u32("crc")? != crc32(&bytes[..crc_at]) {
         return Err(DecodeError::new(
@@ -233,6 +251,22 @@ pub fn decode_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_longer_than_its_count_allows_is_refused_before_its_checksum_is_read() {
+        let snapshot = sample();
+        let mut bytes = encode(&snapshot);
+        let longest = PAYLOAD_INDEX_HEADER_LEN + snapshot.entries.len() * ENTRY_BYTES_MAX + 4;
+        bytes.resize(longest, 0);
+        let e = decode(&bytes).expect_err("damaged");
+        assert_eq!(
+            e.reason, "payload snapshot checksum mismatch",
+            "at the limit: the checksum"
+        );
+        bytes.push(0);
+        let e = decode(&bytes).expect_err("too long");
+        assert!(e.reason.contains("more than its"), "{}", e.reason);
+    }
 
     fn sample() -> PayloadSnapshot {
         PayloadSnapshot {

@@ -27,8 +27,8 @@
 //! apply; the header CRC lets `body_len` be trusted before anything is read.
 
 use super::wal::HeaderProblem;
-use super::{crc32, id_encoded_len, put_id, ByteReader, DecodeError};
-use crate::types::{Id, ID_STRING_BYTES_MAX, PAYLOAD_BYTES_MAX};
+use super::{crc32, id_encoded_len, put_id, ByteReader, DecodeError, ID_ENCODED_BYTES_MAX};
+use crate::types::{Id, PAYLOAD_BYTES_MAX};
 
 /// First bytes of every payload log.
 pub const PAYLOAD_LOG_MAGIC: [u8; 8] = *b"KEELPAY\0";
@@ -45,8 +45,6 @@ pub const FRAME_HEADER_LEN: usize = 24;
 const FRAME_HEADER_CRC_AT: usize = FRAME_HEADER_LEN - 4;
 /// Bytes a frame takes beyond its body: the header and the trailing CRC.
 pub const FRAME_OVERHEAD: usize = FRAME_HEADER_LEN + 4;
-/// The longest encoded id: tag, length, and a string id of the longest allowed length.
-const ID_ENCODED_BYTES_MAX: usize = 1 + 2 + ID_STRING_BYTES_MAX;
 /// Most bytes a frame body may declare: the longest id and the largest payload.
 pub const FRAME_BODY_BYTES_MAX: u32 = (ID_ENCODED_BYTES_MAX + PAYLOAD_BYTES_MAX) as u32;
 
