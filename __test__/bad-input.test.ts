@@ -245,3 +245,52 @@ test.serial('a key some library added to Object.prototype is no option: options 
     delete proto.k
   }
 })
+
+test('a vector on shared memory that another thread keeps changing is never stored with a NaN', async (t) => {
+  // The check for NaN and the copy into the log each read the vector: on a SharedArrayBuffer
+  // another thread can write between the two. A worker flips the last component between
+  // NaN and 1 while the same shared vector is written again and again (with the check and
+  // the copy reading it in place, about 1 write in 400 stored a NaN).
+  const { Worker } = await import('node:worker_threads')
+  const dimension = 8192
+  const db = await open(tempDir(t), { durability: 'none' })
+  t.teardown(() => db.close())
+  const col = await db.createCollection('shared', { dimension })
+  const shared = new Float32Array(new SharedArrayBuffer(dimension * 4))
+  shared.fill(1)
+  const flags = new Int32Array(new SharedArrayBuffer(4))
+  const worker = new Worker(
+    `const { workerData: { shared, flags } } = require('node:worker_threads')
+     const bits = new Int32Array(shared.buffer)
+     const nan = new Int32Array(new Float32Array([NaN]).buffer)[0]
+     const one = new Int32Array(new Float32Array([1]).buffer)[0]
+     while (Atomics.load(flags, 0) === 0) {
+       Atomics.store(bits, bits.length - 1, nan)
+       Atomics.store(bits, bits.length - 1, one)
+     }`,
+    { eval: true, workerData: { shared, flags } },
+  )
+  t.teardown(() => {
+    Atomics.store(flags, 0, 1)
+    return worker.terminate()
+  })
+  let stored = 0
+  let refused = 0
+  for (let id = 0; id < 6000; id++) {
+    try {
+      await col.upsert({ id, vector: shared })
+      stored++
+    } catch (err) {
+      t.is((err as KeelError).code, 'KEEL_INVALID_ARGUMENT')
+      refused++
+    }
+  }
+  Atomics.store(flags, 0, 1)
+  const withNaN: number[] = []
+  for (let id = 0; id < 6000; id++) {
+    const v = col.getSync(id)?.vector
+    if (v !== undefined && v.some((x) => Number.isNaN(x))) withNaN.push(id)
+  }
+  t.deepEqual(withNaN, [], `${stored} stored, ${refused} refused`)
+  t.is(stored + refused, 6000)
+})

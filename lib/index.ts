@@ -693,7 +693,7 @@ function pack(records: readonly unknown[], dimension: number): Packed {
   const only = records.length === 1 ? checkRecord(records[0], 0).vector : undefined
   // A single Float32Array record needs no copy here: the native side copies it once.
   const reuse = isFloat32Array(only) && only.length === dimension
-  const flat = reuse ? only : floats.take(records.length * dimension)
+  const flat = reuse ? unshared(only) : floats.take(records.length * dimension)
   try {
     for (let i = 0; i < records.length; i++) {
       const { id, vector, text } = checkFull(records[i], i, dimension)
@@ -964,6 +964,15 @@ function isFloat32Array(value: unknown): value is Float32Array {
   return types.isFloat32Array(value)
 }
 
+/**
+ * `vector`, or a copy of it if it views a SharedArrayBuffer: another thread may write shared
+ * memory at any time, so a vector checked for finiteness in place could hold a NaN by the
+ * time it is copied into the log. A private copy is checked and stored as it is.
+ */
+function unshared(vector: Float32Array): Float32Array {
+  return types.isSharedArrayBuffer(vector.buffer) ? vector.slice() : vector
+}
+
 /** One query as a Float32Array of the collection's dimension. */
 function toQuery(vector: unknown, dimension: number, index?: number): Float32Array {
   return readInput(() => toQueryUnguarded(vector, dimension, index))
@@ -980,7 +989,7 @@ function toQueryUnguarded(vector: unknown, dimension: number, index?: number): F
       `${which} has ${vector.length} components, the collection's dimension is ${dimension}`,
     )
   }
-  if (isFloat32Array(vector)) return vector
+  if (isFloat32Array(vector)) return unshared(vector)
   checkComponents(vector, () => which)
   return Float32Array.from(vector as number[])
 }
@@ -998,7 +1007,7 @@ function toQueriesUnguarded(vectors: unknown, dimension: number): Float32Array {
         `the queries hold ${vectors.length} floats, not a whole number of vectors of dimension ${dimension}`,
       )
     }
-    return vectors
+    return unshared(vectors)
   }
   if (!Array.isArray(vectors)) {
     throw new KeelError(
@@ -1497,7 +1506,7 @@ export class Collection {
     const { id, vector, text } = checkFull(records, 0, this.#dimension)
     // A UTF-16 code unit is at most 3 bytes of UTF-8: only long texts need counting.
     if (text !== undefined && text.length * 3 > PAYLOAD_BYTES_MAX) payloadBytes(text, 0)
-    const flat = isFloat32Array(vector) ? vector : Float32Array.from(vector)
+    const flat = isFloat32Array(vector) ? unshared(vector) : Float32Array.from(vector)
     // Taken after the checks, which may run the caller's getters (and writes of theirs).
     const ticket = this.#writes.ticket()
     this.#native.upsertOne(ticket, id, flat, durability, text)
