@@ -339,7 +339,7 @@ impl State {
             .flat_map(|(_, ops)| ops)
             .filter(|op| matches!(op, Op::Upsert { .. }))
             .count();
-        self.vectors.reserve(self.slots_needed(upserts))?;
+        self.reserve_slots(upserts)?;
         let mut slots = std::mem::take(&mut self.batch_slots);
         let mut starts = std::mem::take(&mut self.batch_starts);
         slots.clear();
@@ -389,7 +389,7 @@ impl State {
             .iter()
             .filter(|op| matches!(op, Op::Upsert { .. }))
             .count();
-        self.vectors.reserve(self.slots_needed(upserts))?;
+        self.reserve_slots(upserts)?;
         let mut slots = std::mem::take(&mut self.batch_slots);
         slots.clear();
         let applied = self

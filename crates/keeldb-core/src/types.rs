@@ -251,8 +251,11 @@ impl Id {
             && value >= 0.0
             && value <= ID_INTEGER_MAX as f64;
         if !is_safe_integer {
-            // As JavaScript writes it: 1e300 and 5e-324, not hundreds of digits.
-            let shown = if value != 0.0 && (value.abs() >= 1e21 || value.abs() < 1e-6) {
+            // As JavaScript writes it: 1e300, 5e-324 and Infinity, not hundreds of digits
+            // or Rust's `inf`.
+            let shown = if value.is_infinite() {
+                format!("{}Infinity", if value < 0.0 { "-" } else { "" })
+            } else if value != 0.0 && (value.abs() >= 1e21 || value.abs() < 1e-6) {
                 format!("{value:e}")
             } else {
                 format!("{value}")
@@ -474,6 +477,14 @@ mod tests {
         assert!(message.ends_with("got -2.5"), "{message}");
         let message = Id::from_f64(5e-324).expect_err("tiny").to_string();
         assert!(message.ends_with("got 5e-324"), "{message}");
+        for (bad, shown) in [
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (f64::NAN, "NaN"),
+        ] {
+            let message = Id::from_f64(bad).expect_err("not finite").to_string();
+            assert!(message.ends_with(&format!("got {shown}")), "{message}");
+        }
     }
 
     #[test]
