@@ -79,7 +79,7 @@ test('a bad record stops the load: typed error, how many were stored, and exactl
   records[1_234] = { id: 1_234, vector: bad }
   const err = await t.throwsAsync(col.bulkLoad(records, { batchSize: 500 }), { instanceOf: KeelError })
   t.is(err?.code, 'KEEL_INVALID_ARGUMENT')
-  t.regex(err?.message ?? '', /^bulkLoad stopped after storing 1000 records; the batch of input records 1000\.\.1499 failed \(the numbers below count from its first record\): .*record 234 \(id 1234\)/)
+  t.regex(err?.message ?? '', /^bulkLoad stopped after storing 1000 records; the batch of input records 1000\.\.1499 failed \(its record numbers count from its first record\): .*record 234 \(id 1234\)/)
   t.is(col.stats().count, 1_000, 'the batches before the bad one, and nothing of it or after it')
   t.true(allThere(col, 1_000))
   t.is(col.getSync(1_000), null)
@@ -108,6 +108,18 @@ test('a KeelError thrown by the iterable is the caller\'s too: it comes back unc
   const err = await t.throwsAsync(col.bulkLoad(source(), { batchSize: 500 }))
   t.is(err, theirs)
   t.is(col.stats().count, 500)
+})
+
+test("a getter of the caller's that throws: KEEL_INTERNAL with the caller's error as cause, as for upsert", async (t) => {
+  const { col } = await fresh(t)
+  class Mine extends Error {}
+  const records = [recordFor(0), { id: 1, get vector(): Float32Array { throw new Mine('getter') } }]
+  const err = await t.throwsAsync(col.bulkLoad(records), { instanceOf: KeelError })
+  t.is(err?.code, 'KEEL_INTERNAL')
+  t.true(err?.cause instanceof Mine, String(err?.cause))
+  // No record number in the reason, so no note about how they count.
+  t.regex(err?.message ?? '', /^bulkLoad stopped after storing 0 records; the batch of input records 0\.\.1 failed: /)
+  t.is(col.stats().count, 0)
 })
 
 test('empty input stores nothing and resolves to 0', async (t) => {

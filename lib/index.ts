@@ -1913,7 +1913,11 @@ export class Collection {
       // Anything but the load's own errors came from the caller's iterable: theirs, as it is.
       if (!(err instanceof LoadFailure)) throw err
       const { range, error } = err
-      throw new KeelError(error.code, `bulkLoad stopped after storing ${plural(stored)}; the batch of input records ${range} failed (the numbers below count from its first record): ${error.message}`, { cause: error })
+      const numbered = /\brecord \d/.test(error.message) ? ' (its record numbers count from its first record)' : ''
+      // An error of the caller's own code (KEEL_INTERNAL) keeps it as the cause, as every
+      // other call does.
+      const cause = error.code === 'KEEL_INTERNAL' && error.cause !== undefined ? error.cause : error
+      throw new KeelError(error.code, `bulkLoad stopped after storing ${plural(stored)}; the batch of input records ${range} failed${numbered}: ${error.message}`, { cause })
     }
     try {
       // The records reach the log's file first, so that a failed checkpoint leaves them
@@ -1922,7 +1926,11 @@ export class Collection {
       await this.checkpoint()
     } catch (err) {
       const e = toKeelError(err)
-      throw new KeelError(e.code, `bulkLoad stored ${plural(stored)} but could not make them durable: ${e.message}`, { cause: e })
+      const message =
+        e.code === 'KEEL_CLOSED'
+          ? `bulkLoad stored ${plural(stored)}, then the collection was closed before it could make them durable itself (a close that succeeds has checkpointed them): ${e.message}`
+          : `bulkLoad stored ${plural(stored)} but could not make them durable: ${e.message}`
+      throw new KeelError(e.code, message, { cause: e })
     }
     return stored
   }
