@@ -181,7 +181,7 @@ pub fn wal_replay(data: &[u8]) {
             _ => return,
         }
     } else {
-        let mut image = encode_wal_header(dimension).to_vec();
+        let mut image = encode_wal_header(dimension, 0).to_vec();
         image.extend_from_slice(rest);
         image
     };
@@ -264,12 +264,12 @@ pub fn vector_header(data: &[u8]) {
         fix_crc_at(&mut bytes, 28);
     }
     let _ = keeldb_core::format::peek_version(&bytes, &vectors::VECTORS_MAGIC);
-    let Ok((_version, dimension)) = vectors::decode_header(&bytes) else {
+    let Ok((_version, dimension, uid)) = vectors::decode_header(&bytes) else {
         return;
     };
     assert_eq!(
-        vectors::decode_header(&vectors::encode_header(dimension)),
-        Ok((vectors::VECTORS_VERSION, dimension))
+        vectors::decode_header(&vectors::encode_header(dimension, uid)),
+        Ok((vectors::VECTORS_VERSION, dimension, uid))
     );
 }
 
@@ -642,7 +642,7 @@ pub fn payload_log(data: &[u8]) {
     let mut image = if control & 0x20 != 0 {
         rest.to_vec()
     } else {
-        [&encode_payload_log_header(1)[..], rest].concat()
+        [&encode_payload_log_header(1, 0)[..], rest].concat()
     };
     if control & 0x10 != 0 {
         fix_payload_log_crcs(&mut image);
@@ -658,11 +658,15 @@ pub fn payload_log(data: &[u8]) {
     let dir = scratch_dir();
     let name = keeldb_core::storage::payload_log::file_name(generation);
     fs::write(dir.path().join(name), &image).expect("write the payload log");
-    let mut log =
-        match PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), generation) {
-            Ok(log) => log,
-            Err(e) => return assert_typed(&e),
-        };
+    let mut log = match PayloadLogFile::open(
+        &keeldb_core::storage::vfs::RealFs,
+        dir.path(),
+        generation,
+        0,
+    ) {
+        Ok(log) => log,
+        Err(e) => return assert_typed(&e),
+    };
     let (first, visited) = match run_scan(&log, checkpoint_lsn, synced_end, policy) {
         Ok(scanned) => scanned,
         Err(e) => return assert_typed(&e),
@@ -782,11 +786,11 @@ fn run_scan(
 /// a body that decodes re-encodes to the same bytes; a declared length is within its limit.
 fn payload_log_decoders(bytes: &[u8]) {
     if let Ok(header) = decode_payload_log_header(bytes) {
-        let encoded = encode_payload_log_header(header.generation);
+        let encoded = encode_payload_log_header(header.generation, header.uid);
         let again = decode_payload_log_header(&encoded).expect("an encoded header decodes");
         assert_eq!(
-            (again.version, again.generation),
-            (PAYLOAD_LOG_VERSION, header.generation)
+            (again.version, again.generation, again.uid),
+            (PAYLOAD_LOG_VERSION, header.generation, header.uid)
         );
         let canonical = header.version == PAYLOAD_LOG_VERSION
             && bytes[12..16] == [0; 4]

@@ -591,7 +591,7 @@ impl State {
     /// entry.
     fn encode_index(
         &self,
-        dimension: u32,
+        config: &CollectionConfig,
         flush: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         debug_assert_eq!(
@@ -600,7 +600,8 @@ impl State {
             "both directions of the id map agree"
         );
         let header = IndexHeader {
-            dimension,
+            dimension: config.dimension,
+            uid: config.uid,
             checkpoint_lsn: self.last_lsn,
             slot_high_water: self.slot_high_water,
             // The caller synced the payload log just before, under the writer lock.
@@ -727,18 +728,21 @@ impl std::fmt::Debug for Collection {
 /// Creates a collection's files in `dir` (which must exist and be empty), each durable.
 /// The caller renames `dir` into place and syncs the parent.
 pub fn create_files(fs: &dyn Vfs, dir: &Path, dimension: u32, metric: Metric) -> Result<()> {
+    let uid = config::new_uid();
     let config = CollectionConfig {
         format_version: COLLECTION_FORMAT_VERSION,
         dimension,
         metric,
+        uid,
     };
     fsio::write_atomic(fs, dir, CONFIG_FILE, &config::encode(&config))?;
-    VectorFile::create(fs, &dir.join(VECTORS_FILE), dimension)?;
-    WalWriter::create(fs, &dir.join(WAL_FILE), dimension)?;
-    payloads::create_files(fs, dir)?;
+    VectorFile::create(fs, &dir.join(VECTORS_FILE), dimension, uid)?;
+    WalWriter::create(fs, &dir.join(WAL_FILE), dimension, uid)?;
+    payloads::create_files(fs, dir, uid)?;
     let empty = IndexSnapshot {
         version: INDEX_VERSION,
         dimension,
+        uid,
         payload_generation: 1,
         payload_log_end: PAYLOAD_LOG_HEADER_LEN as u64,
         ..IndexSnapshot::default()
@@ -750,6 +754,7 @@ pub fn create_files(fs: &dyn Vfs, dir: &Path, dimension: u32, metric: Metric) ->
         checkpoint_lsn: 0,
         log_end: PAYLOAD_LOG_HEADER_LEN as u64,
         entries: Vec::new(),
+        uid,
     };
     fsio::write_atomic(
         fs,
@@ -774,10 +779,11 @@ impl Collection {
         // the disk, and a handle that trusted it would reuse the slots it frees and log
         // after it, which a crash back to the older ids.idx cannot replay.
         fsio::sync_dir(&*fs, dir)?;
-        let (snapshot, index_bytes) = read_index_header(&*fs, dir, config.dimension)?;
+        let (snapshot, index_bytes) = read_index_header(&*fs, dir, &config)?;
         let index_file_bytes = index_bytes.bytes().len() as u64
             + fsio::file_len(&*fs, &dir.join(PAYLOAD_INDEX_FILE)).unwrap_or(0);
-        let vectors = VectorFile::open(&*fs, &dir.join(VECTORS_FILE), config.dimension)?;
+        let vectors =
+            VectorFile::open(&*fs, &dir.join(VECTORS_FILE), config.dimension, config.uid)?;
         if u64::from(snapshot.slot_high_water) > vectors.capacity_slots() {
             return Err(Error::corrupted(
                 dir.join(VECTORS_FILE),
@@ -789,13 +795,22 @@ impl Collection {
                 ),
             ));
         }
-        let upgrading = config.format_version < COLLECTION_FORMAT_VERSION;
+        // Before format 2 a collection had no payload log: it gets an empty one.
+        let upgrading = config.format_version < config::PAYLOADS_FORMAT_VERSION;
         // The two maps an open builds, each most of its time, on two threads: the payload
         // index (and the payload log's recovery, the only I/O meanwhile, so the order of disk
         // operations stays that of one thread) beside the id maps.
         let (id_maps, payloads) = std::thread::scope(|scope| {
-            let payloads = scope
-                .spawn(|| PayloadStore::open(&*fs, dir, &snapshot, options.recovery, upgrading));
+            let payloads = scope.spawn(|| {
+                PayloadStore::open(
+                    &*fs,
+                    dir,
+                    &snapshot,
+                    options.recovery,
+                    upgrading,
+                    config.uid,
+                )
+            });
             let id_maps = decode_index_entries(dir, index_bytes.bytes());
             let payloads = payloads
                 .join()
@@ -808,8 +823,9 @@ impl Collection {
             ids,
             slot_ids,
         } = id_maps?;
-        let (payloads, payload_report) = payloads?;
+        let (mut payloads, payload_report) = payloads?;
         let config = upgrade_config(&*fs, dir, config)?;
+        payloads.set_uid(config.uid);
         let mut state = State {
             vectors,
             ids,
@@ -1684,9 +1700,8 @@ impl Collection {
             let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
             state.vectors.sync()?;
             state.payloads.sync()?;
-            let dimension = self.config.dimension;
             let ids_bytes = fsio::write_atomic_with(&*self.fs, &self.dir, INDEX_FILE, |flush| {
-                state.encode_index(dimension, flush)
+                state.encode_index(&self.config, flush)
             })?;
             let payload_bytes =
                 fsio::write_atomic_with(&*self.fs, &self.dir, PAYLOAD_INDEX_FILE, |flush| {
@@ -1888,6 +1903,11 @@ fn upgrade_config(fs: &dyn Vfs, dir: &Path, config: CollectionConfig) -> Result<
     }
     let upgraded = CollectionConfig {
         format_version: COLLECTION_FORMAT_VERSION,
+        // Files written from now on carry it; those written before say 0, which matches.
+        uid: match config.uid {
+            0 => config::new_uid(),
+            uid => uid,
+        },
         ..config
     };
     fsio::write_atomic(fs, dir, CONFIG_FILE, &config::encode(&upgraded))?;
@@ -1962,8 +1982,9 @@ impl index::EntrySink for IdMaps {
 fn read_index_header(
     fs: &dyn Vfs,
     dir: &Path,
-    dimension: u32,
+    config: &CollectionConfig,
 ) -> Result<(IndexSnapshot, Box<dyn VfsView>)> {
+    let dimension = config.dimension;
     let path = dir.join(INDEX_FILE);
     let map = fsio::map_small(fs, &path, INDEX_BYTES_MAX)?;
     let bytes = map.bytes();
@@ -1987,6 +2008,7 @@ fn read_index_header(
             ),
         ));
     }
+    fsio::check_uid(&path, 36, config.uid, header.uid)?;
     if header.dimension != dimension {
         return Err(Error::corrupted(
             &path,
@@ -2060,6 +2082,7 @@ fn recover_log(
             ),
         ));
     }
+    fsio::check_uid(&path, 16, config.uid, header.uid)?;
     let checkpoint_lsn = state.checkpoint_lsn;
     state.payloads.begin_buffering();
     // Replay dirties the vector file far faster than the kernel writes it back: starting

@@ -75,6 +75,8 @@ pub struct PayloadStore {
     /// Generations below the current one that open found (left by a compaction that crashed
     /// after its rename): deleted by [`PayloadStore::finish_open`].
     superseded: Vec<u64>,
+    /// The collection's uid, written into the snapshot and a compaction's new generation.
+    uid: u32,
 }
 
 /// A change staged by [`PayloadStore::stage`]: `id`'s payload is now at `loc`, or gone.
@@ -91,6 +93,7 @@ pub struct CompactionSource {
     file: Arc<dyn VfsFile>,
     path: PathBuf,
     generation: u64,
+    uid: u32,
     /// The log's length at the checkpoint: frames after it are copied at the end.
     end: u64,
     /// Live frames, by offset.
@@ -117,6 +120,7 @@ impl PayloadStore {
         checkpoint: &IndexSnapshot,
         policy: RecoveryPolicy,
         upgrading: bool,
+        uid: u32,
     ) -> Result<(PayloadStore, PayloadOpenReport)> {
         let checkpoint_lsn = checkpoint.checkpoint_lsn;
         let mut report = PayloadOpenReport::default();
@@ -125,6 +129,7 @@ impl PayloadStore {
             dir,
             checkpoint.payload_generation,
             upgrading,
+            uid,
             policy,
             &mut report,
         )?;
@@ -134,7 +139,7 @@ impl PayloadStore {
             true => checkpoint.payload_log_end,
             false => PAYLOAD_LOG_HEADER_LEN as u64,
         };
-        let snapshot = read_snapshot(fs, dir, &log, checkpoint_lsn, policy, &mut report)?;
+        let snapshot = read_snapshot(fs, dir, &log, checkpoint_lsn, uid, policy, &mut report)?;
         // A log shorter than what was synced is reported once: by the snapshot's check if
         // that found it.
         let synced_end = match report.corrupt_records_skipped {
@@ -183,9 +188,16 @@ impl PayloadStore {
                 staged: Vec::new(),
                 frames: Vec::new(),
                 superseded,
+                uid,
             },
             report,
         ))
+    }
+
+    /// The collection's uid from now on (an older collection gets one when it is upgraded,
+    /// after this store was opened).
+    pub fn set_uid(&mut self, uid: u32) {
+        self.uid = uid;
     }
 
     /// Whether `id` has a payload.
@@ -357,6 +369,7 @@ impl PayloadStore {
         flush: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         payload_index::encode_to(
+            self.uid,
             self.log.generation(),
             checkpoint_lsn,
             self.log.len_bytes(),
@@ -398,6 +411,7 @@ impl PayloadStore {
             file: self.log.handle(),
             path: self.log.path().to_owned(),
             generation: self.log.generation(),
+            uid: self.uid,
             end: self.log.len_bytes(),
             live,
         }
@@ -501,7 +515,7 @@ impl CompactionSource {
                 "the payload log's generation is the largest there is: it cannot be compacted",
             )
         })?;
-        let mut writer = CompactionWriter::create(fs, dir, generation)?;
+        let mut writer = CompactionWriter::create(fs, dir, generation, self.uid)?;
         let mut moved = Vec::with_capacity(self.live.len());
         for loc in &self.live {
             let frame = match payload_log::read_frame(&*self.file, &self.path, *loc) {
@@ -537,8 +551,8 @@ impl CompactionCopy {
 }
 
 /// Creates the payload log of a new collection (generation 1), fsynced.
-pub fn create_files(fs: &dyn Vfs, dir: &Path) -> Result<()> {
-    PayloadLogFile::create(fs, dir, 1).map(|_| ())
+pub fn create_files(fs: &dyn Vfs, dir: &Path, uid: u32) -> Result<()> {
+    PayloadLogFile::create(fs, dir, 1, uid).map(|_| ())
 }
 
 /// Opens the current generation and lists the lower ones, which a crash after a
@@ -558,6 +572,7 @@ fn open_current_generation(
     dir: &Path,
     expected: u64,
     upgrading: bool,
+    uid: u32,
     policy: RecoveryPolicy,
     report: &mut PayloadOpenReport,
 ) -> Result<(PayloadLogFile, Vec<u64>)> {
@@ -570,7 +585,7 @@ fn open_current_generation(
                 "the collection has no payload log (payloads-<n>.log): file is missing",
             ));
         }
-        let log = PayloadLogFile::create(fs, dir, 1)?;
+        let log = PayloadLogFile::create(fs, dir, 1, uid)?;
         fsio::sync_dir(fs, dir)?;
         return Ok((log, Vec::new()));
     };
@@ -602,7 +617,7 @@ fn open_current_generation(
             ),
             format!("read generation {highest} instead"),
         )?;
-        return Ok((PayloadLogFile::open(fs, dir, highest)?, Vec::new()));
+        return Ok((PayloadLogFile::open(fs, dir, highest, uid)?, Vec::new()));
     };
     for stray in generations.iter().copied().filter(|&g| g > current) {
         salvage(
@@ -619,7 +634,7 @@ fn open_current_generation(
         .copied()
         .filter(|&g| g < current)
         .collect();
-    Ok((PayloadLogFile::open(fs, dir, current)?, superseded))
+    Ok((PayloadLogFile::open(fs, dir, current, uid)?, superseded))
 }
 
 /// The snapshot, if it can be used: valid, of the current generation, not ahead of the
@@ -630,6 +645,7 @@ fn read_snapshot(
     dir: &Path,
     log: &PayloadLogFile,
     checkpoint_lsn: u64,
+    uid: u32,
     policy: RecoveryPolicy,
     report: &mut PayloadOpenReport,
 ) -> Result<Option<(PayloadSnapshot, LoadedIndex)>> {
@@ -672,6 +688,13 @@ fn read_snapshot(
             return Ok(None);
         }
     };
+    if let Err(e) = fsio::check_uid(&path, 12, uid, snapshot.uid) {
+        // Another collection's: only an accelerator, like a damaged one.
+        report
+            .warnings
+            .push(format!("{e}; replayed the whole payload log"));
+        return Ok(None);
+    }
     if snapshot.checkpoint_lsn > checkpoint_lsn {
         // Written right after ids.idx, a snapshot is never ahead of it: ids.idx is older
         // than the rest of the collection (an older copy put back), and whatever the

@@ -97,7 +97,7 @@ fn raw(ops: &[Op<'_>]) -> Vec<RawOp> {
 
 /// A log image of `batches` (lsns 1, 2, ...) and where each record starts and ends.
 fn log_image(dimension: u32, batches: &[Vec<RawOp>]) -> (Vec<u8>, Vec<(usize, usize)>) {
-    let mut image = wal::encode_header(dimension).to_vec();
+    let mut image = wal::encode_header(dimension, 0).to_vec();
     let mut frames = Vec::new();
     for (i, batch) in batches.iter().enumerate() {
         let start = image.len();
@@ -221,11 +221,11 @@ proptest! {
     }
 
     #[test]
-    fn file_headers_round_trip_and_every_flip_is_detected(dimension in any::<u32>()) {
-        let wal_header = wal::encode_header(dimension);
-        prop_assert_eq!(wal::decode_header(&wal_header).map(|h| h.dimension), Ok(dimension));
-        let vec_header = vectors::encode_header(dimension);
-        prop_assert_eq!(vectors::decode_header(&vec_header), Ok((vectors::VECTORS_VERSION, dimension)));
+    fn file_headers_round_trip_and_every_flip_is_detected(dimension in any::<u32>(), uid in any::<u32>()) {
+        let wal_header = wal::encode_header(dimension, uid);
+        prop_assert_eq!(wal::decode_header(&wal_header).map(|h| (h.dimension, h.uid)), Ok((dimension, uid)));
+        let vec_header = vectors::encode_header(dimension, uid);
+        prop_assert_eq!(vectors::decode_header(&vec_header), Ok((vectors::VECTORS_VERSION, dimension, uid)));
         for bit in 0..32 * 8 {
             let mut bad = wal_header;
             bad[bit / 8] ^= 1 << (bit % 8);
@@ -244,11 +244,12 @@ proptest! {
     fn configs_round_trip_and_cuts_are_refused(
         dimension in 1u32..=keeldb_core::types::DIMENSION_MAX,
         metric in prop_oneof![Just(Metric::Cosine), Just(Metric::Dot), Just(Metric::Euclidean)],
+        uid in any::<u32>(),
     ) {
-        let c = config::CollectionConfig { format_version: 1, dimension, metric };
+        let c = config::CollectionConfig { format_version: 3, dimension, metric, uid };
         let bytes = config::encode(&c);
         prop_assert_eq!(config::decode(&bytes), Ok(c));
-        prop_assert_eq!(config::peek_format_version(&bytes), Some(1));
+        prop_assert_eq!(config::peek_format_version(&bytes), Some(3));
         // JSON has no checksum: a cut that only drops trailing whitespace still parses; any
         // cut into the object itself must not.
         let object_end = bytes.iter().rposition(|b| *b == b'}').expect("closing brace") + 1;
@@ -299,10 +300,10 @@ proptest! {
     }
 
     #[test]
-    fn payload_log_headers_round_trip_and_every_cut_and_flip_is_detected(generation in any::<u64>()) {
-        let header = payload_log::encode_header(generation);
+    fn payload_log_headers_round_trip_and_every_cut_and_flip_is_detected(generation in any::<u64>(), uid in any::<u32>()) {
+        let header = payload_log::encode_header(generation, uid);
         let decoded = payload_log::decode_header(&header).expect("header");
-        prop_assert_eq!((decoded.version, decoded.generation), (payload_log::PAYLOAD_LOG_VERSION, generation));
+        prop_assert_eq!((decoded.version, decoded.generation, decoded.uid), (payload_log::PAYLOAD_LOG_VERSION, generation, uid));
         for cut in 0..PAYLOAD_LOG_HEADER_LEN {
             prop_assert!(payload_log::decode_header(&header[..cut]).is_err(), "cut at {}", cut);
         }
@@ -369,6 +370,7 @@ fn any_payload_snapshot() -> impl Strategy<Value = PayloadSnapshot> {
                 checkpoint_lsn,
                 log_end,
                 entries,
+                uid: (checkpoint_lsn as u32) ^ 0x5eed,
             }
         })
 }
@@ -403,6 +405,7 @@ fn any_snapshot() -> impl Strategy<Value = IndexSnapshot> {
                 entries: ids.into_iter().zip(live.iter().copied()).collect(),
                 free_slots: free_slots.to_vec(),
                 payload_generation: checkpoint_lsn % 7,
+                uid: dimension ^ 0x5eed,
                 payload_log_end: checkpoint_lsn.rotate_left(17),
             }
         })

@@ -71,18 +71,87 @@ fn set_version(path: &Path, version: u32, fix_crc_at: Option<usize>) {
 #[test]
 fn a_newer_config_format_version_is_unsupported() {
     let _serial = serial();
-    // formatVersion 3 is refused as newer, even with fields or values this build cannot parse.
+    // formatVersion 4 is refused as newer, even with fields or values this build cannot parse.
     for config in [
-        r#"{"formatVersion":3,"dimension":4,"metric":"euclidean"}"#,
-        r#"{"formatVersion":3,"dimension":4,"metric":"euclidean","payloads":true}"#,
-        r#"{"formatVersion":3,"dimension":4,"metric":"hamming"}"#,
-        r#"{"formatVersion":3}"#,
+        r#"{"formatVersion":4,"dimension":4,"metric":"euclidean"}"#,
+        r#"{"formatVersion":4,"dimension":4,"metric":"euclidean","payloads":true}"#,
+        r#"{"formatVersion":4,"dimension":4,"metric":"hamming"}"#,
+        r#"{"formatVersion":4}"#,
     ] {
         let dir = closed_fixture();
         write(&config_path(dir.path()), config.as_bytes());
         let err = open_err(dir.path());
         assert_refused(&err, "KEEL_UNSUPPORTED_VERSION", &config_path(dir.path()));
     }
+}
+
+#[test]
+fn a_file_of_another_collection_is_refused_not_read() {
+    let _serial = serial();
+    // Two collections of the same dimension in one database, each with its own records and
+    // payloads. A file of the other one put in place of this one's opened cleanly and served
+    // the other's vectors and payloads, under strict too (robustness review); every file's
+    // header now carries its collection's uid.
+    let setup = || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open_ok(dir.path());
+        for (name, v) in [(NAME, 0), ("other", 1)] {
+            let c = db
+                .create_collection(name, DIM, keeldb_core::Metric::Euclidean)
+                .expect("create");
+            common::put_with_payloads(&c, &[1, 2, 3], v);
+        }
+        db.close().expect("close");
+        dir
+    };
+    let other = |dir: &Path, file: &Path| dir.join("other").join(file.file_name().expect("name"));
+    let files = |dir: &Path| {
+        [
+            vectors_path(dir),
+            wal_path(dir),
+            index_path(dir),
+            common::payload_log_path(dir, 1),
+        ]
+    };
+    for policy in [
+        keeldb_core::RecoveryPolicy::Strict,
+        keeldb_core::RecoveryPolicy::Salvage,
+    ] {
+        for i in 0..4 {
+            let dir = setup();
+            let file = files(dir.path())[i].clone();
+            fs::copy(other(dir.path(), &file), &file).expect("copy the other's file");
+            match common::open(dir.path(), policy) {
+                Ok(_) => panic!("{} of another collection was read", file.display()),
+                Err(err) => {
+                    assert_refused(&err, "KEEL_CORRUPT", &file);
+                    assert!(err.to_string().contains("another collection"), "{err}");
+                }
+            }
+        }
+    }
+    // The payload snapshot is only an accelerator: another's is set aside like a damaged
+    // one, and the payload log replayed whole.
+    let dir = setup();
+    let snapshot = common::payload_index_path(dir.path());
+    fs::copy(other(dir.path(), &snapshot), &snapshot).expect("copy the other's snapshot");
+    let db = common::open(dir.path(), keeldb_core::RecoveryPolicy::Strict).expect("opens");
+    let c = db.collection(NAME).expect("collection");
+    let stats = c.stats().expect("stats");
+    assert!(
+        stats
+            .warnings
+            .iter()
+            .any(|w| w.contains("another collection")),
+        "{:?}",
+        stats.warnings
+    );
+    let want: Vec<_> = (1..=3)
+        .map(|n| (n, common::Want::Present(n, Some(common::payload(n, 0)))))
+        .collect();
+    assert_eq!(common::differences(&c, &want), Vec::<String>::new());
+    drop(c);
+    db.close().expect("close");
 }
 
 #[test]

@@ -21,7 +21,7 @@ fn scan_with_flip_in_third_frame(offset_in_third: usize) -> Result<ScanOutcome, 
 /// `synced_known`: the scan is told the length the checkpoint synced (the end of the third
 /// frame), else only the header's.
 fn scan_flipped(offset_in_third: usize, synced_known: bool) -> Result<ScanOutcome, Error> {
-    let mut image = encode_header(1).to_vec();
+    let mut image = encode_header(1, 0).to_vec();
     let mut starts = Vec::new();
     for (kind, lsn, id, payload) in [
         (FrameKind::Store, 1, Id::Int(1), &b"1"[..]),
@@ -35,7 +35,7 @@ fn scan_flipped(offset_in_third: usize, synced_known: bool) -> Result<ScanOutcom
     image[starts[2] + offset_in_third] ^= 1;
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join(file_name(1)), &image).expect("write the log");
-    let log = PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), 1)
+    let log = PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), 1, 0)
         .expect("open the log");
     let from = starts[0] as u64;
     let synced_end = if synced_known { starts[3] } else { starts[0] } as u64;
@@ -75,7 +75,7 @@ fn without_the_synced_length_a_damaged_header_reads_as_a_torn_tail() {
 fn forged_marker_log(body_len: impl Fn(usize) -> u32) -> tempfile::TempDir {
     use keeldb_core::format::crc32;
     use keeldb_core::format::payload_log::{FRAME_HEADER_LEN, FRAME_SYNC};
-    let mut image = encode_header(1).to_vec();
+    let mut image = encode_header(1, 0).to_vec();
     image.push(0xAA);
     let len = image.len() + (8 << 20);
     while image.len() + FRAME_HEADER_LEN <= len {
@@ -96,7 +96,7 @@ fn forged_marker_log(body_len: impl Fn(usize) -> u32) -> tempfile::TempDir {
 }
 
 fn scan_forged(dir: &tempfile::TempDir, policy: RecoveryPolicy) -> Result<ScanOutcome, Error> {
-    let log = PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), 1)
+    let log = PayloadLogFile::open(&keeldb_core::storage::vfs::RealFs, dir.path(), 1, 0)
         .expect("open the log");
     log.scan(32, 5, 32, policy, |_, _, _| {})
 }

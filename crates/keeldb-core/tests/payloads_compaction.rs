@@ -398,7 +398,7 @@ fn a_payload_log_of_a_generation_no_compaction_made_is_never_read() {
     put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
     drop(c);
     db.close().expect("close");
-    write(&payload_log_path(dir.path(), 9), &encode_header(9));
+    write(&payload_log_path(dir.path(), 9), &encode_header(9, 0));
     let before = common::tree(dir.path());
     let refused = open_collection(dir.path(), RecoveryPolicy::Strict);
     assert_eq!(common::code(refused), "KEEL_CORRUPT");
@@ -473,7 +473,7 @@ fn the_largest_generation_is_refused_by_compaction_not_wrapped() {
     drop(c);
     db.close().expect("close");
     let mut log = read(&payload_log_path(dir.path(), 1));
-    log[..PAYLOAD_LOG_HEADER_LEN].copy_from_slice(&encode_header(u64::MAX));
+    log[..PAYLOAD_LOG_HEADER_LEN].copy_from_slice(&encode_header(u64::MAX, 0));
     fs::remove_file(payload_log_path(dir.path(), 1)).expect("remove generation 1");
     write(&payload_log_path(dir.path(), u64::MAX), &log);
     let mut snapshot = index::decode(&read(&index_path(dir.path()))).expect("decode ids.idx");

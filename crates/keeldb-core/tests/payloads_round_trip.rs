@@ -5,11 +5,11 @@ mod common;
 
 use common::{
     code, config_path, create, differences, flat, ids, open_ok, payload, payload_index_path,
-    payload_log_path, put, put_with_payloads, read, read_log, vector, write, Want, NAME,
+    payload_log_path, put, put_with_payloads, read, read_log, vector, Want, NAME,
 };
 use keeldb_core::format::wal::WAL_HEADER_LEN;
 use keeldb_core::types::{PAYLOAD_BYTES_MAX, PAYLOAD_DEPTH_MAX};
-use keeldb_core::{Id, Record};
+use keeldb_core::{Id, Record, RecoveryPolicy};
 
 const DIM: u32 = 4;
 
@@ -340,14 +340,12 @@ fn a_format_1_collection_is_upgraded_when_opened() {
     db.close().expect("close");
     std::fs::remove_file(payload_log_path(dir.path(), 1)).expect("remove");
     std::fs::remove_file(payload_index_path(dir.path())).expect("remove");
-    write(
-        &config_path(dir.path()),
-        br#"{"formatVersion":1,"dimension":4,"metric":"euclidean"}"#,
-    );
+    common::forget_uids(dir.path(), 1);
     let db = open_ok(dir.path());
     let c = db.collection(NAME).expect("collection");
     let config = String::from_utf8(read(&config_path(dir.path()))).expect("utf8");
-    assert!(config.contains("\"formatVersion\": 2"), "{config}");
+    assert!(config.contains("\"formatVersion\": 3"), "{config}");
+    assert!(config.contains("\"uid\": "), "{config}");
     put_with_payloads(&c, &[3], 0);
     let want = [
         (1, Want::Present(1, None)),
@@ -360,6 +358,45 @@ fn a_format_1_collection_is_upgraded_when_opened() {
     let c = db.collection(NAME).expect("collection");
     assert_eq!(differences(&c, &want), Vec::<String>::new());
     db.close().expect("close");
+}
+
+#[test]
+fn a_format_2_collection_gets_a_uid_and_keeps_its_files() {
+    // Before format 3 no file named its collection: they all read as uid 0, which matches
+    // the uid the upgrade gives the collection, and the files written since carry it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    put_with_payloads(&c, &[1, 2], 0);
+    drop(c);
+    db.close().expect("close");
+    common::forget_uids(dir.path(), 2);
+    let want = [
+        (1, Want::Present(1, Some(payload(1, 0)))),
+        (2, Want::Present(2, Some(payload(2, 0)))),
+        (3, Want::Present(3, Some(payload(3, 1)))),
+    ];
+    for round in 0..2 {
+        let db = keeldb_core::Db::open(dir.path(), common::options(RecoveryPolicy::Strict))
+            .expect("open");
+        let c = db.collection(NAME).expect("collection");
+        if round == 0 {
+            put_with_payloads(&c, &[3], 1);
+            c.compact().expect("compact");
+        }
+        assert_eq!(
+            differences(&c, &want),
+            Vec::<String>::new(),
+            "round {round}"
+        );
+        assert_eq!(c.stats().expect("stats").warnings, Vec::<String>::new());
+        drop(c);
+        db.close().expect("close");
+    }
+    let config = String::from_utf8(read(&config_path(dir.path()))).expect("utf8");
+    assert!(config.contains("\"formatVersion\": 3"), "{config}");
+    let uid = common::index_snapshot(dir.path()).uid;
+    assert_ne!(uid, 0, "the checkpoints since wrote the new uid");
+    assert!(config.contains(&format!("\"uid\": {uid}")), "{config}");
 }
 
 #[test]

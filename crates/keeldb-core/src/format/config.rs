@@ -1,7 +1,8 @@
-//! The collection config file (`collection.json`): format version, dimension, metric.
+//! The collection config file (`collection.json`): format version, dimension, metric and
+//! the collection's uid.
 //!
 //! ```json
-//! {"formatVersion":1,"dimension":384,"metric":"cosine"}
+//! {"formatVersion":3,"dimension":384,"metric":"cosine","uid":2761358149}
 //! ```
 //!
 //! JSON, so a person can read it; written once, atomically, when the collection is created.
@@ -10,9 +11,12 @@ use super::DecodeError;
 use crate::types::{Metric, DIMENSION_MAX};
 
 /// The collection layout this build writes and the newest it reads. Format 2 added
-/// payloads (the payload log, its snapshot, and log ops 3 and 4); a format-1 collection is
-/// upgraded when it is opened.
-pub const COLLECTION_FORMAT_VERSION: u32 = 2;
+/// payloads (the payload log, its snapshot, and log ops 3 and 4); format 3 added the uid
+/// (in this file and in every other file's header). An older collection is upgraded when
+/// it is opened.
+pub const COLLECTION_FORMAT_VERSION: u32 = 3;
+/// The first format with payloads: an older collection gets an empty payload log.
+pub const PAYLOADS_FORMAT_VERSION: u32 = 2;
 /// Largest config file keeldb will read.
 pub const CONFIG_BYTES_MAX: usize = 4096;
 
@@ -26,6 +30,35 @@ pub struct CollectionConfig {
     pub dimension: u32,
     /// How distances are measured.
     pub metric: Metric,
+    /// Random, nonzero, chosen when the collection is created (or upgraded to format 3) and
+    /// written into every file's header, so that a file of another collection put in this
+    /// one's directory is refused rather than read. 0: none (a config before format 3), and
+    /// a file whose header says 0 predates it too.
+    #[serde(default)]
+    pub uid: u32,
+}
+
+/// A new collection uid: random (std's hash keys are seeded from the OS) and nonzero.
+pub fn new_uid() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let uid = hasher.finish() as u32;
+        if uid != 0 {
+            return uid;
+        }
+    }
+}
+
+/// Whether a file whose header names `found` may belong to a collection whose config names
+/// `uid`: either is 0 (written before format 3), or they are equal.
+pub fn uid_matches(uid: u32, found: u32) -> bool {
+    uid == 0 || found == 0 || uid == found
 }
 
 /// Encodes a config as JSON text.
@@ -82,11 +115,21 @@ mod tests {
     #[test]
     fn config_round_trips_and_rejects_junk() {
         let c = CollectionConfig {
-            format_version: 1,
+            format_version: 3,
             dimension: 3,
             metric: Metric::Euclidean,
+            uid: 77,
         };
         assert_eq!(decode(&encode(&c)), Ok(c));
+        // Before format 3 there was no uid: it reads as 0.
+        let old = b"{\"formatVersion\":2,\"dimension\":3,\"metric\":\"dot\"}";
+        assert_eq!(decode(old).map(|c| c.uid), Ok(0));
+        assert_ne!(new_uid(), 0);
+        assert_ne!(
+            new_uid(),
+            new_uid(),
+            "two collections, two uids (1 in 2^32 to fail)"
+        );
         for junk in [
             &b""[..],
             b"{}",

@@ -8,7 +8,7 @@
 //!  24  slot_high_water  u32      slots 0..slot_high_water have been handed out
 //!  28  entry_count      u32
 //!  32  free_count       u32
-//!  36  reserved         u32      zero
+//!  36  uid              u32      the collection's (collection.json), 0 before format 3
 //!  40  payload_generation u64    the payload log generation synced by this checkpoint
 //!  48  payload_log_end    u64    its length then: every byte below is durable frames
 //!  56  entries          entry_count x (id, slot u32)
@@ -57,6 +57,8 @@ pub struct IndexSnapshot {
     pub payload_generation: u64,
     /// Its length at the checkpoint: the bytes below are durable, whole frames.
     pub payload_log_end: u64,
+    /// The collection's uid (0: written before there were uids).
+    pub uid: u32,
 }
 
 /// An index file's fields besides its entries and free slots.
@@ -72,6 +74,8 @@ pub struct IndexHeader {
     pub payload_generation: u64,
     /// Its length at the checkpoint.
     pub payload_log_end: u64,
+    /// The collection's uid.
+    pub uid: u32,
 }
 
 /// Encodes an index file.
@@ -82,6 +86,7 @@ pub fn encode(snapshot: &IndexSnapshot) -> Vec<u8> {
         slot_high_water: snapshot.slot_high_water,
         payload_generation: snapshot.payload_generation,
         payload_log_end: snapshot.payload_log_end,
+        uid: snapshot.uid,
     };
     let entries = snapshot.entries.iter().map(|(id, slot)| (id.into(), *slot));
     let free_slots = snapshot.free_slots.iter().copied();
@@ -107,7 +112,7 @@ pub fn encode_to<'a, E>(
     buf.extend_from_slice(&header.slot_high_water.to_le_bytes());
     buf.extend_from_slice(&count(entries.clone().count()).to_le_bytes());
     buf.extend_from_slice(&count(free_slots.clone().count()).to_le_bytes());
-    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&header.uid.to_le_bytes());
     buf.extend_from_slice(&header.payload_generation.to_le_bytes());
     buf.extend_from_slice(&header.payload_log_end.to_le_bytes());
     debug_assert_eq!(buf.len(), INDEX_HEADER_LEN);
@@ -256,7 +261,7 @@ fn header(bytes: &[u8]) -> Result<(IndexSnapshot, Counts, ByteReader<'_>), Decod
     let slot_high_water = r.u32("slot high water")?;
     let entry_count = r.u32("entry count")? as usize;
     let free_count = r.u32("free count")? as usize;
-    r.u32("reserved")?;
+    let uid = r.u32("uid")?;
     let (payload_generation, payload_log_end) = match version {
         0 => return Err(DecodeError::new(8, "index version 0 was never written")),
         1 => (0, 0),
@@ -298,6 +303,7 @@ fn header(bytes: &[u8]) -> Result<(IndexSnapshot, Counts, ByteReader<'_>), Decod
         free_slots: Vec::new(),
         payload_generation,
         payload_log_end,
+        uid,
     };
     let counts = Counts {
         entries: entry_count,
@@ -343,6 +349,7 @@ mod tests {
             free_slots: vec![1],
             payload_generation: 3,
             payload_log_end: 4096,
+            uid: 11,
         }
     }
 
@@ -372,8 +379,8 @@ mod tests {
             want.extend_from_slice(&field.to_le_bytes()); // version, dimension
         }
         want.extend_from_slice(&17u64.to_le_bytes()); // checkpoint_lsn
-        for field in [4u32, 3, 1, 0] {
-            want.extend_from_slice(&field.to_le_bytes()); // high water, entries, free, reserved
+        for field in [4u32, 3, 1, 11] {
+            want.extend_from_slice(&field.to_le_bytes()); // high water, entries, free, uid
         }
         want.extend_from_slice(&3u64.to_le_bytes()); // payload_generation
         want.extend_from_slice(&4096u64.to_le_bytes()); // payload_log_end
@@ -404,6 +411,7 @@ mod tests {
             free_slots: vec![300_000, 300_001],
             payload_generation: 1,
             payload_log_end: 32,
+            uid: 0,
         };
         let mut chunks = Vec::new();
         let header = IndexHeader {
@@ -412,6 +420,7 @@ mod tests {
             slot_high_water: 300_002,
             payload_generation: 1,
             payload_log_end: 32,
+            uid: 0,
         };
         let entries = snapshot.entries.iter().map(|(id, slot)| (id.into(), *slot));
         let free = snapshot.free_slots.iter().copied();
@@ -443,6 +452,7 @@ mod tests {
             slot_high_water: 4,
             payload_generation: 3,
             payload_log_end: 4096,
+            uid: 11,
         };
         let failed = encode_to(&header, entries, [1].into_iter(), &mut |_: &[u8]| {
             Err("disk full")

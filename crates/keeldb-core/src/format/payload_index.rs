@@ -4,7 +4,7 @@
 //! ```text
 //!   0  magic            [u8; 8]  "KEELPIX\0"
 //!   8  version          u32      PAYLOAD_INDEX_VERSION
-//!  12  reserved         u32      zero
+//!  12  uid              u32      the collection's (collection.json), 0 before format 3
 //!  16  generation       u64      the payload log generation the offsets refer to
 //!  24  checkpoint_lsn   u64      the entries are the payloads as of this record
 //!  32  log_end          u64      frames before this offset are covered; replay goes on here
@@ -56,6 +56,8 @@ pub struct PayloadSnapshot {
     pub log_end: u64,
     /// Every id that has a payload, and where its store frame is.
     pub entries: Vec<(Id, PayloadLoc)>,
+    /// The collection's uid (0: written before there were uids).
+    pub uid: u32,
 }
 
 /// Encodes a payload snapshot.
@@ -63,6 +65,7 @@ pub fn encode(snapshot: &PayloadSnapshot) -> Vec<u8> {
     let entries = snapshot.entries.iter().map(|(id, loc)| (id.into(), *loc));
     super::collect_chunks(|flush| {
         encode_to(
+            snapshot.uid,
             snapshot.generation,
             snapshot.checkpoint_lsn,
             snapshot.log_end,
@@ -76,6 +79,7 @@ pub fn encode(snapshot: &PayloadSnapshot) -> Vec<u8> {
 /// straight from the entries, which are walked twice (once to count them). Returns
 /// `flush`'s error, if any.
 pub fn encode_to<'a, E>(
+    uid: u32,
     generation: u64,
     checkpoint_lsn: u64,
     log_end: u64,
@@ -86,7 +90,7 @@ pub fn encode_to<'a, E>(
     let buf = out.buf();
     buf.extend_from_slice(&PAYLOAD_INDEX_MAGIC);
     buf.extend_from_slice(&PAYLOAD_INDEX_VERSION.to_le_bytes());
-    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&uid.to_le_bytes());
     buf.extend_from_slice(&generation.to_le_bytes());
     buf.extend_from_slice(&checkpoint_lsn.to_le_bytes());
     buf.extend_from_slice(&log_end.to_le_bytes());
@@ -191,7 +195,7 @@ pub fn decode_with(
     let mut r = ByteReader::new(&bytes[..crc_at]);
     r.take(8, "magic")?;
     let version = r.u32("version")?;
-    r.u32("reserved")?;
+    let uid = r.u32("uid")?;
     let generation = r.u64("generation")?;
     let checkpoint_lsn = r.u64("checkpoint lsn")?;
     let log_end = r.u64("log end")?;
@@ -245,6 +249,7 @@ pub fn decode_with(
         checkpoint_lsn,
         log_end,
         entries: Vec::new(),
+        uid,
     })
 }
 
@@ -271,6 +276,7 @@ mod tests {
     fn sample() -> PayloadSnapshot {
         PayloadSnapshot {
             version: PAYLOAD_INDEX_VERSION,
+            uid: 13,
             generation: 3,
             checkpoint_lsn: 99,
             log_end: 4096,
@@ -297,6 +303,7 @@ mod tests {
     fn a_large_snapshot_is_handed_out_in_chunks_and_round_trips() {
         let snapshot = PayloadSnapshot {
             version: PAYLOAD_INDEX_VERSION,
+            uid: 0,
             generation: 2,
             checkpoint_lsn: 7,
             log_end: 1 << 40,
@@ -316,7 +323,7 @@ mod tests {
         };
         let mut chunks = Vec::new();
         let entries = snapshot.entries.iter().map(|(id, loc)| (id.into(), *loc));
-        let flushed = encode_to(2, 7, 1 << 40, entries, &mut |chunk: &[u8]| {
+        let flushed = encode_to(0, 2, 7, 1 << 40, entries, &mut |chunk: &[u8]| {
             chunks.push(chunk.len());
             Ok::<(), ()>(())
         });

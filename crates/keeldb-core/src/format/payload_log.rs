@@ -5,7 +5,7 @@
 //! file header (32 bytes)
 //!   0  magic        [u8; 8]  "KEELPAY\0"
 //!   8  version      u32      PAYLOAD_LOG_VERSION
-//!  12  reserved     u32      zero
+//!  12  uid          u32      the collection's (collection.json), 0 before format 3
 //!  16  generation   u64      the number in the file name; compaction writes the next one
 //!  24  reserved     u32      zero
 //!  28  header_crc   u32      crc32 of bytes 0..28
@@ -73,10 +73,11 @@ impl FrameKind {
 }
 
 /// Encodes a payload log header for `generation`.
-pub fn encode_header(generation: u64) -> [u8; PAYLOAD_LOG_HEADER_LEN] {
+pub fn encode_header(generation: u64, uid: u32) -> [u8; PAYLOAD_LOG_HEADER_LEN] {
     let mut out = [0u8; PAYLOAD_LOG_HEADER_LEN];
     out[0..8].copy_from_slice(&PAYLOAD_LOG_MAGIC);
     out[8..12].copy_from_slice(&PAYLOAD_LOG_VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&uid.to_le_bytes());
     out[16..24].copy_from_slice(&generation.to_le_bytes());
     let crc = crc32(&out[..HEADER_CRC_AT]);
     out[HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
@@ -90,6 +91,8 @@ pub struct PayloadLogHeader {
     pub version: u32,
     /// The generation the header names.
     pub generation: u64,
+    /// The collection's uid (0: written before there were uids).
+    pub uid: u32,
 }
 
 /// Decodes a payload log header.
@@ -105,7 +108,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<PayloadLogHeader, DecodeError> {
     }
     let mut r = ByteReader::new(&bytes[8..PAYLOAD_LOG_HEADER_LEN]);
     let version = r.u32("version")?;
-    r.u32("reserved")?;
+    let uid = r.u32("uid")?;
     let generation = r.u64("generation")?;
     r.u32("reserved")?;
     if r.u32("header crc")? != crc32(&bytes[..HEADER_CRC_AT]) {
@@ -117,6 +120,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<PayloadLogHeader, DecodeError> {
     Ok(PayloadLogHeader {
         version,
         generation,
+        uid,
     })
 }
 
@@ -289,12 +293,13 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
-        let h = encode_header(42);
+        let h = encode_header(42, 7);
         assert_eq!(
             decode_header(&h),
             Ok(PayloadLogHeader {
                 version: PAYLOAD_LOG_VERSION,
-                generation: 42
+                generation: 42,
+                uid: 7,
             })
         );
         for bit in 0..h.len() * 8 {

@@ -4,7 +4,8 @@
 //!   0  magic        [u8; 8]  "KEELVEC\0"
 //!   8  version      u32      VECTORS_VERSION
 //!  12  dimension    u32
-//!  16  reserved     [u8; 12] zero
+//!  16  uid          u32      the collection's (collection.json), 0 before format 3
+//!  20  reserved     [u8; 8]  zero
 //!  28  header_crc   u32      crc32 of bytes 0..28
 //!  32  zero padding up to VECTORS_HEADER_LEN
 //!  VECTORS_HEADER_LEN + slot * dimension * 4: slot `slot`, dimension little-endian f32
@@ -27,18 +28,19 @@ const _: () = assert!(
 );
 
 /// Encodes the header page of a vector file.
-pub fn encode_header(dimension: u32) -> Vec<u8> {
+pub fn encode_header(dimension: u32, uid: u32) -> Vec<u8> {
     let mut out = vec![0u8; VECTORS_HEADER_LEN];
     out[0..8].copy_from_slice(&VECTORS_MAGIC);
     out[8..12].copy_from_slice(&VECTORS_VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&dimension.to_le_bytes());
+    out[16..20].copy_from_slice(&uid.to_le_bytes());
     let crc = crc32(&out[..VECTORS_HEADER_CRC_AT]);
     out[VECTORS_HEADER_CRC_AT..VECTORS_HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// Decodes a vector file header, returning `(version, dimension)`.
-pub fn decode_header(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
+/// Decodes a vector file header, returning `(version, dimension, uid)`.
+pub fn decode_header(bytes: &[u8]) -> Result<(u32, u32, u32), DecodeError> {
     if bytes.len() < VECTORS_HEADER_LEN {
         return Err(DecodeError::new(
             0,
@@ -51,14 +53,15 @@ pub fn decode_header(bytes: &[u8]) -> Result<(u32, u32), DecodeError> {
     let mut r = ByteReader::new(&bytes[8..VECTORS_HEADER_CRC_AT + 4]);
     let version = r.u32("version")?;
     let dimension = r.u32("dimension")?;
-    r.take(12, "reserved")?;
+    let uid = r.u32("uid")?;
+    r.take(8, "reserved")?;
     if r.u32("header crc")? != crc32(&bytes[..VECTORS_HEADER_CRC_AT]) {
         return Err(DecodeError::new(
             VECTORS_HEADER_CRC_AT,
             "vector file header checksum mismatch",
         ));
     }
-    Ok((version, dimension))
+    Ok((version, dimension, uid))
 }
 
 #[cfg(test)]
@@ -67,8 +70,8 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_detects_flips() {
-        let h = encode_header(768);
-        assert_eq!(decode_header(&h), Ok((VECTORS_VERSION, 768)));
+        let h = encode_header(768, 9);
+        assert_eq!(decode_header(&h), Ok((VECTORS_VERSION, 768, 9)));
         for bit in 0..(VECTORS_HEADER_CRC_AT + 4) * 8 {
             let mut bad = h.clone();
             bad[bit / 8] ^= 1 << (bit % 8);

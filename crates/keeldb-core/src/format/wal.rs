@@ -5,7 +5,8 @@
 //!   0  magic        [u8; 8]  "KEELWAL\0"
 //!   8  version      u32      WAL_VERSION
 //!  12  dimension    u32      the collection's dimension
-//!  16  reserved     [u8; 12] zero
+//!  16  uid          u32      the collection's (collection.json), 0 before format 3
+//!  20  reserved     [u8; 8]  zero
 //!  28  header_crc   u32      crc32 of bytes 0..28
 //!
 //! record (RECORD_OVERHEAD + body_len bytes)
@@ -82,11 +83,12 @@ const OP_UPSERT_WITH_PAYLOAD: u8 = 3;
 const OP_SET_PAYLOAD: u8 = 4;
 
 /// Encodes a log file header for a collection of `dimension`.
-pub fn encode_header(dimension: u32) -> [u8; WAL_HEADER_LEN] {
+pub fn encode_header(dimension: u32, uid: u32) -> [u8; WAL_HEADER_LEN] {
     let mut out = [0u8; WAL_HEADER_LEN];
     out[0..8].copy_from_slice(&WAL_MAGIC);
     out[8..12].copy_from_slice(&WAL_VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&dimension.to_le_bytes());
+    out[16..20].copy_from_slice(&uid.to_le_bytes());
     let crc = crc32(&out[..WAL_HEADER_CRC_AT]);
     out[WAL_HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     out
@@ -99,6 +101,8 @@ pub struct WalHeader {
     pub version: u32,
     /// Dimension of the vectors in its records.
     pub dimension: u32,
+    /// The collection's uid (0: written before there were uids).
+    pub uid: u32,
 }
 
 /// Decodes a log file header. A version above [`WAL_VERSION`] is returned as such, for the
@@ -113,7 +117,8 @@ pub fn decode_header(bytes: &[u8]) -> Result<WalHeader, DecodeError> {
     let mut r = ByteReader::new(&bytes[8..WAL_HEADER_LEN]);
     let version = r.u32("version")?;
     let dimension = r.u32("dimension")?;
-    r.take(12, "reserved")?;
+    let uid = r.u32("uid")?;
+    r.take(8, "reserved")?;
     let stored_crc = r.u32("header crc")?;
     if stored_crc != crc32(&bytes[..WAL_HEADER_CRC_AT]) {
         return Err(DecodeError::new(
@@ -121,7 +126,11 @@ pub fn decode_header(bytes: &[u8]) -> Result<WalHeader, DecodeError> {
             "log file header checksum mismatch",
         ));
     }
-    Ok(WalHeader { version, dimension })
+    Ok(WalHeader {
+        version,
+        dimension,
+        uid,
+    })
 }
 
 /// A record header whose checksum holds: its fields can be trusted.
@@ -519,12 +528,13 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
-        let h = encode_header(384);
+        let h = encode_header(384, 5);
         assert_eq!(
             decode_header(&h),
             Ok(WalHeader {
                 version: WAL_VERSION,
-                dimension: 384
+                dimension: 384,
+                uid: 5,
             })
         );
         let mut bad = h;

@@ -90,6 +90,23 @@ pub fn map_small(fs: &dyn Vfs, path: &Path, limit_bytes: u64) -> Result<Box<dyn 
         .map_err(|e| Error::io("map", path, e))
 }
 
+/// Refuses the file at `path` if its header (the uid at offset `at`) names another
+/// collection than `uid`, the one whose directory holds it (see
+/// [`crate::format::config::CollectionConfig::uid`]).
+pub fn check_uid(path: &Path, at: u64, uid: u32, found: u32) -> Result<()> {
+    if crate::format::config::uid_matches(uid, found) {
+        return Ok(());
+    }
+    Err(Error::corrupted(
+        path,
+        at,
+        format!(
+            "the file belongs to another collection (its uid is {found}, this collection's is \
+             {uid}): it was moved or copied here; put back this collection's own file"
+        ),
+    ))
+}
+
 /// Opens a regular file for reading, refusing one larger than `limit_bytes`.
 fn open_within(fs: &dyn Vfs, path: &Path, limit_bytes: u64) -> Result<Arc<dyn VfsFile>> {
     let file = open_regular(fs, path)?;

@@ -125,12 +125,12 @@ struct FrameView {
 impl PayloadLogFile {
     /// Creates an empty log (its header only) for `generation`, fsynced; the caller syncs
     /// the directory.
-    pub fn create(fs: &dyn Vfs, dir: &Path, generation: u64) -> Result<PayloadLogFile> {
+    pub fn create(fs: &dyn Vfs, dir: &Path, generation: u64, uid: u32) -> Result<PayloadLogFile> {
         let path = dir.join(file_name(generation));
         let file = fs
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", &path, e))?;
-        file.write_all_at(&encode_header(generation), 0)
+        file.write_all_at(&encode_header(generation, uid), 0)
             .map_err(|e| Error::io("write", &path, e))?;
         file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
         Ok(PayloadLogFile {
@@ -145,8 +145,9 @@ impl PayloadLogFile {
         })
     }
 
-    /// Opens log `generation`, checking its header (`UnsupportedVersion` for a newer one).
-    pub fn open(fs: &dyn Vfs, dir: &Path, generation: u64) -> Result<PayloadLogFile> {
+    /// Opens log `generation`, checking its header (`UnsupportedVersion` for a newer one;
+    /// `Corrupt` for another generation's, or another collection's than `uid`).
+    pub fn open(fs: &dyn Vfs, dir: &Path, generation: u64, uid: u32) -> Result<PayloadLogFile> {
         let path = dir.join(file_name(generation));
         let file = fsio::open_regular_rw(fs, &path)?;
         let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
@@ -172,6 +173,7 @@ impl PayloadLogFile {
                 ),
             ));
         }
+        fsio::check_uid(&path, 12, uid, header.uid)?;
         Ok(PayloadLogFile {
             path,
             generation,
@@ -723,7 +725,12 @@ pub struct CompactionWriter {
 
 impl CompactionWriter {
     /// Starts `payloads-<generation>.log.tmp` with its header.
-    pub fn create(fs: Arc<dyn Vfs>, dir: &Path, generation: u64) -> Result<CompactionWriter> {
+    pub fn create(
+        fs: Arc<dyn Vfs>,
+        dir: &Path,
+        generation: u64,
+        uid: u32,
+    ) -> Result<CompactionWriter> {
         let temp = dir.join(format!("{}{TEMP_SUFFIX}", file_name(generation)));
         let file = fs
             .open(&temp, OpenMode::Replace)
@@ -737,7 +744,7 @@ impl CompactionWriter {
             buffer: Vec::with_capacity(COPY_BUFFER_BYTES),
             len: 0,
         };
-        writer.write(&encode_header(generation))?;
+        writer.write(&encode_header(generation, uid))?;
         Ok(writer)
     }
 
@@ -867,7 +874,7 @@ mod tests {
     fn reads_use_the_mapping_only_below_what_was_written_and_never_across_a_cut() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fs = crate::storage::vfs::RealFs;
-        let mut log = PayloadLogFile::create(&fs, dir.path(), 1).expect("create");
+        let mut log = PayloadLogFile::create(&fs, dir.path(), 1, 1).expect("create");
         let id = Id::Int(7);
         let (a, a_len) = store_frame(1, &id, br#"{"a":1}"#);
         let at = log.len_bytes();

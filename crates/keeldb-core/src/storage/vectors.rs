@@ -58,11 +58,11 @@ pub struct VectorFile {
 impl VectorFile {
     /// Creates a vector file of [`INITIAL_BYTES`] for vectors of `dimension`, durable on
     /// return (the caller syncs the directory).
-    pub fn create(fs: &dyn Vfs, path: &Path, dimension: u32) -> Result<()> {
+    pub fn create(fs: &dyn Vfs, path: &Path, dimension: u32, uid: u32) -> Result<()> {
         let file = fs
             .open(path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", path, e))?;
-        file.write_all_at(&encode_header(dimension), 0)
+        file.write_all_at(&encode_header(dimension, uid), 0)
             .map_err(|e| Error::io("write", path, e))?;
         allocate(&*file, path, VECTORS_HEADER_LEN as u64, INITIAL_BYTES)?;
         file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
@@ -71,8 +71,8 @@ impl VectorFile {
         Ok(())
     }
 
-    /// Opens and maps the vector file of a collection of `dimension`.
-    pub fn open(fs: &dyn Vfs, path: &Path, dimension: u32) -> Result<VectorFile> {
+    /// Opens and maps the vector file of a collection of `dimension` and `uid`.
+    pub fn open(fs: &dyn Vfs, path: &Path, dimension: u32, uid: u32) -> Result<VectorFile> {
         let file = fsio::open_regular_rw(fs, path)?;
         let len = file.len().map_err(|e| Error::io("stat", path, e))?;
         if len < VECTORS_HEADER_LEN as u64 {
@@ -97,8 +97,9 @@ impl VectorFile {
                 supported: VECTORS_VERSION,
             });
         }
-        let (_version, found_dimension) =
+        let (_version, found_dimension, found_uid) =
             decode_header(map.bytes()).map_err(|e| Error::corrupted(path, e.offset, e.reason))?;
+        fsio::check_uid(path, 16, uid, found_uid)?;
         if found_dimension != dimension {
             return Err(Error::corrupted(
                 path,
@@ -325,8 +326,8 @@ mod tests {
     fn fresh(dimension: u32) -> (tempfile::TempDir, VectorFile) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vectors.dat");
-        VectorFile::create(&RealFs, &path, dimension).expect("create");
-        let vf = VectorFile::open(&RealFs, &path, dimension).expect("open");
+        VectorFile::create(&RealFs, &path, dimension, 1).expect("create");
+        let vf = VectorFile::open(&RealFs, &path, dimension, 1).expect("open");
         (dir, vf)
     }
 
@@ -409,9 +410,11 @@ mod tests {
     fn wrong_dimension_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("vectors.dat");
-        VectorFile::create(&RealFs, &path, 8).expect("create");
+        VectorFile::create(&RealFs, &path, 8, 1).expect("create");
         assert_eq!(
-            VectorFile::open(&RealFs, &path, 9).err().map(|e| e.code()),
+            VectorFile::open(&RealFs, &path, 9, 1)
+                .err()
+                .map(|e| e.code()),
             Some("KEEL_CORRUPT")
         );
     }

@@ -385,7 +385,7 @@ mod tests {
     }
 
     fn log_flagged(records: &[u64], flags: u8) -> (Vec<u8>, Vec<usize>) {
-        let mut image = encode_header(2).to_vec();
+        let mut image = encode_header(2, 0).to_vec();
         let mut starts = Vec::new();
         for &lsn in records {
             starts.push(image.len());
@@ -609,7 +609,7 @@ mod tests {
         // The newer records (7, 8; longer ids) end inside an old one: the rest of it is
         // damage, and the whole old records after it, flagged as they are, come from before
         // the checkpoint, so they vouch for nothing: a torn tail, under strict too.
-        let mut image = encode_header(2).to_vec();
+        let mut image = encode_header(2, 0).to_vec();
         for lsn in [7u64, 8] {
             let mut enc = BatchEncoder::new(64);
             enc.upsert(

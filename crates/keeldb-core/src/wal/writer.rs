@@ -49,11 +49,11 @@ pub struct WalWriter {
 impl WalWriter {
     /// Creates an empty log (just its header), durable on return; the caller syncs the
     /// directory.
-    pub fn create(fs: &dyn Vfs, path: &Path, dimension: u32) -> Result<()> {
+    pub fn create(fs: &dyn Vfs, path: &Path, dimension: u32, uid: u32) -> Result<()> {
         let file = fs
             .open(path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", path, e))?;
-        file.write_all_at(&encode_header(dimension), 0)
+        file.write_all_at(&encode_header(dimension, uid), 0)
             .map_err(|e| Error::io("write", path, e))?;
         file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
         #[cfg(feature = "planted-bugs")]

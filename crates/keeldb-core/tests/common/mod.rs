@@ -174,6 +174,38 @@ fn payload_log_paths(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
+/// Rewrites collection [`NAME`]'s files as a build before format 3 wrote them: a uid of 0 in
+/// every header (checksums fixed), and no uid in collection.json, which says `version`.
+pub fn forget_uids(dir: &Path, version: u32) {
+    let zero_at = |path: &Path, at: usize, crc_at: Option<usize>| {
+        let Ok(mut bytes) = fs::read(path) else {
+            return; // a file this test removed
+        };
+        bytes[at..at + 4].fill(0);
+        let crc_at = crc_at.unwrap_or(bytes.len() - 4);
+        let crc = keeldb_core::format::crc32(&bytes[..crc_at]);
+        bytes[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
+        write(path, &bytes);
+    };
+    zero_at(&vectors_path(dir), 16, Some(28));
+    zero_at(&wal_path(dir), 16, Some(28));
+    zero_at(&index_path(dir), 36, None);
+    zero_at(&payload_index_path(dir), 12, None);
+    for path in payload_log_paths(dir) {
+        zero_at(&path, 12, Some(28));
+    }
+    let config = String::from_utf8(read(&config_path(dir))).expect("utf8");
+    let config: serde_json::Value = serde_json::from_str(&config).expect("config json");
+    write(
+        &config_path(dir),
+        format!(
+            r#"{{"formatVersion":{version},"dimension":{},"metric":{}}}"#,
+            config["dimension"], config["metric"]
+        )
+        .as_bytes(),
+    );
+}
+
 /// The vector every fixture stores under integer id `n`: distinct per id and component.
 pub fn vector(n: u64, dimension: u32) -> Vec<f32> {
     (0..dimension).map(|j| n as f32 * 10.0 + j as f32).collect()
