@@ -823,9 +823,7 @@ impl Collection {
             ids,
             slot_ids,
         } = id_maps?;
-        let (mut payloads, payload_report) = payloads?;
-        let config = upgrade_config(&*fs, dir, config)?;
-        payloads.set_uid(config.uid);
+        let (payloads, payload_report) = payloads?;
         let mut state = State {
             vectors,
             ids,
@@ -842,6 +840,10 @@ impl Collection {
         };
         let (wal, mut report) = recover_log(&*fs, dir, &config, options.recovery, &mut state)?;
         state.payloads.finish_open(&*fs, dir)?;
+        // Only once every file is read, so that a refused open leaves an older collection as
+        // the build that wrote it can still open it. Nothing written since carries a uid.
+        let config = upgrade_config(&*fs, dir, config)?;
+        state.payloads.set_uid(config.uid);
         // A payload log replayed without a snapshot gets one now, so the next open is fast.
         let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64
             || (!payload_report.snapshot_used
@@ -1895,8 +1897,10 @@ fn read_record(state: &State, id: &Id, vector: bool, payload: bool) -> Result<Op
     }))
 }
 
-/// Rewrites a format-1 config as format 2 once the payload log exists: from then on the
-/// log may hold payload ops, which a build that only knows format 1 must refuse.
+/// Rewrites an older config as format 3, with a new uid, once the collection's files are
+/// read (a format-1 collection's payload log created): from then on the log may hold
+/// payload ops and files carry the uid, which a build that knows only format 1 or 2 must
+/// refuse.
 fn upgrade_config(fs: &dyn Vfs, dir: &Path, config: CollectionConfig) -> Result<CollectionConfig> {
     if config.format_version >= COLLECTION_FORMAT_VERSION {
         return Ok(config);

@@ -555,18 +555,21 @@ pub fn create_files(fs: &dyn Vfs, dir: &Path, uid: u32) -> Result<()> {
     PayloadLogFile::create(fs, dir, 1, uid).map(|_| ())
 }
 
-/// Opens the current generation and lists the lower ones, which a crash after a
-/// compaction's rename may have left (`finish_open` deletes them once the open succeeds).
+/// Opens the current generation and says which lower one to delete: the one just below it,
+/// which a crash after a compaction's rename leaves (`finish_open` deletes it once the
+/// collection's files are read).
 ///
 /// ids.idx names the generation its checkpoint synced, `expected`; a compaction renames
 /// `expected + 1` into place before the checkpoint that names it, so the current log is
-/// the highest of those two that exists. A higher generation is not this collection's
-/// (compaction never skips one): `strict` refuses the open, `salvage` leaves the file where
-/// it is, unread, and reports it. When neither of the two exists, `strict` refuses and
-/// `salvage` reads the highest there is (an older ids.idx put back after compactions
-/// leaves that state), deleting nothing. `expected` 0 (an ids.idx of version 1, which did
-/// not name it) takes the highest. A format-1 collection (`upgrading`) without a payload
-/// log gets an empty generation 1.
+/// the highest of those two that exists. A
+/// higher generation refuses the open under either policy: it is not this collection's, or
+/// ids.idx is an older copy, and left in place it would pass for a compaction's once a
+/// later checkpoint names the generation below it. A lower one is left alone, unread, with
+/// a warning. When neither of the two exists, `strict` refuses and `salvage` reads the
+/// highest lower one (an older ids.idx put back after compactions leaves that state).
+/// `expected` 0 (an ids.idx of version 1, which did not name it) takes the highest and
+/// deletes the rest. A format-1 collection (`upgrading`) without a payload log gets an
+/// empty generation 1.
 fn open_current_generation(
     fs: &dyn Vfs,
     dir: &Path,
@@ -589,52 +592,57 @@ fn open_current_generation(
         fsio::sync_dir(fs, dir)?;
         return Ok((log, Vec::new()));
     };
+    if expected == 0 {
+        let superseded = generations[..generations.len() - 1].to_vec();
+        return Ok((PayloadLogFile::open(fs, dir, highest, uid)?, superseded));
+    }
     let next = expected.saturating_add(1);
-    let current = match expected {
-        0 => Some(highest),
-        _ => generations
-            .iter()
-            .copied()
-            .rev()
-            .find(|&g| g == expected || g == next),
-    };
-    let mut salvage = |path: PathBuf, reason: String, what: String| match policy {
-        RecoveryPolicy::Strict => Err(Error::corrupted(path, 0, reason)),
-        RecoveryPolicy::Salvage => {
-            report.corrupt_records_skipped += 1;
-            report
-                .warnings
-                .push(format!("{}: {reason}; {what}", path.display()));
-            Ok(())
-        }
-    };
-    let Some(current) = current else {
-        salvage(
-            dir.join(payload_log::file_name(expected)),
+    if highest > next {
+        return Err(Error::corrupted(
+            dir.join(payload_log::file_name(highest)),
+            0,
             format!(
-                "ids.idx names payload log generation {expected}, which is missing (the \
-                 generations there are {generations:?})"
+                "payload log generation {highest} is newer than any compaction of this \
+                 collection made: ids.idx names generation {expected}, and a compaction makes \
+                 at most {next}. Either the file is not this collection's, or ids.idx is an \
+                 older copy; move the file away (or put back the matching ids.idx)"
             ),
-            format!("read generation {highest} instead"),
-        )?;
+        ));
+    }
+    let current = if generations.contains(&next) {
+        Some(next)
+    } else {
+        generations.contains(&expected).then_some(expected)
+    };
+    let lower = |current: u64| generations.iter().copied().filter(move |&g| g < current);
+    let Some(current) = current else {
+        let reason = format!(
+            "ids.idx names payload log generation {expected}, which is missing (the \
+             generations there are {generations:?})"
+        );
+        let path = dir.join(payload_log::file_name(expected));
+        if policy == RecoveryPolicy::Strict {
+            return Err(Error::corrupted(path, 0, reason));
+        }
+        report.corrupt_records_skipped += 1;
+        report.warnings.push(format!(
+            "{}: {reason}; read generation {highest} instead",
+            path.display()
+        ));
         return Ok((PayloadLogFile::open(fs, dir, highest, uid)?, Vec::new()));
     };
-    for stray in generations.iter().copied().filter(|&g| g > current) {
-        salvage(
-            dir.join(payload_log::file_name(stray)),
-            format!(
-                "payload log generation {stray} is not this collection's: ids.idx names \
-                 generation {expected}, and a compaction makes at most {next}"
-            ),
-            "left in place and not read".to_owned(),
-        )?;
+    // The generation just below the current one is the one compaction replaced: a crash
+    // before its step 5 deleted it leaves it (beside ids.idx of either generation).
+    let replaced = current - 1;
+    for old in lower(current).filter(|&g| g != replaced) {
+        report.warnings.push(format!(
+            "{}: payload log generation {old} is older than the current {current}, which \
+             no crash leaves behind; left in place and not read",
+            dir.join(payload_log::file_name(old)).display()
+        ));
     }
-    let superseded = generations
-        .iter()
-        .copied()
-        .filter(|&g| g < current)
-        .collect();
-    Ok((PayloadLogFile::open(fs, dir, current, uid)?, superseded))
+    let leftover = lower(current).filter(|&g| g == replaced).collect();
+    Ok((PayloadLogFile::open(fs, dir, current, uid)?, leftover))
 }
 
 /// The snapshot, if it can be used: valid, of the current generation, not ahead of the

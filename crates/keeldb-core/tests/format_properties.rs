@@ -244,7 +244,7 @@ proptest! {
     fn configs_round_trip_and_cuts_are_refused(
         dimension in 1u32..=keeldb_core::types::DIMENSION_MAX,
         metric in prop_oneof![Just(Metric::Cosine), Just(Metric::Dot), Just(Metric::Euclidean)],
-        uid in any::<u32>(),
+        uid in 1u32..,
     ) {
         let c = config::CollectionConfig { format_version: 3, dimension, metric, uid };
         let bytes = config::encode(&c);

@@ -389,10 +389,12 @@ fn open_collection(
 }
 
 #[test]
-fn a_payload_log_of_a_generation_no_compaction_made_is_never_read() {
+fn a_payload_log_of_a_generation_no_compaction_made_is_refused_under_either_policy() {
     // A stray payloads-9.log with a valid header and no frames, beside a collection whose
     // ids.idx names generation 1. Taken as the newest generation, it used to drop every
-    // payload and delete the real log, under either policy and without a warning.
+    // payload and delete the real log, under either policy and without a warning. Left in
+    // place under salvage, it would pass for a compaction's once a later checkpoint named
+    // generation 8: it is refused under both.
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, c) = create(dir.path(), DIM);
     put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
@@ -400,33 +402,62 @@ fn a_payload_log_of_a_generation_no_compaction_made_is_never_read() {
     db.close().expect("close");
     write(&payload_log_path(dir.path(), 9), &encode_header(9, 0));
     let before = common::tree(dir.path());
-    let refused = open_collection(dir.path(), RecoveryPolicy::Strict);
-    assert_eq!(common::code(refused), "KEEL_CORRUPT");
-    assert_eq!(
-        common::tree(dir.path()),
-        before,
-        "a refused open changes no file"
-    );
+    for policy in [RecoveryPolicy::Strict, RecoveryPolicy::Salvage] {
+        match open_collection(dir.path(), policy) {
+            Ok(_) => panic!("{policy:?}: a stray payload log was accepted"),
+            Err(e) => {
+                assert_eq!(e.code(), "KEEL_CORRUPT", "{policy:?}");
+                assert!(e.to_string().contains("payloads-9.log"), "{e}");
+            }
+        }
+        assert_eq!(
+            common::tree(dir.path()),
+            before,
+            "a refused open changes no file"
+        );
+    }
+    fs::remove_file(payload_log_path(dir.path(), 9)).expect("move the stray away");
+    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Strict).expect("opens");
+    assert_eq!(differences(&c, &latest(0..10, 0)), Vec::<String>::new());
+    drop(c);
+    db.close().expect("close");
+}
 
-    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Salvage).expect("salvage opens");
+#[test]
+fn an_older_generation_put_back_is_left_alone_and_not_read() {
+    // Only the generation just before the current one is a compaction's leftover, and only
+    // that one is deleted. An older one (a backup copy put back) is the user's: open warns
+    // and leaves it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
+    c.checkpoint().expect("checkpoint");
+    let gen1 = read(&payload_log_path(dir.path(), 1));
+    c.compact().expect("compact");
+    put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 1);
+    c.compact().expect("compact again");
+    drop(c);
+    db.close().expect("close");
+    assert_eq!(index_snapshot(dir.path()).payload_generation, 3);
+    write(&payload_log_path(dir.path(), 1), &gen1);
+    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Strict).expect("opens");
     let stats = c.stats().expect("stats");
-    assert_eq!(stats.payload_log_generation, 1);
-    assert_eq!(stats.corrupt_records_skipped, 1);
+    assert_eq!(stats.payload_log_generation, 3);
+    assert_eq!(stats.corrupt_records_skipped, 0);
     assert!(
         stats
             .warnings
             .iter()
-            .any(|w| w.contains("payloads-9.log") && w.contains("not this collection's")),
+            .any(|w| w.contains("payloads-1.log") && w.contains("left in place")),
         "{:?}",
         stats.warnings
     );
-    assert_eq!(differences(&c, &latest(0..10, 0)), Vec::<String>::new());
+    assert_eq!(differences(&c, &latest(0..10, 1)), Vec::<String>::new());
     drop(c);
     db.close().expect("close");
-    assert!(payload_log_path(dir.path(), 1).exists());
     assert!(
-        payload_log_path(dir.path(), 9).exists(),
-        "the stray file is left where it was"
+        payload_log_path(dir.path(), 1).exists(),
+        "the user's copy is still there"
     );
 }
 

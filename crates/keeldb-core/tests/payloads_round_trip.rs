@@ -400,6 +400,35 @@ fn a_format_2_collection_gets_a_uid_and_keeps_its_files() {
 }
 
 #[test]
+fn a_refused_open_leaves_a_format_2_collection_as_its_build_wrote_it() {
+    // The upgrade to format 3 rewrites the config only once every file is read: a refused
+    // open must leave the collection to the build that wrote it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    put_with_payloads(&c, &[1], 0);
+    put_with_payloads(&c, &[2], 0);
+    drop(c);
+    drop(db); // a crash: both records stay in the log
+    common::forget_uids(dir.path(), 2);
+    let config = read(&config_path(dir.path()));
+    let mut log = read_log(dir.path());
+    let first = common::record_starts(&log)[0];
+    log[first + 40] ^= 0xff; // inside the first record's body; the second stays valid
+    write_log_bytes(dir.path(), &log);
+    let refused = keeldb_core::Db::open(dir.path(), common::options(RecoveryPolicy::Strict));
+    assert_eq!(code(refused), "KEEL_CORRUPT");
+    assert_eq!(
+        read(&config_path(dir.path())),
+        config,
+        "the config is as format 2 wrote it"
+    );
+}
+
+fn write_log_bytes(dir: &std::path::Path, bytes: &[u8]) {
+    std::fs::write(common::wal_path(dir), bytes).expect("write the log");
+}
+
+#[test]
 fn a_format_2_collection_without_its_payload_log_is_corrupt() {
     // Payloads are never silently dropped: a missing payload log refuses the open.
     let dir = tempfile::tempdir().expect("tempdir");

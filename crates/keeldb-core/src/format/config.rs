@@ -96,6 +96,10 @@ pub fn decode(bytes: &[u8]) -> Result<CollectionConfig, DecodeError> {
     }
     let config: CollectionConfig = serde_json::from_slice(bytes)
         .map_err(|e| DecodeError::new(0, format!("invalid config JSON: {e}")))?;
+    if config.format_version >= 3 && config.uid == 0 {
+        // Format 3 always has one; a uid of 0 would turn every file's check off.
+        return Err(DecodeError::new(0, "a format-3 config needs a nonzero uid"));
+    }
     if config.dimension == 0 || config.dimension > DIMENSION_MAX {
         return Err(DecodeError::new(
             0,
@@ -124,6 +128,8 @@ mod tests {
         // Before format 3 there was no uid: it reads as 0.
         let old = b"{\"formatVersion\":2,\"dimension\":3,\"metric\":\"dot\"}";
         assert_eq!(decode(old).map(|c| c.uid), Ok(0));
+        let no_uid = b"{\"formatVersion\":3,\"dimension\":3,\"metric\":\"dot\"}";
+        assert!(decode(no_uid).is_err(), "format 3 without a uid");
         assert_ne!(new_uid(), 0);
         assert_ne!(
             new_uid(),

@@ -810,8 +810,8 @@ impl CompactionWriter {
     }
 
     /// Makes the new generation the current one: fsync, then rename over its final name.
-    /// From the rename on, a crash leaves the new generation current (open takes the
-    /// highest); the caller fsyncs the directory, and an error there must poison the
+    /// From the rename on, a crash leaves the new generation current (open takes the one
+    /// after the generation ids.idx names); the caller fsyncs the directory, and an error there must poison the
     /// collection. On error the temporary file is removed and nothing changed.
     pub fn install(mut self) -> Result<PayloadLogFile> {
         if let Err(e) = self.sync() {
