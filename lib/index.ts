@@ -970,8 +970,13 @@ function isFloat32Array(value: unknown): value is Float32Array {
  * time it is copied into the log. A private copy is checked and stored as it is.
  */
 function unshared(vector: Float32Array): Float32Array {
-  return types.isSharedArrayBuffer(vector.buffer) ? vector.slice() : vector
+  // The intrinsic getter and constructor: an own `buffer` property or a species of the
+  // caller's cannot stand in for them.
+  return types.isSharedArrayBuffer(typedArrayBuffer.call(vector)) ? new Float32Array(vector) : vector
 }
+
+/** `%TypedArray%.prototype.buffer`'s getter. */
+const typedArrayBuffer = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype) as object, 'buffer')?.get as (this: Float32Array) => ArrayBufferLike
 
 /** One query as a Float32Array of the collection's dimension. */
 function toQuery(vector: unknown, dimension: number, index?: number): Float32Array {
@@ -1928,7 +1933,7 @@ export class Collection {
       const e = toKeelError(err)
       const message =
         e.code === 'KEEL_CLOSED'
-          ? `bulkLoad stored ${plural(stored)}, then the collection was closed before it could make them durable itself (a close that succeeds has checkpointed them): ${e.message}`
+          ? `bulkLoad stored ${plural(stored)}, then the collection was closed before it could make them durable itself (a close of the database that succeeds has checkpointed them; a drop deleted them): ${e.message}`
           : `bulkLoad stored ${plural(stored)} but could not make them durable: ${e.message}`
       throw new KeelError(e.code, message, { cause: e })
     }
