@@ -379,6 +379,24 @@ fn a_damaged_frame_stops_compaction_without_harm() {
 
 /// Opens the collection in `dir` under `recovery`, whether the database's open or the
 /// collection's reports a failure.
+/// Collection [`NAME`] in `dir` holding ids 0..10, each with payload version 0.
+fn ten_with_payloads(dir: &Path) -> (Db, std::sync::Arc<keeldb_core::Collection>) {
+    let (db, c) = create(dir, DIM);
+    put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
+    (db, c)
+}
+
+/// Opens `dir` under `recovery`, checks that ids 0..10 hold payload version `v`, closes it
+/// and returns its stats as opened.
+fn reopened_holding(dir: &Path, recovery: RecoveryPolicy, v: u64) -> keeldb_core::CollectionStats {
+    let (db, c) = open_collection(dir, recovery).expect("opens");
+    let stats = c.stats().expect("stats");
+    assert_eq!(differences(&c, &latest(0..10, v)), Vec::<String>::new());
+    drop(c);
+    db.close().expect("close");
+    stats
+}
+
 fn open_collection(
     dir: &Path,
     recovery: RecoveryPolicy,
@@ -396,8 +414,7 @@ fn a_payload_log_of_a_generation_no_compaction_made_is_refused_under_either_poli
     // place under salvage, it would pass for a compaction's once a later checkpoint named
     // generation 8: it is refused under both.
     let dir = tempfile::tempdir().expect("tempdir");
-    let (db, c) = create(dir.path(), DIM);
-    put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
+    let (db, c) = ten_with_payloads(dir.path());
     drop(c);
     db.close().expect("close");
     write(&payload_log_path(dir.path(), 9), &encode_header(9, 0));
@@ -417,10 +434,7 @@ fn a_payload_log_of_a_generation_no_compaction_made_is_refused_under_either_poli
         );
     }
     fs::remove_file(payload_log_path(dir.path(), 9)).expect("move the stray away");
-    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Strict).expect("opens");
-    assert_eq!(differences(&c, &latest(0..10, 0)), Vec::<String>::new());
-    drop(c);
-    db.close().expect("close");
+    reopened_holding(dir.path(), RecoveryPolicy::Strict, 0);
 }
 
 #[test]
@@ -429,8 +443,7 @@ fn an_older_generation_put_back_is_left_alone_and_not_read() {
     // that one is deleted. An older one (a backup copy put back) is the user's: open warns
     // and leaves it.
     let dir = tempfile::tempdir().expect("tempdir");
-    let (db, c) = create(dir.path(), DIM);
-    put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
+    let (db, c) = ten_with_payloads(dir.path());
     c.checkpoint().expect("checkpoint");
     let gen1 = read(&payload_log_path(dir.path(), 1));
     c.compact().expect("compact");
@@ -440,8 +453,7 @@ fn an_older_generation_put_back_is_left_alone_and_not_read() {
     db.close().expect("close");
     assert_eq!(index_snapshot(dir.path()).payload_generation, 3);
     write(&payload_log_path(dir.path(), 1), &gen1);
-    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Strict).expect("opens");
-    let stats = c.stats().expect("stats");
+    let stats = reopened_holding(dir.path(), RecoveryPolicy::Strict, 1);
     assert_eq!(stats.payload_log_generation, 3);
     assert_eq!(stats.corrupt_records_skipped, 0);
     assert!(
@@ -452,9 +464,6 @@ fn an_older_generation_put_back_is_left_alone_and_not_read() {
         "{:?}",
         stats.warnings
     );
-    assert_eq!(differences(&c, &latest(0..10, 1)), Vec::<String>::new());
-    drop(c);
-    db.close().expect("close");
     assert!(
         payload_log_path(dir.path(), 1).exists(),
         "the user's copy is still there"
@@ -466,8 +475,7 @@ fn a_missing_current_generation_is_refused_under_strict_and_read_around_under_sa
     // ids.idx names generation 2 (a compaction ran), but only generation 1 is there: the
     // payloads compaction wrote are gone. Strict refuses; salvage reads what there is.
     let dir = tempfile::tempdir().expect("tempdir");
-    let (db, c) = create(dir.path(), DIM);
-    put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
+    let (db, c) = ten_with_payloads(dir.path());
     c.checkpoint().expect("checkpoint");
     let gen1 = read(&payload_log_path(dir.path(), 1));
     c.compact().expect("compact");
@@ -485,13 +493,9 @@ fn a_missing_current_generation_is_refused_under_strict_and_read_around_under_sa
         "a refused open changes no file"
     );
 
-    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Salvage).expect("salvage opens");
-    let stats = c.stats().expect("stats");
+    let stats = reopened_holding(dir.path(), RecoveryPolicy::Salvage, 0);
     assert_eq!(stats.payload_log_generation, 1);
     assert_eq!(stats.corrupt_records_skipped, 1);
-    assert_eq!(differences(&c, &latest(0..10, 0)), Vec::<String>::new());
-    drop(c);
-    db.close().expect("close");
 }
 
 #[test]
@@ -499,8 +503,7 @@ fn the_largest_generation_is_refused_by_compaction_not_wrapped() {
     // Generation u64::MAX (a forged ids.idx and log name it) used to wrap to 0 on the next
     // compaction: payloads-0.log, which no open lists, so the collection never opened again.
     let dir = tempfile::tempdir().expect("tempdir");
-    let (db, c) = create(dir.path(), DIM);
-    put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), 0);
+    let (db, c) = ten_with_payloads(dir.path());
     drop(c);
     db.close().expect("close");
     let mut log = read(&payload_log_path(dir.path(), 1));
@@ -524,8 +527,5 @@ fn the_largest_generation_is_refused_by_compaction_not_wrapped() {
     assert_eq!(differences(&c, &latest(0..10, 0)), Vec::<String>::new());
     drop(c);
     db.close().expect("close");
-    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Strict).expect("opens again");
-    assert_eq!(differences(&c, &latest(0..10, 0)), Vec::<String>::new());
-    drop(c);
-    db.close().expect("close");
+    reopened_holding(dir.path(), RecoveryPolicy::Strict, 0);
 }
