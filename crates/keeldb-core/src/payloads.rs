@@ -124,15 +124,8 @@ impl PayloadStore {
     ) -> Result<(PayloadStore, PayloadOpenReport)> {
         let checkpoint_lsn = checkpoint.checkpoint_lsn;
         let mut report = PayloadOpenReport::default();
-        let (mut log, superseded) = open_current_generation(
-            fs,
-            dir,
-            checkpoint.payload_generation,
-            upgrading,
-            uid,
-            policy,
-            &mut report,
-        )?;
+        let (mut log, superseded) =
+            open_current_generation(fs, dir, checkpoint, upgrading, uid, policy, &mut report)?;
         // What the checkpoint synced of this generation (a compaction may have installed a
         // newer one since): at least the header.
         let synced_end = match checkpoint.payload_generation == log.generation() {
@@ -555,30 +548,32 @@ pub fn create_files(fs: &dyn Vfs, dir: &Path, uid: u32) -> Result<()> {
     PayloadLogFile::create(fs, dir, 1, uid).map(|_| ())
 }
 
-/// Opens the current generation and says which lower one to delete: the one just below it,
-/// which a crash after a compaction's rename leaves (`finish_open` deletes it once the
-/// collection's files are read).
+/// Opens the current generation and says which lower one to delete (`finish_open` deletes
+/// it once the collection's files are read): the one just below it, which a crash after a
+/// compaction's rename leaves, if its header names that generation and this collection.
 ///
-/// ids.idx names the generation its checkpoint synced, `expected`; a compaction renames
-/// `expected + 1` into place before the checkpoint that names it, so the current log is
-/// the highest of those two that exists. A
-/// higher generation refuses the open under either policy: it is not this collection's, or
-/// ids.idx is an older copy, and left in place it would pass for a compaction's once a
-/// later checkpoint names the generation below it. A lower one is left alone, unread, with
+/// ids.idx (`checkpoint`) names the generation its checkpoint synced, `expected`, and the
+/// uid it was written with, `index_uid`. A compaction renames `expected + 1` into place
+/// before the checkpoint that names it, so the current log is the highest of those two that
+/// exists, and once ids.idx has a uid, a compaction's `expected + 1` has it too. A higher
+/// generation refuses the open under either policy: it is not this collection's, or ids.idx
+/// is an older copy, and left in place it would pass for a compaction's once a later
+/// checkpoint named the generation below it. Other lower ones are left alone, unread, with
 /// a warning. When neither of the two exists, `strict` refuses and `salvage` reads the
 /// highest lower one (an older ids.idx put back after compactions leaves that state).
 /// `expected` 0 (an ids.idx of version 1, which did not name it) takes the highest and
 /// deletes the rest. A format-1 collection (`upgrading`) without a payload log gets an
-/// empty generation 1.
+/// empty generation 1, renamed into place whole.
 fn open_current_generation(
     fs: &dyn Vfs,
     dir: &Path,
-    expected: u64,
+    checkpoint: &IndexSnapshot,
     upgrading: bool,
     uid: u32,
     policy: RecoveryPolicy,
     report: &mut PayloadOpenReport,
 ) -> Result<(PayloadLogFile, Vec<u64>)> {
+    let (expected, index_uid) = (checkpoint.payload_generation, checkpoint.uid);
     let generations = payload_log::list_generations(fs, dir)?;
     let Some(&highest) = generations.last() else {
         if !upgrading {
@@ -588,7 +583,7 @@ fn open_current_generation(
                 "the collection has no payload log (payloads-<n>.log): file is missing",
             ));
         }
-        let log = PayloadLogFile::create(fs, dir, 1, uid)?;
+        let log = PayloadLogFile::create_by_rename(fs, dir, 1, uid)?;
         fsio::sync_dir(fs, dir)?;
         return Ok((log, Vec::new()));
     };
@@ -631,18 +626,37 @@ fn open_current_generation(
         ));
         return Ok((PayloadLogFile::open(fs, dir, highest, uid)?, Vec::new()));
     };
-    // The generation just below the current one is the one compaction replaced: a crash
-    // before its step 5 deleted it leaves it (beside ids.idx of either generation).
-    let replaced = current - 1;
-    for old in lower(current).filter(|&g| g != replaced) {
-        report.warnings.push(format!(
-            "{}: payload log generation {old} is older than the current {current}, which \
-             no crash leaves behind; left in place and not read",
-            dir.join(payload_log::file_name(old)).display()
+    let log = PayloadLogFile::open(fs, dir, current, uid)?;
+    if current != expected && index_uid != 0 && log.uid() != index_uid {
+        // ids.idx was written with a uid, so every compaction since wrote it too: a P+1
+        // without it is not this collection's compaction.
+        return Err(Error::corrupted(
+            log.path(),
+            12,
+            format!(
+                "payload log generation {next} names uid {}, but ids.idx names {index_uid}: \
+                 this collection's compaction did not write it; move it away",
+                log.uid()
+            ),
         ));
     }
-    let leftover = lower(current).filter(|&g| g == replaced).collect();
-    Ok((PayloadLogFile::open(fs, dir, current, uid)?, leftover))
+    // The generation just below the current one is the one a compaction replaced: a crash
+    // before its step 5 deleted it leaves it (beside ids.idx of either generation). Its
+    // header is checked before it is marked for deletion; older ones are left alone.
+    let replaced = current - 1;
+    let mut leftover = Vec::new();
+    for old in lower(current) {
+        let ours = old == replaced && PayloadLogFile::open(fs, dir, old, uid).is_ok();
+        match ours {
+            true => leftover.push(old),
+            false => report.warnings.push(format!(
+                "{}: payload log generation {old} is not the one the current {current} \
+                 replaced; left in place and not read",
+                dir.join(payload_log::file_name(old)).display()
+            )),
+        }
+    }
+    Ok((log, leftover))
 }
 
 /// The snapshot, if it can be used: valid, of the current generation, not ahead of the

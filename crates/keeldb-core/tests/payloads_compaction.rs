@@ -529,3 +529,55 @@ fn the_largest_generation_is_refused_by_compaction_not_wrapped() {
     db.close().expect("close");
     reopened_holding(dir.path(), RecoveryPolicy::Strict, 0);
 }
+
+#[test]
+fn a_next_generation_without_the_uid_ids_idx_has_is_not_this_collections() {
+    // Generation P+1 is what a crash after a compaction's rename leaves, so its name alone
+    // made it current. Another collection's log of that generation written before format 3
+    // (uid 0, which matches any) was read, and this collection's log deleted. Once ids.idx
+    // carries the uid, every compaction since wrote it: a P+1 without it is refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = ten_with_payloads(dir.path());
+    drop(c);
+    db.close().expect("close");
+    assert_ne!(index_snapshot(dir.path()).uid, 0);
+    write(&payload_log_path(dir.path(), 2), &encode_header(2, 0));
+    let before = common::tree(dir.path());
+    for policy in [RecoveryPolicy::Strict, RecoveryPolicy::Salvage] {
+        match open_collection(dir.path(), policy) {
+            Ok(_) => panic!("{policy:?}: another collection's next generation was read"),
+            Err(e) => assert!(e.to_string().contains("payloads-2.log"), "{e}"),
+        }
+        assert_eq!(
+            common::tree(dir.path()),
+            before,
+            "a refused open changes no file"
+        );
+    }
+}
+
+#[test]
+fn the_generation_below_is_deleted_only_if_its_header_says_it_is_ours() {
+    // A compaction's leftover is the generation just below the current one, and only that
+    // one is deleted: first its header must name that generation and this collection.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = ten_with_payloads(dir.path());
+    c.compact().expect("compact");
+    c.compact().expect("compact again");
+    drop(c);
+    db.close().expect("close");
+    let foreign = encode_header(2, index_snapshot(dir.path()).uid ^ 1);
+    write(&payload_log_path(dir.path(), 2), &foreign);
+    let stats = reopened_holding(dir.path(), RecoveryPolicy::Strict, 0);
+    assert_eq!(stats.payload_log_generation, 3);
+    assert!(
+        stats.warnings.iter().any(|w| w.contains("payloads-2.log")),
+        "{:?}",
+        stats.warnings
+    );
+    assert_eq!(
+        read(&payload_log_path(dir.path(), 2)),
+        foreign,
+        "left as it was"
+    );
+}

@@ -361,6 +361,36 @@ fn a_format_1_collection_is_upgraded_when_opened() {
 }
 
 #[test]
+fn a_crash_while_a_format_1_collection_gets_its_payload_log_leaves_one_that_opens() {
+    // The new log is written under a temporary name and renamed into place: a crash leaves
+    // a partial temp file (removed at the next open), never a payloads-1.log shorter than
+    // its header, which open would refuse under either policy.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), DIM);
+    put(&c, &[1, 2]);
+    drop(c);
+    db.close().expect("close");
+    std::fs::remove_file(payload_log_path(dir.path(), 1)).expect("remove");
+    std::fs::remove_file(payload_index_path(dir.path())).expect("remove");
+    common::forget_uids(dir.path(), 1);
+    let partial = common::coll_dir(dir.path()).join("payloads-1.log.tmp");
+    std::fs::write(&partial, b"KEELPAY").expect("a crash mid-header");
+    let db =
+        keeldb_core::Db::open(dir.path(), common::options(RecoveryPolicy::Strict)).expect("opens");
+    let c = db.collection(NAME).expect("collection");
+    assert_eq!(
+        differences(
+            &c,
+            &[(1, Want::Present(1, None)), (2, Want::Present(2, None))]
+        ),
+        Vec::<String>::new()
+    );
+    assert!(!partial.exists());
+    drop(c);
+    db.close().expect("close");
+}
+
+#[test]
 fn a_format_2_collection_gets_a_uid_and_keeps_its_files() {
     // Before format 3 no file named its collection: they all read as uid 0, which matches
     // the uid the upgrade gives the collection, and the files written since carry it.

@@ -91,6 +91,8 @@ pub fn remove(fs: &dyn Vfs, dir: &Path, generation: u64) -> Result<()> {
 pub struct PayloadLogFile {
     path: PathBuf,
     generation: u64,
+    /// The uid its header names (0: written before format 3).
+    uid: u32,
     file: Arc<dyn VfsFile>,
     /// Bytes in the file, header included; the next frame goes here.
     len: u64,
@@ -130,12 +132,43 @@ impl PayloadLogFile {
         let file = fs
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", &path, e))?;
+        Self::start(file, path, generation, uid)
+    }
+
+    /// [`PayloadLogFile::create`] in a directory that is already a collection's: written
+    /// under a temporary name and renamed into place, so that a crash leaves no log or one
+    /// with a whole header, never one open would refuse (the caller syncs the directory).
+    pub fn create_by_rename(
+        fs: &dyn Vfs,
+        dir: &Path,
+        generation: u64,
+        uid: u32,
+    ) -> Result<PayloadLogFile> {
+        let path = dir.join(file_name(generation));
+        let temp = dir.join(format!("{}{TEMP_SUFFIX}", file_name(generation)));
+        let file = fs
+            .open(&temp, OpenMode::Replace)
+            .map_err(|e| Error::io("create", &temp, e))?;
+        let log = Self::start(file, temp.clone(), generation, uid)?;
+        fs.rename(&temp, &path)
+            .map_err(|e| Error::io("rename", &temp, e))?;
+        Ok(PayloadLogFile { path, ..log })
+    }
+
+    /// Writes the header of a new log into `file` and fsyncs it.
+    fn start(
+        file: Arc<dyn VfsFile>,
+        path: PathBuf,
+        generation: u64,
+        uid: u32,
+    ) -> Result<PayloadLogFile> {
         file.write_all_at(&encode_header(generation, uid), 0)
             .map_err(|e| Error::io("write", &path, e))?;
         file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
         Ok(PayloadLogFile {
             path,
             generation,
+            uid,
             file,
             len: PAYLOAD_LOG_HEADER_LEN as u64,
             pending: Vec::new(),
@@ -177,6 +210,7 @@ impl PayloadLogFile {
         Ok(PayloadLogFile {
             path,
             generation,
+            uid: header.uid,
             file,
             len,
             pending: Vec::new(),
@@ -200,6 +234,11 @@ impl PayloadLogFile {
     /// The generation number.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The uid its header names (0: written before format 3).
+    pub fn uid(&self) -> u32 {
+        self.uid
     }
 
     /// Bytes in the file, header included, and buffered frames.
@@ -717,6 +756,7 @@ pub struct CompactionWriter {
     dir: PathBuf,
     temp: PathBuf,
     generation: u64,
+    uid: u32,
     file: Arc<dyn VfsFile>,
     /// Bytes not yet written to the file; they start at `len - buffer.len()`.
     buffer: Vec<u8>,
@@ -740,6 +780,7 @@ impl CompactionWriter {
             dir: dir.to_owned(),
             temp,
             generation,
+            uid,
             file,
             buffer: Vec::with_capacity(COPY_BUFFER_BYTES),
             len: 0,
@@ -826,6 +867,7 @@ impl CompactionWriter {
         Ok(PayloadLogFile {
             path,
             generation: self.generation,
+            uid: self.uid,
             file: self.file,
             len: self.len,
             pending: Vec::new(),
