@@ -330,9 +330,9 @@ fn a_payload_at_the_size_limit_is_accepted() {
     db.close().expect("close");
 }
 
-#[test]
-fn a_format_1_collection_is_upgraded_when_opened() {
-    // A collection from before payloads opens, gains a payload log, and says format 2.
+/// A collection as a build before payloads left it: ids 1 and 2, no payload files, no
+/// uids, config format 1.
+fn format_1_image() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, c) = create(dir.path(), DIM);
     put(&c, &[1, 2]);
@@ -341,6 +341,13 @@ fn a_format_1_collection_is_upgraded_when_opened() {
     std::fs::remove_file(payload_log_path(dir.path(), 1)).expect("remove");
     std::fs::remove_file(payload_index_path(dir.path())).expect("remove");
     common::forget_uids(dir.path(), 1);
+    dir
+}
+
+#[test]
+fn a_format_1_collection_is_upgraded_when_opened() {
+    // A collection from before payloads opens, gains a payload log, and says format 3.
+    let dir = format_1_image();
     let db = open_ok(dir.path());
     let c = db.collection(NAME).expect("collection");
     let config = String::from_utf8(read(&config_path(dir.path()))).expect("utf8");
@@ -365,14 +372,7 @@ fn a_crash_while_a_format_1_collection_gets_its_payload_log_leaves_one_that_open
     // The new log is written under a temporary name and renamed into place: a crash leaves
     // a partial temp file (removed at the next open), never a payloads-1.log shorter than
     // its header, which open would refuse under either policy.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (db, c) = create(dir.path(), DIM);
-    put(&c, &[1, 2]);
-    drop(c);
-    db.close().expect("close");
-    std::fs::remove_file(payload_log_path(dir.path(), 1)).expect("remove");
-    std::fs::remove_file(payload_index_path(dir.path())).expect("remove");
-    common::forget_uids(dir.path(), 1);
+    let dir = format_1_image();
     let partial = common::coll_dir(dir.path()).join("payloads-1.log.tmp");
     std::fs::write(&partial, b"KEELPAY").expect("a crash mid-header");
     let db =
