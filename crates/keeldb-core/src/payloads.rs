@@ -609,7 +609,6 @@ fn open_current_generation(
     } else {
         generations.contains(&expected).then_some(expected)
     };
-    let lower = |current: u64| generations.iter().copied().filter(move |&g| g < current);
     let Some(current) = current else {
         let reason = format!(
             "ids.idx names payload log generation {expected}, which is missing (the \
@@ -645,7 +644,7 @@ fn open_current_generation(
     // header is checked before it is marked for deletion; older ones are left alone.
     let replaced = current - 1;
     let mut leftover = Vec::new();
-    for old in lower(current) {
+    for old in generations.iter().copied().filter(|&g| g < current) {
         let ours = old == replaced && PayloadLogFile::open(fs, dir, old, uid).is_ok();
         match ours {
             true => leftover.push(old),
