@@ -583,9 +583,10 @@ fn open_current_generation(
                 "the collection has no payload log (payloads-<n>.log): file is missing",
             ));
         }
-        let log = PayloadLogFile::create_by_rename(fs, dir, 1, uid)?;
-        fsio::sync_dir(fs, dir)?;
-        return Ok((log, Vec::new()));
+        // Renamed into place whole: a crash leaves no log or one open accepts.
+        let header = crate::format::payload_log::encode_header(1, uid);
+        fsio::write_atomic(fs, dir, &payload_log::file_name(1), &header)?;
+        return Ok((PayloadLogFile::open(fs, dir, 1, uid)?, Vec::new()));
     };
     if expected == 0 {
         let superseded = generations[..generations.len() - 1].to_vec();

@@ -55,12 +55,6 @@ pub fn new_uid() -> u32 {
     }
 }
 
-/// Whether a file whose header names `found` may belong to a collection whose config names
-/// `uid`: either is 0 (written before format 3), or they are equal.
-pub fn uid_matches(uid: u32, found: u32) -> bool {
-    uid == 0 || found == 0 || uid == found
-}
-
 /// Encodes a config as JSON text.
 pub fn encode(config: &CollectionConfig) -> Vec<u8> {
     let mut out = serde_json::to_vec_pretty(config).unwrap_or_default();

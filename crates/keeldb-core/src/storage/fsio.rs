@@ -92,9 +92,10 @@ pub fn map_small(fs: &dyn Vfs, path: &Path, limit_bytes: u64) -> Result<Box<dyn 
 
 /// Refuses the file at `path` if its header (the uid at offset `at`) names another
 /// collection than `uid`, the one whose directory holds it (see
-/// [`crate::format::config::CollectionConfig::uid`]).
+/// [`crate::format::config::CollectionConfig::uid`]). A uid of 0 on either side, written
+/// before format 3, matches any.
 pub fn check_uid(path: &Path, at: u64, uid: u32, found: u32) -> Result<()> {
-    if crate::format::config::uid_matches(uid, found) {
+    if uid == 0 || found == 0 || uid == found {
         return Ok(());
     }
     Err(Error::corrupted(

@@ -132,36 +132,6 @@ impl PayloadLogFile {
         let file = fs
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| Error::io("create", &path, e))?;
-        Self::start(file, path, generation, uid)
-    }
-
-    /// [`PayloadLogFile::create`] in a directory that is already a collection's: written
-    /// under a temporary name and renamed into place, so that a crash leaves no log or one
-    /// with a whole header, never one open would refuse (the caller syncs the directory).
-    pub fn create_by_rename(
-        fs: &dyn Vfs,
-        dir: &Path,
-        generation: u64,
-        uid: u32,
-    ) -> Result<PayloadLogFile> {
-        let path = dir.join(file_name(generation));
-        let temp = dir.join(format!("{}{TEMP_SUFFIX}", file_name(generation)));
-        let file = fs
-            .open(&temp, OpenMode::Replace)
-            .map_err(|e| Error::io("create", &temp, e))?;
-        let log = Self::start(file, temp.clone(), generation, uid)?;
-        fs.rename(&temp, &path)
-            .map_err(|e| Error::io("rename", &temp, e))?;
-        Ok(PayloadLogFile { path, ..log })
-    }
-
-    /// Writes the header of a new log into `file` and fsyncs it.
-    fn start(
-        file: Arc<dyn VfsFile>,
-        path: PathBuf,
-        generation: u64,
-        uid: u32,
-    ) -> Result<PayloadLogFile> {
         file.write_all_at(&encode_header(generation, uid), 0)
             .map_err(|e| Error::io("write", &path, e))?;
         file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
