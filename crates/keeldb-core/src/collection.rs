@@ -28,7 +28,7 @@ use std::sync::{
     TryLockError, Weak,
 };
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::commit::{self, strongest, CommitQueue, Completion, PreparedBatch, Request};
 use crate::error::{Error, Result};
@@ -204,7 +204,11 @@ struct CommitClock {
 
 impl CommitClock {
     fn add(counter: &AtomicU64, since: Instant) {
-        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Self::add_time(counter, since.elapsed());
+    }
+
+    fn add_time(counter: &AtomicU64, time: Duration) {
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
         counter.fetch_add(nanos, Ordering::Relaxed);
     }
 
@@ -292,6 +296,10 @@ struct State {
     /// allocations).
     batch_slots: Vec<u32>,
     batch_starts: Vec<(usize, u32)>,
+    /// Set when writes answered before their apply (see `Collection::commit_group`) could
+    /// not be applied: the poison's cause. Reads then refuse with it, since they would miss
+    /// writes their callers were told are stored; reopening replays them from the log.
+    missing_answered: Option<String>,
 }
 
 impl State {
@@ -837,6 +845,7 @@ impl Collection {
             inverse_norms: None,
             batch_slots: Vec::new(),
             batch_starts: Vec::new(),
+            missing_answered: None,
         };
         let (wal, mut report) = recover_log(&*fs, dir, &config, options.recovery, &mut state)?;
         state.payloads.finish_open(&*fs, dir)?;
@@ -1002,6 +1011,7 @@ impl Collection {
         Ok(Some(PreparedBatch {
             encoder: enc,
             upserts: ids.len(),
+            deletes: false,
         }))
     }
 
@@ -1088,6 +1098,7 @@ impl Collection {
         Ok(Some(PreparedBatch {
             encoder,
             upserts: 0,
+            deletes: true,
         }))
     }
 
@@ -1095,9 +1106,11 @@ impl Collection {
     /// collection is usable) for the committer; `done` gets the outcome, on the committer
     /// thread, once the batch is as durable as asked. This is the door for callers that must
     /// not block, such as the JavaScript binding; writes queued together share log writes
-    /// and syncs. `done` must be quick and must not wait for this collection (a synchronous
-    /// write or `flush` from it would wait for the very thread running it); a `done` that
-    /// panics is contained and harms no other write.
+    /// and syncs. `done` must be quick and must not wait for this collection: it may run
+    /// while the committer holds the collection's locks (an upsert is answered before it is
+    /// applied, under the state lock), so a read, a synchronous write or a `flush` from it
+    /// would wait for the very thread running it. A `done` that panics is contained and
+    /// harms no other write.
     pub fn submit(
         &self,
         batch: Option<PreparedBatch>,
@@ -1174,8 +1187,10 @@ impl Collection {
     }
 
     /// Commits one group: logs every record, syncs once at the strongest durability asked
-    /// for, applies the records in order, completes every request. Runs on the committer
-    /// thread; a payload compaction that came due runs after the group is answered.
+    /// for, answers the writes whose answer the sync settled, applies the records in order
+    /// (readers wait for the apply: the state lock is taken before those answers), answers
+    /// the rest. Runs on the committer thread; a payload compaction that came due runs after
+    /// the group is answered.
     fn commit_group(&self, group: Vec<Request>) {
         #[cfg(feature = "planted-bugs")]
         if crate::planted::failing(crate::planted::Fault::CommitterPanic) {
@@ -1204,11 +1219,24 @@ impl Collection {
         writer.stats.groups += 1;
         let mut results = Vec::with_capacity(group.len());
         let mut logged_but_failed = None;
+        let answered_early;
         {
             let mut state_guard = match self.write_state() {
                 Ok(guard) => guard,
                 Err(e) => return fail_group(group, writer.poison(e), &self.name),
             };
+            // The writes whose answer the sync settled are answered now, before they are
+            // applied, so that their callers' wake-up overlaps the apply; this lock, held
+            // until the group is applied, makes any read issued after an answer wait for it.
+            // If applying fails after this, the collection is poisoned, and these records are
+            // in the log as durably as they asked: reopening applies them.
+            let answering_early = Instant::now();
+            for request in group.iter_mut().filter(|r| r.settled_by_sync()) {
+                #[cfg(feature = "planted-bugs")]
+                crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
+                request.answer(Ok(0));
+            }
+            answered_early = answering_early.elapsed();
             // The group's payload frames go to the file in one write, before the state lock
             // is released (so no reader sees the index point at a frame not written yet).
             if let Ok(state) = open_state(&mut state_guard) {
@@ -1265,8 +1293,18 @@ impl Collection {
                 }
                 logged_but_failed.get_or_insert(e);
             }
+            // The writer was usable when the group began: a poison now is this group's.
+            if let (Some(cause), Ok(state)) = (&writer.poisoned, open_state(&mut state_guard)) {
+                if group.iter().any(Request::settled_by_sync) {
+                    state.missing_answered = Some(cause.clone());
+                }
+            }
         }
-        CommitClock::add(&self.clock.apply_nanos, applying);
+        CommitClock::add_time(&self.clock.answer_nanos, answered_early);
+        CommitClock::add_time(
+            &self.clock.apply_nanos,
+            applying.elapsed().saturating_sub(answered_early),
+        );
         writer.unstarted_bytes += writer.wal.len_bytes().saturating_sub(log_bytes_before);
         if writer.unstarted_bytes >= COMMIT_WRITEBACK_BYTES {
             writer.unstarted_bytes = 0;
@@ -1284,10 +1322,6 @@ impl Collection {
         }
         let poisoned = writer.poisoned.clone();
         drop(writer_guard);
-        #[cfg(feature = "planted-bugs")]
-        for _ in results.iter().filter(|r| r.is_ok()) {
-            crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
-        }
         let answering = Instant::now();
         let mut results = results.into_iter();
         for request in group {
@@ -1297,6 +1331,13 @@ impl Collection {
                     None => self.poisoned(poisoned.as_deref().unwrap_or_default()),
                 })
             });
+            if request.settled_by_sync() {
+                continue; // answered before the apply
+            }
+            #[cfg(feature = "planted-bugs")]
+            if result.is_ok() {
+                crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
+            }
             request.complete(result);
         }
         CommitClock::add(&self.clock.answer_nanos, answering);
@@ -1391,6 +1432,14 @@ impl Collection {
         self.queue.hold(held);
     }
 
+    /// Waits until the committer is idle: every write queued so far is applied (or failed),
+    /// not only answered. The simulated-disk tests call it after each step, so that the
+    /// disk operations a step leaves behind do not depend on thread timing.
+    #[cfg(feature = "sim")]
+    pub fn wait_for_committer(&self) {
+        self.queue.wait_idle();
+    }
+
     /// Grows the vector file so that `additional` more records fit without a remap, ahead of
     /// a bulk load. Slots freed by the last checkpoint count: a load that replaces records it
     /// loaded before reuses them, so reserving for it again does not grow the file.
@@ -1409,7 +1458,7 @@ impl Collection {
     pub fn get(&self, id: &Id) -> Result<Option<Vec<f32>>> {
         id.validate()?;
         let guard = self.read_state()?;
-        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        let state = self.readable(&guard)?;
         match state.ids.get(id) {
             Some(&slot) => state.vectors.read_slot(slot).map(Some),
             None => Ok(None),
@@ -1450,15 +1499,11 @@ impl Collection {
         )?;
         if count == 0 {
             // Still refuse a closed collection.
-            return self
-                .read_state()?
-                .as_ref()
-                .map(|_| Vec::new())
-                .ok_or(Error::Closed("collection"));
+            return self.readable(&*self.read_state()?).map(|_| Vec::new());
         }
         {
             let guard = self.read_state()?;
-            let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+            let state = self.readable(&guard)?;
             if metric != Metric::Cosine || state.inverse_norms.is_some() {
                 return state.search(metric, queries, request);
             }
@@ -1474,7 +1519,7 @@ impl Collection {
             open_state(&mut guard)?.build_inverse_norms()?;
         }
         let guard = self.read_state()?;
-        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        let state = self.readable(&guard)?;
         state.search(metric, queries, request)
     }
 
@@ -1494,7 +1539,7 @@ impl Collection {
     pub fn get_record(&self, id: &Id, vector: bool, payload: bool) -> Result<Option<Record>> {
         id.validate()?;
         let guard = self.read_state()?;
-        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        let state = self.readable(&guard)?;
         read_record(state, id, vector, payload)
     }
 
@@ -1520,7 +1565,7 @@ impl Collection {
             }
         }
         let guard = self.read_state()?;
-        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        let state = self.readable(&guard)?;
         let Some(&slot) = state.ids.get(id) else {
             return Ok(None);
         };
@@ -1553,7 +1598,7 @@ impl Collection {
             validate_id(i, id)?;
         }
         let guard = self.read_state()?;
-        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        let state = self.readable(&guard)?;
         ids.iter()
             .map(|id| read_record(state, id, vector, payload))
             .collect()
@@ -1856,6 +1901,19 @@ impl Collection {
 
     fn write_state(&self) -> Result<RwLockWriteGuard<'_, Option<State>>> {
         self.state.write().map_err(|_| self.lock_poisoned())
+    }
+
+    /// The state a read may look at: refused when closed, or when it lacks writes that were
+    /// answered (see [`State::missing_answered`]).
+    fn readable<'g>(&self, guard: &'g Option<State>) -> Result<&'g State> {
+        match guard.as_ref() {
+            None => Err(Error::Closed("collection")),
+            Some(State {
+                missing_answered: Some(cause),
+                ..
+            }) => Err(self.poisoned(cause)),
+            Some(state) => Ok(state),
+        }
     }
 
     fn usable_writer<'g>(&self, guard: &'g mut Option<Writer>) -> Result<&'g mut Writer> {

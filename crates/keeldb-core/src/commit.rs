@@ -3,8 +3,10 @@
 //! Every write is validated and encoded by its caller, then queued here as a [`Request`]
 //! with a completion callback. One committer thread per collection takes everything queued
 //! so far as a group: it logs every record of the group, syncs once at the strongest
-//! durability any of them asked for, applies them in order and completes each request. While
-//! it syncs, new requests queue up and form the next group. There is no timer: a lone writer
+//! durability any of them asked for, applies them in order and completes each request (a
+//! write that deletes nothing as soon as it is synced, with readers held off until the group
+//! is applied, so that its caller wakes while the committer applies). While it syncs, new
+//! requests queue up and form the next group. There is no timer: a lone writer
 //! is committed as soon as the committer sees it, and a burst of writers pays one fsync per
 //! group instead of one each.
 //!
@@ -47,6 +49,9 @@ pub type Completion = Box<dyn FnOnce(Result<u64>) + Send>;
 pub struct PreparedBatch {
     pub(crate) encoder: BatchEncoder,
     pub(crate) upserts: usize,
+    /// The batch deletes: its answer is how many records it removed, known only once it is
+    /// applied. Any other batch's answer is settled by the sync (see [`Request::answer`]).
+    pub(crate) deletes: bool,
 }
 
 impl PreparedBatch {
@@ -76,11 +81,24 @@ impl Request {
         }
     }
 
-    /// Reports the outcome to the caller.
+    /// Reports the outcome to the caller, unless [`Request::answer`] did already.
     pub(crate) fn complete(mut self, result: Result<u64>) {
+        self.answer(result);
+    }
+
+    /// Reports the outcome to the caller now; whatever is reported for this request later
+    /// goes nowhere.
+    pub(crate) fn answer(&mut self, result: Result<u64>) {
         if let Some(done) = self.done.take() {
             call(done, result);
         }
+    }
+
+    /// Whether the sync alone settles this request's answer: a write that deletes nothing
+    /// answers `Ok(0)` once it is logged as durably as it asked. (A barrier is answered
+    /// with its group, after the apply it waits for.)
+    pub(crate) fn settled_by_sync(&self) -> bool {
+        self.batch.as_ref().is_some_and(|b| !b.deletes)
     }
 }
 
@@ -109,6 +127,10 @@ struct QueueState {
     /// `pending` again before it waits, so a push needs to wake it only when this is set:
     /// a burst of writers then pays one futex wake per group instead of one per write.
     committer_waiting: bool,
+    /// The committer took a group and has not asked for the next one yet (see
+    /// [`CommitQueue::wait_idle`]).
+    #[cfg(feature = "sim")]
+    busy: bool,
 }
 
 /// The queue between writers and the committer thread.
@@ -182,6 +204,10 @@ impl CommitQueue {
     /// the queue is closed and empty.
     pub(crate) fn next_group(&self) -> Option<Vec<Request>> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        #[cfg(feature = "sim")]
+        {
+            state.busy = false;
+        }
         let mut spun = false;
         while (state.pending.is_empty() || state.held) && !state.closed {
             if !spun {
@@ -214,6 +240,10 @@ impl CommitQueue {
             })
             .count()
             .max(1);
+        #[cfg(feature = "sim")]
+        {
+            state.busy = true;
+        }
         Some(state.pending.drain(..take).collect())
     }
 
@@ -251,6 +281,23 @@ impl CommitQueue {
             .unwrap_or_else(PoisonError::into_inner)
             .held = held;
         self.wake.notify_all();
+    }
+
+    /// Waits until the committer has finished every group it can take: nothing is queued
+    /// (or the queue is held) and it is not working on a group. A writer is answered before
+    /// its group is applied, so the simulated-disk tests wait here before they count the
+    /// disk's operations, which must not depend on how far the committer got.
+    #[cfg(feature = "sim")]
+    pub(crate) fn wait_idle(&self) {
+        loop {
+            {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if (state.pending.is_empty() || state.held) && !state.busy {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
     }
 
     /// Refuses new requests; the committer drains what is queued, then stops.

@@ -219,3 +219,57 @@ fn a_completion_that_panics_harms_no_other_write() {
     drop(c);
     db.close().expect("close");
 }
+
+#[test]
+fn a_read_issued_the_moment_a_write_is_answered_sees_it() {
+    // An upsert is answered as soon as its group is logged, before it is applied; the
+    // committer takes the state lock first, so a read that follows the answer waits for the
+    // apply. A reader thread spins on each answer and reads at once, racing the apply.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const WRITES: u64 = 300;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    let answered = Arc::new(AtomicU64::new(0)); // 1 + the id last answered
+    let checked = Arc::new(AtomicU64::new(0)); // 1 + the id the reader last read
+    let reader = {
+        let (c, answered, checked) = (Arc::clone(&c), Arc::clone(&answered), Arc::clone(&checked));
+        std::thread::spawn(move || {
+            let mut missed = Vec::new();
+            while checked.load(Ordering::Relaxed) < WRITES {
+                let n = answered.load(Ordering::Acquire);
+                if n == checked.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                if c.get(&Id::Int(n - 1)).expect("get").is_none() {
+                    missed.push(n - 1);
+                }
+                checked.store(n, Ordering::Release);
+            }
+            missed
+        })
+    };
+    for n in 0..WRITES {
+        let batch = c
+            .prepare_upsert(&[Id::Int(n)], &[n as f32, 1.0])
+            .expect("valid");
+        let answered = Arc::clone(&answered);
+        let (tx, rx) = mpsc::sync_channel(1);
+        c.submit(
+            batch,
+            Some(Durability::None),
+            Box::new(move |r| {
+                answered.store(n + 1, Ordering::Release);
+                tx.send(r).unwrap_or(());
+            }),
+        );
+        assert_eq!(rx.recv().expect("answered").ok(), Some(0));
+        while checked.load(Ordering::Acquire) <= n {
+            std::hint::spin_loop();
+        }
+    }
+    let missed = reader.join().expect("reader");
+    assert!(missed.is_empty(), "answered but not readable: {missed:?}");
+    drop(c);
+    db.close().expect("close");
+}

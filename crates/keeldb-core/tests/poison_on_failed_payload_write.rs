@@ -1,7 +1,8 @@
-//! A group commit whose payload frames cannot be written acknowledges none of its records:
-//! each fails with KEEL_IO, the collection is poisoned, reading one of their payloads fails
-//! with KEEL_POISONED (never stale or corrupt bytes), and reopening recovers them from the
-//! log, which had synced them.
+//! A group commit whose payload frames cannot be written after the log synced it: its
+//! upserts are acknowledged (the sync settled them), its delete is not (its count needed the
+//! apply), the collection is poisoned, every read refuses with KEEL_POISONED (it would miss
+//! acknowledged writes; never stale or corrupt bytes), and reopening recovers the group from
+//! the log.
 //!
 //! Needs the `planted-bugs` feature (its fault injection); `npm test` runs it that way.
 #![cfg(feature = "planted-bugs")]
@@ -13,28 +14,15 @@ use keeldb_core::planted::Fault;
 use keeldb_core::Id;
 
 #[test]
-fn a_failed_payload_write_fails_its_whole_group() {
+fn a_failed_payload_write_poisons_and_its_group_is_recovered_from_the_log() {
     // The fault is process-wide, so this binary holds this one test.
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, c) = create(dir.path(), 2);
     put_with_payloads(&c, &[1], 0);
 
-    // The first group fails with the write's error, later ones are refused as poisoned.
-    let failed = submit_failing_groups(&c, Fault::PayloadWriteEio, 10..20, true);
-    assert!(c.stats().expect("stats").poisoned);
-
-    // What was acknowledged reads back; a failed record's payload is refused, not made up.
-    let a = c
-        .get_record(&Id::Int(1), true, true)
-        .expect("get 1")
-        .expect("1 exists");
-    assert_eq!(a.payload, Some(payload(1, 0)));
-    assert_eq!(
-        code(c.get_record(&Id::Int(failed[0]), true, true)),
-        "KEEL_POISONED"
-    );
+    let (upserts, delete) = submit_failing_groups(&c, Fault::PayloadWriteEio, 10..20, true);
     let err = c
-        .get_record(&Id::Int(failed[0]), false, true)
+        .get_record(&Id::Int(10), false, true)
         .expect_err("poisoned");
     assert!(err.to_string().contains("write"), "names its cause: {err}");
     drop(c);
@@ -44,12 +32,23 @@ fn a_failed_payload_write_fails_its_whole_group() {
     // it, frames and all.
     let db = open_ok(dir.path());
     let c = db.collection(NAME).expect("collection");
-    for &n in &failed {
-        let record = c
-            .get_record(&Id::Int(n), true, true)
-            .expect("get")
-            .expect("replayed");
-        assert_eq!(record.payload, Some(payload(n, 0)), "id {n}");
+    for (n, outcome) in upserts {
+        let record = c.get_record(&Id::Int(n), true, true).expect("get");
+        match outcome {
+            "OK" => assert_eq!(
+                record.and_then(|r| r.payload),
+                Some(payload(n, 0)),
+                "id {n}"
+            ),
+            _ => assert_eq!(record, None, "id {n}, refused"),
+        }
+    }
+    // A delete refused as poisoned never reached the log; one that failed with the group
+    // was logged with it, and is replayed too.
+    let one = c.get_record(&Id::Int(1), true, true).expect("get 1");
+    match delete {
+        "KEEL_POISONED" => assert_eq!(one.and_then(|r| r.payload), Some(payload(1, 0))),
+        _ => assert_eq!(one, None, "delete: {delete}"),
     }
     assert!(!c.stats().expect("stats").poisoned);
     put_with_payloads(&c, &[2], 0);

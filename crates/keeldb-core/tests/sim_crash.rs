@@ -283,6 +283,9 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
                 vec![(step.clone(), result)]
             }
         };
+        // Writes are answered before they are applied: let the committer finish, so that
+        // the count of disk operations does not depend on thread timing.
+        c.wait_for_committer();
         for (step, result) in outcomes {
             out.ops_after.push(disk.ops());
             if trace {

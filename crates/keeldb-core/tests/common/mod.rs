@@ -390,17 +390,20 @@ pub fn payload(n: u64, v: u64) -> Vec<u8> {
 }
 
 /// With `fault` injected, upserts each of `ns` as a write of its own at fsync (with payload
-/// version 0 when `with_payloads`), all queued without waiting so that they form groups of
-/// several records, and waits for every outcome. Checks that none is acknowledged and that
-/// the first group failed with KEEL_IO (later ones may be refused as KEEL_POISONED);
-/// returns the ids that failed with KEEL_IO.
+/// version 0 when `with_payloads`), then deletes id 1, all queued quietly and then woken so
+/// that they mostly form one group, and waits for every outcome. The first group's apply
+/// fails after the log synced it: its upserts are acknowledged anyway (an upsert's answer is
+/// settled by the sync, and reopening replays it), a delete in it is not (its answer is a
+/// count only its apply knows); later groups are refused as poisoned. Checks that every read
+/// then refuses with KEEL_POISONED, since it would miss acknowledged writes. Returns each
+/// upsert's id with its outcome's code ("OK" when acknowledged), then the delete's code.
 #[cfg(feature = "planted-bugs")]
 pub fn submit_failing_groups(
     c: &Collection,
     fault: keeldb_core::planted::Fault,
     ns: std::ops::Range<u64>,
     with_payloads: bool,
-) -> Vec<u64> {
+) -> (Vec<(u64, &'static str)>, &'static str) {
     keeldb_core::planted::inject(Some(fault));
     let (tx, rx) = std::sync::mpsc::channel();
     for n in ns.clone() {
@@ -410,32 +413,80 @@ pub fn submit_failing_groups(
             .prepare_upsert_with_payloads(&ids(&[n]), &vector(n, c.dimension()), &payloads)
             .expect("valid batch");
         let tx = tx.clone();
-        c.submit(
+        c.submit_quiet(
             batch,
             Some(Durability::Fsync),
             Box::new(move |r| tx.send((n, r)).unwrap_or(())),
         );
     }
+    let delete = c.prepare_delete(&ids(&[1])).expect("valid batch");
+    let done = tx.clone();
+    c.submit_quiet(
+        delete,
+        Some(Durability::Fsync),
+        Box::new(move |r| done.send((0, r)).unwrap_or(())),
+    );
+    c.wake_committer();
     drop(tx);
     let outcomes: Vec<_> = rx
         .iter()
         .map(|(n, r)| (n, r.err().map_or("OK", |e| e.code())))
         .collect();
     keeldb_core::planted::inject(None);
-    assert_eq!(outcomes.len(), ns.count());
-    assert!(
-        outcomes
-            .iter()
-            .all(|(_, code)| ["KEEL_IO", "KEEL_POISONED"].contains(code)),
-        "none is acknowledged: {outcomes:?}"
-    );
-    let failed: Vec<u64> = outcomes
+    assert_eq!(outcomes.len(), ns.clone().count() + 1);
+    let (deleted, upserted): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|&(n, _)| n == 0);
+    let acknowledged = upserted
         .iter()
-        .filter(|(_, code)| *code == "KEEL_IO")
-        .map(|&(n, _)| n)
-        .collect();
-    assert!(!failed.is_empty(), "{outcomes:?}");
-    failed
+        .take_while(|&&(_, code)| code == "OK")
+        .count();
+    assert!(
+        acknowledged > 0
+            && upserted[acknowledged..]
+                .iter()
+                .all(|&(_, code)| code == "KEEL_POISONED"),
+        "the first group's upserts are acknowledged, later ones refused: {upserted:?}"
+    );
+    let delete = deleted[0].1;
+    assert!(
+        ["KEEL_IO", "KEEL_POISONED"].contains(&delete),
+        "the delete is not: {delete}"
+    );
+    assert!(c.stats().expect("stats").poisoned);
+    fn refused<T>(r: Result<T>) -> Option<&'static str> {
+        r.err().map(|e| e.code())
+    }
+    for n in [1, ns.start] {
+        let id = Id::Int(n);
+        assert_eq!(refused(c.get(&id)), Some("KEEL_POISONED"), "get {n}");
+        assert_eq!(
+            refused(c.get_record(&id, false, true)),
+            Some("KEEL_POISONED"),
+            "get_record {n}"
+        );
+        assert_eq!(
+            refused(c.get_record_into(&id, None, Some(&mut Vec::new()))),
+            Some("KEEL_POISONED"),
+            "get_record_into {n}"
+        );
+    }
+    assert_eq!(
+        refused(c.get_many(&ids(&[1, ns.start]), true, true)),
+        Some("KEEL_POISONED")
+    );
+    let query = vector(1, c.dimension());
+    assert_eq!(
+        refused(c.search(
+            &query,
+            &keeldb_core::SearchRequest {
+                k: 3,
+                filter: None,
+                include_vectors: false,
+                include_payloads: false,
+            }
+        )),
+        Some("KEEL_POISONED")
+    );
+    (upserted, delete)
 }
 
 /// Upserts integer ids `ns` as one batch, each with payload version `v`.
