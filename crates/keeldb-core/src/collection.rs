@@ -1108,9 +1108,10 @@ impl Collection {
     /// not block, such as the JavaScript binding; writes queued together share log writes
     /// and syncs. `done` must be quick and must not wait for this collection: it may run
     /// while the committer holds the collection's locks (an upsert is answered before it is
-    /// applied, under the state lock), so a read, a synchronous write or a `flush` from it
-    /// would wait for the very thread running it. A `done` that panics is contained and
-    /// harms no other write.
+    /// applied, under the writer and state locks), so a read, `stats`, a synchronous write,
+    /// `flush`, `checkpoint` or `close` from it would wait for the very thread running it.
+    /// Queueing more writes from it is fine (`submit`, `submit_quiet`, an empty batch
+    /// included). A `done` that panics is contained and harms no other write.
     pub fn submit(
         &self,
         batch: Option<PreparedBatch>,
@@ -1119,11 +1120,17 @@ impl Collection {
     ) {
         let durability = durability.unwrap_or(self.options.durability);
         if batch.is_none() {
-            // Nothing to log: answer at once, refusing a closed or poisoned collection.
-            let result = self
-                .lock_writer()
-                .and_then(|mut guard| self.usable_writer(&mut guard).map(|_| 0));
-            return done(result);
+            // Nothing to log: answer at once, refusing a closed or poisoned collection. While
+            // the writer lock is held (a group commits, and this call may come from one of its
+            // completions, which run under that lock), after that group instead: waiting for
+            // the lock could wait for this very thread.
+            return match self.writer.try_lock() {
+                Ok(mut guard) => done(self.usable_writer(&mut guard).map(|_| 0)),
+                Err(TryLockError::Poisoned(_)) => done(Err(self.lock_poisoned())),
+                Err(TryLockError::WouldBlock) => {
+                    self.enqueue(Request::new(None, Durability::None, done));
+                }
+            };
         }
         self.enqueue(Request::new(batch, durability, done));
     }
@@ -1187,9 +1194,9 @@ impl Collection {
     }
 
     /// Commits one group: logs every record, syncs once at the strongest durability asked
-    /// for, answers the writes whose answer the sync settled, applies the records in order
-    /// (readers wait for the apply: the state lock is taken before those answers), answers
-    /// the rest. Runs on the committer thread; a payload compaction that came due runs after
+    /// for, answers the writes whose answer their logging settled, applies the records in
+    /// order (readers wait for the apply: the state lock is taken before those answers),
+    /// answers the rest. Runs on the committer thread; a payload compaction that came due runs after
     /// the group is answered.
     fn commit_group(&self, group: Vec<Request>) {
         #[cfg(feature = "planted-bugs")]
@@ -1225,18 +1232,6 @@ impl Collection {
                 Ok(guard) => guard,
                 Err(e) => return fail_group(group, writer.poison(e), &self.name),
             };
-            // The writes whose answer the sync settled are answered now, before they are
-            // applied, so that their callers' wake-up overlaps the apply; this lock, held
-            // until the group is applied, makes any read issued after an answer wait for it.
-            // If applying fails after this, the collection is poisoned, and these records are
-            // in the log as durably as they asked: reopening applies them.
-            let answering_early = Instant::now();
-            for request in group.iter_mut().filter(|r| r.settled_by_sync()) {
-                #[cfg(feature = "planted-bugs")]
-                crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
-                request.answer(Ok(0));
-            }
-            answered_early = answering_early.elapsed();
             // The group's payload frames go to the file in one write, before the state lock
             // is released (so no reader sees the index point at a frame not written yet).
             if let Ok(state) = open_state(&mut state_guard) {
@@ -1257,6 +1252,25 @@ impl Collection {
                     }
                 }
             }
+            // The writes whose answer their logging settled are answered now, before they are
+            // applied, so that their callers' wake-up overlaps the apply; this lock, held
+            // until the group is applied, makes any read issued after an answer wait for it.
+            // If applying fails after this (an I/O error: each of these records decoded, so
+            // replay can apply it), the collection is poisoned and reads refuse until a
+            // reopen applies them from the log.
+            let answering_early = Instant::now();
+            let decoded = group
+                .iter()
+                .filter(|r| r.batch.is_some())
+                .take(records.len());
+            let mut any_early = false;
+            for request in decoded.filter(|r| r.settled_by_log(durability)) {
+                #[cfg(feature = "planted-bugs")]
+                crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
+                request.answer(Ok(0));
+                any_early = true;
+            }
+            answered_early = answering_early.elapsed();
             let mut removed = Vec::with_capacity(records.len());
             let applied = open_state(&mut state_guard)
                 .and_then(|state| state.apply_group(&records, &mut removed));
@@ -1285,8 +1299,8 @@ impl Collection {
                 .and_then(|state| state.payloads.end_buffering(Writeback::Later));
             if let Err(e) = written {
                 // Records applied in memory whose payload frames are not in the file: none
-                // of them is acknowledged (reopening replays them from the log, which holds
-                // them), and reading their payloads fails with the cause until then.
+                // of those not answered yet is acknowledged (reopening replays them all from
+                // the log, which holds them), and reads refuse until then.
                 let e = writer.poison(e);
                 for result in results.iter_mut().filter(|r| r.is_ok()) {
                     *result = Err(commit::echo(&e, &self.name));
@@ -1295,7 +1309,7 @@ impl Collection {
             }
             // The writer was usable when the group began: a poison now is this group's.
             if let (Some(cause), Ok(state)) = (&writer.poisoned, open_state(&mut state_guard)) {
-                if group.iter().any(Request::settled_by_sync) {
+                if any_early {
                     state.missing_answered = Some(cause.clone());
                 }
             }
@@ -1331,8 +1345,8 @@ impl Collection {
                     None => self.poisoned(poisoned.as_deref().unwrap_or_default()),
                 })
             });
-            if request.settled_by_sync() {
-                continue; // answered before the apply
+            if request.answered() {
+                continue; // before the apply
             }
             #[cfg(feature = "planted-bugs")]
             if result.is_ok() {
@@ -1528,7 +1542,7 @@ impl Collection {
     /// memory-bandwidth limit a search is compared with; it is not meant for anything else.
     pub fn memory_scan_for_bench(&self) -> Result<f32> {
         let guard = self.read_state()?;
-        let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
+        let state = self.readable(&guard)?;
         Ok(kernels::sum(
             state.vectors.slots_f32(state.slot_high_water)?,
         ))

@@ -4,9 +4,9 @@
 //! with a completion callback. One committer thread per collection takes everything queued
 //! so far as a group: it logs every record of the group, syncs once at the strongest
 //! durability any of them asked for, applies them in order and completes each request (a
-//! write that deletes nothing as soon as it is synced, with readers held off until the group
-//! is applied, so that its caller wakes while the committer applies). While it syncs, new
-//! requests queue up and form the next group. There is no timer: a lone writer
+//! write that deletes nothing as soon as it is logged at `flush` or `fsync`, with readers
+//! held off until the group is applied, so that its caller wakes while the committer
+//! applies). While it syncs, new requests queue up and form the next group. There is no timer: a lone writer
 //! is committed as soon as the committer sees it, and a burst of writers pays one fsync per
 //! group instead of one each.
 //!
@@ -14,6 +14,7 @@
 //! completed (the committer panicked, or the collection went away) completes with an error,
 //! so no caller ever waits forever.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -50,7 +51,8 @@ pub struct PreparedBatch {
     pub(crate) encoder: BatchEncoder,
     pub(crate) upserts: usize,
     /// The batch deletes: its answer is how many records it removed, known only once it is
-    /// applied. Any other batch's answer is settled by the sync (see [`Request::answer`]).
+    /// applied. Any other batch's answer is settled once it is logged (see
+    /// [`Request::settled_by_log`]).
     pub(crate) deletes: bool,
 }
 
@@ -65,7 +67,9 @@ impl PreparedBatch {
 pub struct Request {
     pub(crate) batch: Option<PreparedBatch>,
     pub(crate) durability: Durability,
-    done: Option<Completion>,
+    /// Taken by the first answer. A `Cell`, so that the committer can answer through a
+    /// shared borrow while the group's records, decoded in place, borrow the batches.
+    done: Cell<Option<Completion>>,
 }
 
 impl Request {
@@ -77,34 +81,44 @@ impl Request {
         Request {
             batch,
             durability,
-            done: Some(done),
+            done: Cell::new(Some(done)),
         }
     }
 
     /// Reports the outcome to the caller, unless [`Request::answer`] did already.
-    pub(crate) fn complete(mut self, result: Result<u64>) {
+    pub(crate) fn complete(self, result: Result<u64>) {
         self.answer(result);
     }
 
     /// Reports the outcome to the caller now; whatever is reported for this request later
     /// goes nowhere.
-    pub(crate) fn answer(&mut self, result: Result<u64>) {
+    pub(crate) fn answer(&self, result: Result<u64>) {
         if let Some(done) = self.done.take() {
             call(done, result);
         }
     }
 
-    /// Whether the sync alone settles this request's answer: a write that deletes nothing
-    /// answers `Ok(0)` once it is logged as durably as it asked. (A barrier is answered
-    /// with its group, after the apply it waits for.)
-    pub(crate) fn settled_by_sync(&self) -> bool {
-        self.batch.as_ref().is_some_and(|b| !b.deletes)
+    /// Whether the caller has its answer.
+    pub(crate) fn answered(&self) -> bool {
+        let done = self.done.take();
+        let answered = done.is_none();
+        self.done.set(done);
+        answered
+    }
+
+    /// Whether this request's answer is settled once its group is logged at `logged`: a
+    /// write that deletes nothing answers `Ok(0)`, and reopening applies it from the log if
+    /// applying it fails, provided the log record left keeldb's buffer (`flush` or
+    /// `fsync`). A delete's answer counts what it removed, which only its apply knows; a
+    /// barrier is answered after the apply it waits for.
+    pub(crate) fn settled_by_log(&self, logged: Durability) -> bool {
+        logged != Durability::None && self.batch.as_ref().is_some_and(|b| !b.deletes)
     }
 }
 
 impl Drop for Request {
     fn drop(&mut self) {
-        if let Some(done) = self.done.take() {
+        if let Some(done) = self.done.get_mut().take() {
             call(done, Err(Error::Closed("collection")));
         }
     }

@@ -311,7 +311,8 @@ impl PayloadStore {
     /// Writes out the buffered frames. Fails if they, or frames written out earlier while
     /// buffering, did not reach the file: then the index points at frames that are not
     /// there (reading one fails with `Poisoned`), and the caller must poison its collection
-    /// and acknowledge none of the records it applied since `begin_buffering`.
+    /// and acknowledge none of the records it applied since `begin_buffering` that it has
+    /// not answered already (those are in the log, which a reopen replays).
     pub fn end_buffering(&mut self, writeback: Writeback) -> Result<()> {
         self.buffering = false;
         self.log.write_buffered(writeback)?;

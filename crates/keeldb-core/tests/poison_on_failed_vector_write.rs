@@ -48,6 +48,9 @@ fn a_failed_vector_write_applies_nothing_of_its_batch() {
         &[None, Some(&p), None],
         Some(Durability::Fsync),
     );
+    // It was answered before its vectors were written: wait for the committer (this
+    // barrier is refused as poisoned) before the fault is lifted.
+    assert_eq!(code(c.flush()), "KEEL_POISONED");
     inject(None);
     assert_eq!(result.ok(), Some(()), "synced, so acknowledged");
     let stats = c.stats().expect("stats");
@@ -102,4 +105,34 @@ fn a_failed_vector_write_leaves_its_whole_group_to_the_log() {
     assert_eq!(one, delete == "KEEL_POISONED", "delete: {delete}");
     assert!(!c.stats().expect("stats").poisoned);
     db.close().expect("close");
+}
+
+#[test]
+fn an_upsert_still_in_keeldbs_buffer_is_not_acknowledged_before_its_apply() {
+    // At `none` the record is only in keeldb's log buffer when the group is applied, and a
+    // poisoned collection never writes that buffer out: the write must fail, not be
+    // acknowledged and then lost. At `flush` it is in the file: acknowledged, and a reopen
+    // applies it.
+    for (durability, expected) in [(Durability::None, "KEEL_IO"), (Durability::Flush, "OK")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, c) = create(dir.path(), 2);
+        put_with_payloads(&c, &[1], 0);
+        c.flush().expect("flush");
+        inject(Some(Fault::VectorWriteEio));
+        let result = c.upsert(&ids(&[7]), &vector(7, 2), Some(durability));
+        let _ = c.flush(); // a barrier: the group is over
+        inject(None);
+        let outcome = result.err().map_or("OK", |e| e.code());
+        assert_eq!(outcome, expected, "{durability:?}");
+        assert!(c.stats().expect("stats").poisoned);
+        drop(c);
+        assert_eq!(code(db.close()), "KEEL_POISONED");
+        let db = open_ok(dir.path());
+        let c = db.collection(NAME).expect("collection");
+        if outcome == "OK" {
+            assert_eq!(record(&c, 7), Some((vector(7, 2), None)), "{durability:?}");
+        }
+        assert!(record(&c, 1).is_some());
+        db.close().expect("close");
+    }
 }

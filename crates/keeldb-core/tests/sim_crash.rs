@@ -159,9 +159,11 @@ thread_local! {
 fn options() -> DbOptions {
     let scaled = SCALED_THRESHOLD.get();
     DbOptions {
-        // Small, so that the workloads cross automatic checkpoints (which run before a
-        // write is answered). Automatic compaction runs after the answer, concurrently with
-        // the next step, which would make runs differ: the workloads compact explicitly.
+        // Small, so that the workloads cross automatic checkpoints (which run after the group
+        // is applied; each step waits for the committer to go idle, so they come at the
+        // same disk operation in every run). Automatic compaction runs after the answer,
+        // concurrently with the next step, which would make runs differ: the workloads
+        // compact explicitly.
         // Scaled, the threshold is four times the indexes the last checkpoint wrote (a few
         // hundred bytes here), read at open and after each checkpoint, so checkpoints come
         // at other points of the same workloads.

@@ -404,6 +404,9 @@ pub fn submit_failing_groups(
     ns: std::ops::Range<u64>,
     with_payloads: bool,
 ) -> (Vec<(u64, &'static str)>, &'static str) {
+    // The caller's last write may have been answered before it was applied: wait for that
+    // apply, so that the fault does not hit it.
+    c.flush().expect("flush");
     keeldb_core::planted::inject(Some(fault));
     let (tx, rx) = std::sync::mpsc::channel();
     for n in ns.clone() {
