@@ -1705,7 +1705,9 @@ impl Collection {
                 copy.abandon();
                 return Err(e);
             }
-            state.payloads.install_compaction(copy)?
+            state
+                .payloads
+                .install_compaction(copy, state.checkpoint_lsn)?
         };
         let superseded = {
             let mut state_guard = self.write_state()?;

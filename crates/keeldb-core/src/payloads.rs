@@ -25,7 +25,7 @@ use crate::format::payload_index::{
     self, PayloadLoc, PayloadSnapshot, PAYLOAD_INDEX_CHECKPOINT_LSN_AT, PAYLOAD_INDEX_MAGIC,
     PAYLOAD_INDEX_VERSION,
 };
-use crate::format::payload_log::{encode_frame, FrameKind, PAYLOAD_LOG_HEADER_LEN};
+use crate::format::payload_log::{checkpoint_tag, encode_frame, FrameKind, PAYLOAD_LOG_HEADER_LEN};
 use crate::format::wal::Op;
 use crate::format::{peek_version, DecodeError};
 use crate::storage::fsio;
@@ -435,7 +435,11 @@ impl PayloadStore {
     /// generation, fsyncs it and renames it into place. Called under the writer lock (so
     /// nothing is appended meanwhile) and a read lock. On error nothing was installed and
     /// the temporary file is gone.
-    pub fn install_compaction(&self, copy: CompactionCopy) -> Result<InstalledCompaction> {
+    pub fn install_compaction(
+        &self,
+        copy: CompactionCopy,
+        checkpoint_lsn: u64,
+    ) -> Result<InstalledCompaction> {
         let CompactionCopy {
             mut writer,
             moved,
@@ -455,7 +459,7 @@ impl PayloadStore {
             writer.abandon();
             return Err(e);
         }
-        let log = writer.install()?;
+        let log = writer.install(checkpoint_tag(checkpoint_lsn))?;
         Ok(InstalledCompaction {
             log,
             moved,
@@ -628,6 +632,23 @@ fn open_current_generation(
         return Ok((PayloadLogFile::open(fs, dir, highest, uid)?, Vec::new()));
     };
     let log = PayloadLogFile::open(fs, dir, current, uid)?;
+    if current != expected && log.based_on() != 0 {
+        let ours = checkpoint_tag(checkpoint.checkpoint_lsn);
+        if log.based_on() != ours {
+            // A compaction renamed it into place beside another ids.idx than this one: this
+            // ids.idx is older (a backup copied over a newer directory) or newer, and in
+            // either case P+1 is not the compaction a crash interrupted.
+            return Err(Error::corrupted(
+                log.path(),
+                24,
+                format!(
+                    "payload log generation {next} was made by a compaction after a checkpoint                      (tag {:#010x}) that ids.idx does not hold (its checkpoint at sequence                      number {} has tag {ours:#010x}): ids.idx is not the one it was made                      beside, as when a backup is copied over a newer directory. Restore                      backups into an empty directory, or move this file away",
+                    log.based_on(),
+                    checkpoint.checkpoint_lsn
+                ),
+            ));
+        }
+    }
     if current != expected && index_uid != 0 && log.uid() != index_uid {
         // ids.idx was written with a uid, so every compaction since wrote it too: a P+1
         // without it is not this collection's compaction.

@@ -581,3 +581,59 @@ fn the_generation_below_is_deleted_only_if_its_header_says_it_is_ours() {
         "left as it was"
     );
 }
+
+#[test]
+fn a_backup_copied_over_a_directory_compacted_since_is_refused() {
+    // A backup's files copied over the live directory after a compaction there: ids.idx and
+    // payloads-1.log are the backup's, payloads-2.log the live compaction's. By their names
+    // that is a crash between step 3's rename and its checkpoint, and open used to take
+    // generation 2 (payloads the backup's log never had) and delete the backup's own log.
+    // Generation 2's header names the checkpoint it was made beside, which this ids.idx
+    // is not: refused under either policy, nothing changed, and with the file moved away
+    // the backup opens as it was taken.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = ten_with_payloads(dir.path());
+    c.checkpoint().expect("checkpoint");
+    drop(c);
+    db.close().expect("close");
+    let backup: Vec<(std::path::PathBuf, Vec<u8>)> = fs::read_dir(coll_dir(dir.path()))
+        .expect("read dir")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            let bytes = read(&path);
+            (path, bytes)
+        })
+        .collect();
+    let (db, c) = open_collection(dir.path(), RecoveryPolicy::Strict).expect("reopen");
+    for v in 1..4 {
+        put_with_payloads(&c, &(0..10).collect::<Vec<_>>(), v);
+    }
+    c.compact().expect("compact");
+    drop(c);
+    db.close().expect("close");
+    assert!(!payload_log_path(dir.path(), 1).exists());
+    for (path, bytes) in &backup {
+        write(path, bytes);
+    }
+    assert!(
+        payload_log_path(dir.path(), 2).exists(),
+        "the live compaction's is left"
+    );
+    let before = common::tree(dir.path());
+    for policy in [RecoveryPolicy::Strict, RecoveryPolicy::Salvage] {
+        match open_collection(dir.path(), policy) {
+            Ok(_) => panic!("{policy:?}: the newer compaction's log was taken for the backup's"),
+            Err(e) => {
+                assert_eq!(e.code(), "KEEL_CORRUPT", "{policy:?}");
+                assert!(e.to_string().contains("payloads-2.log"), "{e}");
+            }
+        }
+        assert_eq!(
+            common::tree(dir.path()),
+            before,
+            "a refused open changes no file"
+        );
+    }
+    fs::remove_file(payload_log_path(dir.path(), 2)).expect("move it away");
+    reopened_holding(dir.path(), RecoveryPolicy::Strict, 0);
+}

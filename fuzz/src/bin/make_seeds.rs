@@ -54,7 +54,7 @@ fn main() {
     let mut flipped = three.clone();
     flipped[r1.len() + 26] ^= 0x10;
     let mut whole_file = vec![0x81u8];
-    whole_file.extend_from_slice(&encode_header(2));
+    whole_file.extend_from_slice(&encode_header(2, 0));
     whole_file.extend_from_slice(&r1);
     three.insert(0, 0x01);
     torn.insert(0, 0x01);
@@ -91,6 +91,7 @@ fn main() {
         free_slots: vec![1],
         payload_generation: 1,
         payload_log_end: 32,
+        uid: 0,
     };
     write_all(
         dir,
@@ -106,7 +107,7 @@ fn main() {
     );
 
     // vector_header: a header page, and its first 32 bytes.
-    let header = vectors::encode_header(384);
+    let header = vectors::encode_header(384, 0);
     write_all(
         dir,
         "vector_header",
@@ -122,6 +123,7 @@ fn main() {
             format_version: 1,
             dimension: 3,
             metric,
+            uid: 0,
         })
     });
     let [cosine, dot, euclidean] = configs;
@@ -190,7 +192,7 @@ fn main() {
     flipped[ends[0] + 30] ^= 0x10;
     let mut unknown_kind = frames.clone();
     unknown_kind[ends[0] + 4] = 3;
-    let whole_file = [&payload_log::encode_header(4)[..], &frames].concat();
+    let whole_file = [&payload_log::encode_header(4, 0)[..], &frames].concat();
     let with = |control: u8, bytes: &[u8]| [&[control][..], bytes].concat();
     write_all(
         dir,
@@ -217,6 +219,7 @@ fn main() {
         checkpoint_lsn: 0,
         log_end: PAYLOAD_LOG_HEADER_LEN as u64,
         entries: Vec::new(),
+        uid: 0,
     };
     let header_len = PAYLOAD_LOG_HEADER_LEN as u64;
     let loc = |from: usize, to: usize| PayloadLoc {
@@ -229,6 +232,7 @@ fn main() {
         checkpoint_lsn: 3,
         log_end: header_len + ends[2] as u64,
         entries: vec![(Id::from("doc"), loc(ends[0], ends[1]))],
+        uid: 0,
     };
     let two = PayloadSnapshot {
         checkpoint_lsn: 5,

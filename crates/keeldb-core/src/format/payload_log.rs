@@ -7,7 +7,9 @@
 //!   8  version      u32      PAYLOAD_LOG_VERSION
 //!  12  uid          u32      the collection's (collection.json), 0 before format 3
 //!  16  generation   u64      the number in the file name; compaction writes the next one
-//!  24  reserved     u32      zero
+//!  24  based_on     u32      a compaction's: checkpoint_tag of the checkpoint lsn ids.idx
+//!                            held when it was renamed into place; 0 otherwise (and before
+//!                            2026-11-22, when this was a reserved zero)
 //!  28  header_crc   u32      crc32 of bytes 0..28
 //!
 //! frame (FRAME_OVERHEAD + body_len bytes)
@@ -72,16 +74,33 @@ impl FrameKind {
     }
 }
 
-/// Encodes a payload log header for `generation`.
+/// Encodes a payload log header for `generation`, not made by a compaction.
 pub fn encode_header(generation: u64, uid: u32) -> [u8; PAYLOAD_LOG_HEADER_LEN] {
+    encode_compacted_header(generation, uid, 0)
+}
+
+/// Encodes the header of a generation a compaction made, renamed into place while ids.idx
+/// held a checkpoint whose [`checkpoint_tag`] is `based_on` (0: unknown).
+pub fn encode_compacted_header(
+    generation: u64,
+    uid: u32,
+    based_on: u32,
+) -> [u8; PAYLOAD_LOG_HEADER_LEN] {
     let mut out = [0u8; PAYLOAD_LOG_HEADER_LEN];
     out[0..8].copy_from_slice(&PAYLOAD_LOG_MAGIC);
     out[8..12].copy_from_slice(&PAYLOAD_LOG_VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&uid.to_le_bytes());
     out[16..24].copy_from_slice(&generation.to_le_bytes());
+    out[24..28].copy_from_slice(&based_on.to_le_bytes());
     let crc = crc32(&out[..HEADER_CRC_AT]);
     out[HEADER_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// A checkpoint's sequence number as a compacted generation's header names it: a 32-bit
+/// digest, never 0 (0 there means "not made by a compaction, or before this field").
+pub fn checkpoint_tag(checkpoint_lsn: u64) -> u32 {
+    crc32(&checkpoint_lsn.to_le_bytes()).max(1)
 }
 
 /// What a payload log header says.
@@ -93,6 +112,9 @@ pub struct PayloadLogHeader {
     pub generation: u64,
     /// The collection's uid (0: written before there were uids).
     pub uid: u32,
+    /// For a generation a compaction made, the [`checkpoint_tag`] of the checkpoint ids.idx
+    /// held when it was renamed into place; 0 otherwise.
+    pub based_on: u32,
 }
 
 /// Decodes a payload log header.
@@ -110,7 +132,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<PayloadLogHeader, DecodeError> {
     let version = r.u32("version")?;
     let uid = r.u32("uid")?;
     let generation = r.u64("generation")?;
-    r.u32("reserved")?;
+    let based_on = r.u32("based_on")?;
     if r.u32("header crc")? != crc32(&bytes[..HEADER_CRC_AT]) {
         return Err(DecodeError::new(
             HEADER_CRC_AT,
@@ -121,6 +143,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<PayloadLogHeader, DecodeError> {
         version,
         generation,
         uid,
+        based_on,
     })
 }
 
@@ -300,8 +323,16 @@ mod tests {
                 version: PAYLOAD_LOG_VERSION,
                 generation: 42,
                 uid: 7,
+                based_on: 0,
             })
         );
+        let tag = checkpoint_tag(1234);
+        assert_eq!(
+            decode_header(&encode_compacted_header(43, 7, tag)).map(|h| h.based_on),
+            Ok(tag)
+        );
+        assert_ne!(tag, checkpoint_tag(1235));
+        assert!((0..10_000).all(|lsn| checkpoint_tag(lsn) != 0));
         for bit in 0..h.len() * 8 {
             let mut bad = h;
             bad[bit / 8] ^= 1 << (bit % 8);

@@ -16,9 +16,9 @@ use super::vfs::{OpenMode, Vfs, VfsFile, VfsView};
 use crate::error::{Error, Result};
 use crate::format::payload_index::PayloadLoc;
 use crate::format::payload_log::{
-    decode_frame_body, decode_frame_header, decode_header, encode_header, frame_crc_ok, FrameBody,
-    FrameHeader, FrameKind, FRAME_HEADER_LEN, FRAME_SYNC, PAYLOAD_LOG_HEADER_LEN,
-    PAYLOAD_LOG_VERSION,
+    decode_frame_body, decode_frame_header, decode_header, encode_compacted_header, encode_header,
+    frame_crc_ok, FrameBody, FrameHeader, FrameKind, FRAME_HEADER_LEN, FRAME_SYNC,
+    PAYLOAD_LOG_HEADER_LEN, PAYLOAD_LOG_VERSION,
 };
 use crate::types::{Id, RecoveryPolicy};
 
@@ -93,6 +93,9 @@ pub struct PayloadLogFile {
     generation: u64,
     /// The uid its header names (0: written before format 3).
     uid: u32,
+    /// Its header's `based_on` (see `format::payload_log::checkpoint_tag`; 0: not made by a
+    /// compaction, or by one before the field).
+    based_on: u32,
     file: Arc<dyn VfsFile>,
     /// Bytes in the file, header included; the next frame goes here.
     len: u64,
@@ -139,6 +142,7 @@ impl PayloadLogFile {
             path,
             generation,
             uid,
+            based_on: 0,
             file,
             len: PAYLOAD_LOG_HEADER_LEN as u64,
             pending: Vec::new(),
@@ -181,6 +185,7 @@ impl PayloadLogFile {
             path,
             generation,
             uid: header.uid,
+            based_on: header.based_on,
             file,
             len,
             pending: Vec::new(),
@@ -209,6 +214,11 @@ impl PayloadLogFile {
     /// The uid its header names (0: written before format 3).
     pub fn uid(&self) -> u32 {
         self.uid
+    }
+
+    /// For a generation a compaction made, the checkpoint tag its header names (0: none).
+    pub fn based_on(&self) -> u32 {
+        self.based_on
     }
 
     /// Bytes in the file, header included, and buffered frames.
@@ -820,12 +830,21 @@ impl CompactionWriter {
             .map_err(|e| Error::io("fsync", &self.temp, e))
     }
 
-    /// Makes the new generation the current one: fsync, then rename over its final name.
-    /// From the rename on, a crash leaves the new generation current (open takes the one
-    /// after the generation ids.idx names); the caller fsyncs the directory, and an error there must poison the
-    /// collection. On error the temporary file is removed and nothing changed.
-    pub fn install(mut self) -> Result<PayloadLogFile> {
-        if let Err(e) = self.sync() {
+    /// Makes the new generation the current one: its header names `based_on`, the
+    /// [`checkpoint_tag`](crate::format::payload_log::checkpoint_tag) of the checkpoint
+    /// ids.idx holds now; fsync, then rename over its final name. From the rename on, a
+    /// crash leaves the new generation current (open takes the one after the generation
+    /// ids.idx names, if ids.idx is still the checkpoint `based_on` names); the caller
+    /// fsyncs the directory, and an error there must poison the collection. On error the
+    /// temporary file is removed and nothing changed.
+    pub fn install(mut self, based_on: u32) -> Result<PayloadLogFile> {
+        let header = encode_compacted_header(self.generation, self.uid, based_on);
+        let written = self.write_out().and_then(|()| {
+            self.file
+                .write_all_at(&header, 0)
+                .map_err(|e| Error::io("write", &self.temp, e))
+        });
+        if let Err(e) = written.and_then(|()| self.sync()) {
             self.abandon();
             return Err(e);
         }
@@ -838,6 +857,7 @@ impl CompactionWriter {
             path,
             generation: self.generation,
             uid: self.uid,
+            based_on,
             file: self.file,
             len: self.len,
             pending: Vec::new(),
