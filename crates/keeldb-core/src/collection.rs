@@ -1124,13 +1124,15 @@ impl Collection {
             // the writer lock is held (a group commits, and this call may come from one of its
             // completions, which run under that lock), after that group instead: waiting for
             // the lock could wait for this very thread.
-            return match self.writer.try_lock() {
-                Ok(mut guard) => done(self.usable_writer(&mut guard).map(|_| 0)),
-                Err(TryLockError::Poisoned(_)) => done(Err(self.lock_poisoned())),
+            let result = match self.writer.try_lock() {
+                Ok(mut guard) => self.usable_writer(&mut guard).map(|_| 0),
+                Err(TryLockError::Poisoned(_)) => Err(self.lock_poisoned()),
                 Err(TryLockError::WouldBlock) => {
-                    self.enqueue(Request::new(None, Durability::None, done));
+                    return self.enqueue(Request::new(None, Durability::None, done));
                 }
             };
+            // Answered with the lock released, and a panic of `done` contained.
+            return Request::new(None, Durability::None, done).complete(result);
         }
         self.enqueue(Request::new(batch, durability, done));
     }

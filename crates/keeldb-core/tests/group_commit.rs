@@ -312,3 +312,36 @@ fn a_completion_may_queue_an_empty_write() {
     drop(c);
     db.close().expect("close");
 }
+
+#[test]
+fn an_empty_write_is_answered_with_no_lock_held() {
+    // An empty write is answered at once on the caller's thread: its completion may read
+    // the collection (`stats` takes the writer lock), and one that panics harms nothing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    let (tx, rx) = mpsc::channel();
+    let caller = {
+        let c = Arc::clone(&c);
+        std::thread::spawn(move || {
+            let inner = Arc::clone(&c);
+            c.submit(
+                None,
+                None,
+                Box::new(move |r| tx.send((r.ok(), inner.stats().is_ok())).unwrap_or(())),
+            );
+            c.submit(None, None, Box::new(|_| panic!("the caller's bug")));
+        })
+    };
+    let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+    if answer.is_err() {
+        std::mem::forget(c);
+        std::mem::forget(db);
+        panic!("the completion waits for a lock its own call holds");
+    }
+    assert_eq!(answer.expect("answer"), (Some(0), true));
+    caller.join().expect("a completion's panic is contained");
+    c.upsert(&[Id::Int(1)], &[1.0, 0.0], None)
+        .expect("the collection still takes writes");
+    drop(c);
+    db.close().expect("close");
+}
