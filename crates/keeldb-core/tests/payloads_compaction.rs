@@ -406,6 +406,22 @@ fn open_collection(
     Ok((db, c))
 }
 
+/// Opens `dir` under each policy: each is refused with KEEL_CORRUPT naming `file`, and
+/// changes no file. `wrong` says what an open that succeeded would have done.
+fn refused_under_either_policy(dir: &Path, file: &str, wrong: &str) {
+    let before = common::tree(dir);
+    for policy in [RecoveryPolicy::Strict, RecoveryPolicy::Salvage] {
+        match open_collection(dir, policy) {
+            Ok(_) => panic!("{policy:?}: {wrong}"),
+            Err(e) => {
+                assert_eq!(e.code(), "KEEL_CORRUPT", "{policy:?}");
+                assert!(e.to_string().contains(file), "{e}");
+            }
+        }
+        assert_eq!(common::tree(dir), before, "a refused open changes no file");
+    }
+}
+
 #[test]
 fn a_payload_log_of_a_generation_no_compaction_made_is_refused_under_either_policy() {
     // A stray payloads-9.log with a valid header and no frames, beside a collection whose
@@ -418,21 +434,11 @@ fn a_payload_log_of_a_generation_no_compaction_made_is_refused_under_either_poli
     drop(c);
     db.close().expect("close");
     write(&payload_log_path(dir.path(), 9), &encode_header(9, 0));
-    let before = common::tree(dir.path());
-    for policy in [RecoveryPolicy::Strict, RecoveryPolicy::Salvage] {
-        match open_collection(dir.path(), policy) {
-            Ok(_) => panic!("{policy:?}: a stray payload log was accepted"),
-            Err(e) => {
-                assert_eq!(e.code(), "KEEL_CORRUPT", "{policy:?}");
-                assert!(e.to_string().contains("payloads-9.log"), "{e}");
-            }
-        }
-        assert_eq!(
-            common::tree(dir.path()),
-            before,
-            "a refused open changes no file"
-        );
-    }
+    refused_under_either_policy(
+        dir.path(),
+        "payloads-9.log",
+        "a stray payload log was accepted",
+    );
     fs::remove_file(payload_log_path(dir.path(), 9)).expect("move the stray away");
     reopened_holding(dir.path(), RecoveryPolicy::Strict, 0);
 }
@@ -542,18 +548,11 @@ fn a_next_generation_without_the_uid_ids_idx_has_is_not_this_collections() {
     db.close().expect("close");
     assert_ne!(index_snapshot(dir.path()).uid, 0);
     write(&payload_log_path(dir.path(), 2), &encode_header(2, 0));
-    let before = common::tree(dir.path());
-    for policy in [RecoveryPolicy::Strict, RecoveryPolicy::Salvage] {
-        match open_collection(dir.path(), policy) {
-            Ok(_) => panic!("{policy:?}: another collection's next generation was read"),
-            Err(e) => assert!(e.to_string().contains("payloads-2.log"), "{e}"),
-        }
-        assert_eq!(
-            common::tree(dir.path()),
-            before,
-            "a refused open changes no file"
-        );
-    }
+    refused_under_either_policy(
+        dir.path(),
+        "payloads-2.log",
+        "another collection's next generation was read",
+    );
 }
 
 #[test]
@@ -619,21 +618,11 @@ fn a_backup_copied_over_a_directory_compacted_since_is_refused() {
         payload_log_path(dir.path(), 2).exists(),
         "the live compaction's is left"
     );
-    let before = common::tree(dir.path());
-    for policy in [RecoveryPolicy::Strict, RecoveryPolicy::Salvage] {
-        match open_collection(dir.path(), policy) {
-            Ok(_) => panic!("{policy:?}: the newer compaction's log was taken for the backup's"),
-            Err(e) => {
-                assert_eq!(e.code(), "KEEL_CORRUPT", "{policy:?}");
-                assert!(e.to_string().contains("payloads-2.log"), "{e}");
-            }
-        }
-        assert_eq!(
-            common::tree(dir.path()),
-            before,
-            "a refused open changes no file"
-        );
-    }
+    refused_under_either_policy(
+        dir.path(),
+        "payloads-2.log",
+        "the newer compaction's log was taken for the backup's",
+    );
     fs::remove_file(payload_log_path(dir.path(), 2)).expect("move it away");
     reopened_holding(dir.path(), RecoveryPolicy::Strict, 0);
 }
