@@ -1198,8 +1198,8 @@ impl Collection {
     /// Commits one group: logs every record, syncs once at the strongest durability asked
     /// for, answers the writes whose answer their logging settled, applies the records in
     /// order (readers wait for the apply: the state lock is taken before those answers),
-    /// answers the rest. Runs on the committer thread; a payload compaction that came due runs after
-    /// the group is answered.
+    /// answers the rest. Runs on the committer thread; a payload compaction that came due
+    /// runs after the group is answered.
     fn commit_group(&self, group: Vec<Request>) {
         #[cfg(feature = "planted-bugs")]
         if crate::planted::failing(crate::planted::Fault::CommitterPanic) {
