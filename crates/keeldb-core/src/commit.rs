@@ -6,9 +6,9 @@
 //! durability any of them asked for, applies them in order and completes each request (a
 //! write that deletes nothing as soon as it is logged at `flush` or `fsync`, with readers
 //! held off until the group is applied, so that its caller wakes while the committer
-//! applies). While it syncs, new requests queue up and form the next group. There is no timer: a lone writer
-//! is committed as soon as the committer sees it, and a burst of writers pays one fsync per
-//! group instead of one each.
+//! applies). While it syncs, new requests queue up and form the next group. There is no
+//! timer: a lone writer is committed as soon as the committer sees it, and a burst of
+//! writers pays one fsync per group instead of one each.
 //!
 //! Invariant: every request is completed exactly once. A request dropped without being
 //! completed (the committer panicked, or the collection went away) completes with an error,

@@ -642,7 +642,11 @@ fn open_current_generation(
                 log.path(),
                 24,
                 format!(
-                    "payload log generation {next} was made by a compaction after a checkpoint                      (tag {:#010x}) that ids.idx does not hold (its checkpoint at sequence                      number {} has tag {ours:#010x}): ids.idx is not the one it was made                      beside, as when a backup is copied over a newer directory. Restore                      backups into an empty directory, or move this file away",
+                    "payload log generation {next} was made by a compaction after a checkpoint \
+                     (tag {:#010x}) that ids.idx does not hold (its checkpoint at sequence \
+                     number {} has tag {ours:#010x}): ids.idx is not the one it was made \
+                     beside, as when a backup is copied over a newer directory. Restore \
+                     backups into an empty directory, or move this file away",
                     log.based_on(),
                     checkpoint.checkpoint_lsn
                 ),

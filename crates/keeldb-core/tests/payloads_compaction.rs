@@ -623,6 +623,14 @@ fn a_backup_copied_over_a_directory_compacted_since_is_refused() {
         "payloads-2.log",
         "the newer compaction's log was taken for the backup's",
     );
+    let Err(why) = open_collection(dir.path(), RecoveryPolicy::Strict) else {
+        panic!("refused above, opened now");
+    };
+    let why = why.to_string();
+    assert!(
+        why.contains("ids.idx is not the one it was made beside, as when a backup"),
+        "{why}"
+    );
     fs::remove_file(payload_log_path(dir.path(), 2)).expect("move it away");
     reopened_holding(dir.path(), RecoveryPolicy::Strict, 0);
 }
