@@ -291,7 +291,7 @@ struct State {
     /// opening stays one pass over the index, not over the vectors), then kept by
     /// `apply_written`. `None` until then, and always for other metrics.
     inverse_norms: Option<Vec<f32>>,
-    /// The slots [`State::apply_group`] takes, one per upsert in order, and where each
+    /// The slots [`State::stage_group`] took, one per upsert in order, and where each
     /// record's begin in them with the high-water mark before it took them (kept for their
     /// allocations).
     batch_slots: Vec<u32>,
@@ -329,19 +329,27 @@ impl State {
             .saturating_add(upserts.saturating_sub(self.free_slots.len()) as u64)
     }
 
-    /// Applies decoded records in order, in two passes: first every record's vectors, into
-    /// slots nothing refers to, gathered into runs of consecutive slots (a group's records
-    /// take consecutive fresh slots, so a group is mostly one write); then, record by
-    /// record, its payload frames and index entries. Pushes to `removed`, for each record
-    /// applied, how many of its deletes removed a live record. On an error (after which the
-    /// caller poisons the collection) the records from the one that failed on are applied
-    /// in no part readers see, and their slots are free again; a failed vector write fails
-    /// them all.
+    /// Applies decoded records in order: [`State::stage_group`], then
+    /// [`State::publish_group`]. On an error (after which the caller poisons the collection)
+    /// the records from the one that failed on are applied in no part readers see, and
+    /// their slots are free again; a failed vector write fails them all.
     fn apply_group(
         &mut self,
         records: &[(u64, Vec<Op<'_>>)],
         removed: &mut Vec<u64>,
     ) -> Result<()> {
+        let staged = self.stage_group(records)?;
+        self.publish_group(records, staged, removed)
+    }
+
+    /// The first pass of applying decoded records: writes every record's vectors into slots
+    /// nothing refers to, gathered into runs of consecutive slots (a group's records take
+    /// consecutive fresh slots, so a group is mostly one write). Readers see nothing of it:
+    /// the slots stay free (and the high-water mark where it was) until
+    /// [`State::publish_group`] takes them, so the committer can stage a group while its
+    /// log is still syncing. On an error nothing is taken; the caller poisons the
+    /// collection.
+    fn stage_group(&mut self, records: &[(u64, Vec<Op<'_>>)]) -> Result<Staged> {
         let upserts = records
             .iter()
             .flat_map(|(_, ops)| ops)
@@ -352,23 +360,63 @@ impl State {
         let mut starts = std::mem::take(&mut self.batch_starts);
         slots.clear();
         starts.clear();
-        let written = records
-            .iter()
-            .try_for_each(|(_, ops)| {
-                starts.push((slots.len(), self.slot_high_water));
-                self.write_vectors(ops, &mut slots)
-            })
-            .and_then(|()| self.vectors.finish_writes());
-        let mut result = written.map_err(|e| (0, e));
-        if result.is_ok() {
-            for (i, (lsn, ops)) in records.iter().enumerate() {
-                let end = starts.get(i + 1).map_or(slots.len(), |&(start, _)| start);
-                match self.apply_written(*lsn, ops, &slots[starts[i].0..end]) {
-                    Ok(n) => removed.push(n),
-                    Err(e) => {
-                        result = Err((i, e));
-                        break;
+        // Taken as `take_slot` would, without changing the free list or the high-water mark.
+        let mut staged = Staged {
+            free_len: self.free_slots.len(),
+            high_water: self.slot_high_water,
+        };
+        let mut written = Ok(());
+        'records: for (_, ops) in records {
+            starts.push((slots.len(), staged.high_water));
+            for op in ops {
+                if let Op::Upsert { vector_le, .. } = op {
+                    let slot = match staged.free_len.checked_sub(1) {
+                        Some(last) => {
+                            staged.free_len = last;
+                            self.free_slots[last]
+                        }
+                        None => {
+                            staged.high_water += 1;
+                            staged.high_water - 1
+                        }
+                    };
+                    slots.push(slot);
+                    written = self.vectors.write_slot_le(slot, vector_le);
+                    if written.is_err() {
+                        break 'records;
                     }
+                }
+            }
+        }
+        let written = written.and_then(|()| self.vectors.finish_writes());
+        self.batch_slots = slots;
+        self.batch_starts = starts;
+        written.map(|()| staged)
+    }
+
+    /// The second pass, for the records [`State::stage_group`] staged (`staged`, the last
+    /// call's outcome): takes their slots, then record by record stages its payload frames
+    /// and updates the index. Pushes to `removed`, for each record applied, how many of its
+    /// deletes removed a live record. On an error the records from the one that failed on
+    /// are applied in no part readers see, and their slots are free again.
+    fn publish_group(
+        &mut self,
+        records: &[(u64, Vec<Op<'_>>)],
+        staged: Staged,
+        removed: &mut Vec<u64>,
+    ) -> Result<()> {
+        let slots = std::mem::take(&mut self.batch_slots);
+        let starts = std::mem::take(&mut self.batch_starts);
+        self.free_slots.truncate(staged.free_len);
+        self.slot_high_water = staged.high_water;
+        let mut result = Ok(());
+        for (i, (lsn, ops)) in records.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(slots.len(), |&(start, _)| start);
+            match self.apply_written(*lsn, ops, &slots[starts[i].0..end]) {
+                Ok(n) => removed.push(n),
+                Err(e) => {
+                    result = Err((i, e));
+                    break;
                 }
             }
         }
@@ -624,6 +672,15 @@ impl State {
         let free_slots = self.free_slots.iter().chain(&self.pending_free).copied();
         index::encode_to(&header, entries, free_slots, flush)
     }
+}
+
+/// Where [`State::stage_group`] left the free list and the high-water mark: its slots are
+/// the free list's last `free_slots.len() - free_len` entries, then fresh slots up to
+/// `high_water`.
+#[derive(Debug, Clone, Copy)]
+struct Staged {
+    free_len: usize,
+    high_water: u32,
 }
 
 /// The writer's side: the log and the poison flag.
@@ -1221,9 +1278,39 @@ impl Collection {
             Ok(first_lsn) => first_lsn,
             Err(e) => return fail_group(group, writer.poison(e), &self.name),
         };
-        CommitClock::add(&self.clock.log_nanos, started);
-        let applying = Instant::now();
+        let logged_in = started.elapsed();
         let logged_records = group.iter().filter(|r| r.batch.is_some()).count();
+        let mut lsns = first_lsn..;
+        let mut records = Vec::with_capacity(logged_records);
+        let mut failure = None;
+        for batch in group.iter().filter_map(|r| r.batch.as_ref()) {
+            let lsn = lsns.next().expect("an unbounded range");
+            let record = batch.encoder.record();
+            let body = &record[walfmt::RECORD_HEADER_LEN..record.len() - 4];
+            match walfmt::decode_batch(body, self.config.dimension) {
+                Ok(ops) => records.push((lsn, ops)),
+                Err(e) => {
+                    failure = Some(Error::corrupted(&self.dir, e.offset, e.reason));
+                    break;
+                }
+            }
+        }
+        // The vectors go to slots no reader sees while the log's bytes are on their way to
+        // the disk (`log_group` started them), so that the fdatasync waits for less.
+        let staging = Instant::now();
+        let staged = match self.write_state() {
+            Ok(mut state_guard) => {
+                open_state(&mut state_guard).and_then(|state| state.stage_group(&records))
+            }
+            Err(e) => return fail_group(group, writer.poison(e), &self.name),
+        };
+        let staged_in = staging.elapsed();
+        let syncing = Instant::now();
+        if let Err(e) = writer.wal.settle(durability) {
+            return fail_group(group, writer.poison(e), &self.name);
+        }
+        CommitClock::add_time(&self.clock.log_nanos, logged_in + syncing.elapsed());
+        let applying = Instant::now();
         writer.stats.records += logged_records as u64;
         writer.stats.groups += 1;
         let mut results = Vec::with_capacity(group.len());
@@ -1239,34 +1326,21 @@ impl Collection {
             if let Ok(state) = open_state(&mut state_guard) {
                 state.payloads.begin_buffering();
             }
-            let mut lsns = first_lsn..;
-            let mut records = Vec::with_capacity(logged_records);
-            let mut failure = None;
-            for batch in group.iter().filter_map(|r| r.batch.as_ref()) {
-                let lsn = lsns.next().expect("an unbounded range");
-                let record = batch.encoder.record();
-                let body = &record[walfmt::RECORD_HEADER_LEN..record.len() - 4];
-                match walfmt::decode_batch(body, self.config.dimension) {
-                    Ok(ops) => records.push((lsn, ops)),
-                    Err(e) => {
-                        failure = Some(Error::corrupted(&self.dir, e.offset, e.reason));
-                        break;
-                    }
-                }
-            }
             // The writes whose answer their logging settled are answered now, before they are
             // applied, so that their callers' wake-up overlaps the apply; this lock, held
             // until the group is applied, makes any read issued after an answer wait for it.
-            // If applying fails after this (an I/O error: each of these records decoded, so
-            // replay can apply it), the collection is poisoned and reads refuse until a
-            // reopen applies them from the log.
+            // If applying fails after this (an I/O error: each of these records decoded and
+            // its vectors are written, so replay can apply it), the collection is poisoned
+            // and reads refuse until a reopen applies them from the log. A group whose
+            // vectors could not be written answers nothing early: it fails.
             let answering_early = Instant::now();
             let decoded = group
                 .iter()
                 .filter(|r| r.batch.is_some())
                 .take(records.len());
             let mut any_early = false;
-            for request in decoded.filter(|r| r.settled_by_log(durability)) {
+            let early = decoded.filter(|r| staged.is_ok() && r.settled_by_log(durability));
+            for request in early {
                 #[cfg(feature = "planted-bugs")]
                 crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
                 request.answer(Ok(0));
@@ -1274,8 +1348,10 @@ impl Collection {
             }
             answered_early = answering_early.elapsed();
             let mut removed = Vec::with_capacity(records.len());
-            let applied = open_state(&mut state_guard)
-                .and_then(|state| state.apply_group(&records, &mut removed));
+            let applied = staged.and_then(|staged| {
+                open_state(&mut state_guard)
+                    .and_then(|state| state.publish_group(&records, staged, &mut removed))
+            });
             if let Err(e) = applied {
                 failure = Some(e);
             }
@@ -1319,7 +1395,7 @@ impl Collection {
         CommitClock::add_time(&self.clock.answer_nanos, answered_early);
         CommitClock::add_time(
             &self.clock.apply_nanos,
-            applying.elapsed().saturating_sub(answered_early),
+            staged_in + applying.elapsed().saturating_sub(answered_early),
         );
         writer.unstarted_bytes += writer.wal.len_bytes().saturating_sub(log_bytes_before);
         if writer.unstarted_bytes >= COMMIT_WRITEBACK_BYTES {
@@ -1364,7 +1440,9 @@ impl Collection {
     }
 
     /// Reserves slots for every upsert of the group, then frames and logs its records with
-    /// consecutive sequence numbers and one sync. Returns the first record's lsn.
+    /// consecutive sequence numbers, as durable as `durability` asks except that a sync is
+    /// only started ([`crate::wal::writer::WalWriter::start_sync`]): the caller finishes it with
+    /// `writer.wal.settle(durability)`. Returns the first record's lsn.
     fn log_group(
         &self,
         writer: &mut Writer,
@@ -1393,7 +1471,10 @@ impl Collection {
                     .append(batch.encoder.seal(lsn, flags), Durability::None)?;
             }
         }
-        writer.wal.settle(durability)?;
+        match durability {
+            Durability::Fsync => writer.wal.start_sync()?,
+            _ => writer.wal.settle(durability)?,
+        }
         Ok(first_lsn)
     }
 

@@ -1,9 +1,9 @@
-//! A batch whose vectors cannot be written to the vector file after the log synced it is
-//! acknowledged all the same (an upsert's answer is settled by the sync) and applied in no
-//! part: the collection is poisoned, every read refuses with KEEL_POISONED rather than miss
-//! it, and reopening recovers the batch from the log. A group commit's vectors are written
-//! together, so a failed write leaves the whole group to the log; a delete in it, whose
-//! count only its apply knows, is not acknowledged.
+//! A group's vectors are written (into slots no reader sees) after its records are logged
+//! and before any of its writes is answered, while the log's sync runs. A batch whose
+//! vectors cannot be written fails with KEEL_IO and is applied in no part: the collection
+//! is poisoned (later writes refused), reads go on without it, and reopening replays it
+//! from the log, which holds it (KEEL_IO: it may be there or not). A group commit's vectors
+//! are written together, so a failed write fails the whole group.
 //!
 //! Needs the `planted-bugs` feature (its fault injection); `npm test` runs it that way, one
 //! test at a time (the fault is process-wide).
@@ -48,24 +48,22 @@ fn a_failed_vector_write_applies_nothing_of_its_batch() {
         &[None, Some(&p), None],
         Some(Durability::Fsync),
     );
-    // It was answered before its vectors were written: wait for the committer (this
-    // barrier is refused as poisoned) before the fault is lifted.
-    assert_eq!(code(c.flush()), "KEEL_POISONED");
     inject(None);
-    assert_eq!(result.ok(), Some(()), "synced, so acknowledged");
+    let err = result.expect_err("its vectors were not written");
+    assert_eq!(err.code(), "KEEL_IO");
+    assert!(err.to_string().contains("vectors"), "names the file: {err}");
     let stats = c.stats().expect("stats");
     assert!(stats.poisoned);
     assert_eq!(code(c.delete(&ids(&[3]), None)), "KEEL_POISONED");
-    let err = c.get(&Id::Int(30)).expect_err("reads refuse");
-    assert_eq!(err.code(), "KEEL_POISONED");
-    assert!(err.to_string().contains("vector"), "names its cause: {err}");
 
-    // No part of the batch is applied, and its slots are free again.
+    // No part of the batch is applied, no slot is taken, and reads go on without it.
     assert_eq!((stats.count, stats.slot_high_water), (2, high_water));
+    assert_eq!([record(&c, 1), record(&c, 3)], before);
+    assert_eq!((record(&c, 30), record(&c, 31)), (None, None));
     drop(c);
     assert_eq!(code(db.close()), "KEEL_POISONED");
 
-    // The log had synced the batch before it was applied: reopening replays it whole.
+    // The log had the batch (synced after its vectors failed): reopening replays it whole.
     let db = open_ok(dir.path());
     let c = db.collection(NAME).expect("collection");
     assert_eq!(record(&c, 1), Some((vector(7, 2), Some(p))));
@@ -84,19 +82,20 @@ fn a_failed_vector_write_leaves_its_whole_group_to_the_log() {
     put_with_payloads(&c, &[1], 0);
     let high_water = c.stats().expect("stats").slot_high_water;
 
-    let (upserts, delete) = submit_failing_groups(&c, Fault::VectorWriteEio, 10..20, false);
-    // None is applied, and the first group's slots are free again.
+    let (upserts, delete) = submit_failing_groups(&c, Fault::VectorWriteEio, 10..20, false, false);
+    // None is applied, and no slot is taken.
     let stats = c.stats().expect("stats");
     assert_eq!((stats.count, stats.slot_high_water), (1, high_water));
     drop(c);
     assert_eq!(code(db.close()), "KEEL_POISONED");
 
-    // The log synced the failed group before its vectors were written: reopening replays
-    // it whole, and every acknowledged upsert is there.
+    // The failed group was logged, and synced after its vectors failed: reopening replays
+    // it whole (its writes got KEEL_IO: there or not); the groups refused as poisoned never
+    // reached the log.
     let db = open_ok(dir.path());
     let c = db.collection(NAME).expect("collection");
     for (n, outcome) in upserts {
-        let expected = (outcome == "OK").then(|| (vector(n, 2), None));
+        let expected = (outcome == "KEEL_IO").then(|| (vector(n, 2), None));
         assert_eq!(record(&c, n), expected, "id {n}, {outcome}");
     }
     // A delete refused as poisoned never reached the log; one that failed with a group was
@@ -108,30 +107,26 @@ fn a_failed_vector_write_leaves_its_whole_group_to_the_log() {
 }
 
 #[test]
-fn an_upsert_still_in_keeldbs_buffer_is_not_acknowledged_before_its_apply() {
-    // At `none` the record is only in keeldb's log buffer when the group is applied, and a
-    // poisoned collection never writes that buffer out: the write must fail, not be
-    // acknowledged and then lost. At `flush` it is in the file: acknowledged, and a reopen
-    // applies it.
-    for (durability, expected) in [(Durability::None, "KEEL_IO"), (Durability::Flush, "OK")] {
+fn a_failed_vector_write_fails_its_write_at_any_durability() {
+    // Vectors are written before any answer, so no durability acknowledges a write whose
+    // vectors failed. At `flush` its record is in the log file and a reopen applies it; at
+    // `none` it was only in keeldb's log buffer, which a poisoned collection never writes.
+    for (durability, replayed) in [(Durability::None, false), (Durability::Flush, true)] {
         let dir = tempfile::tempdir().expect("tempdir");
         let (db, c) = create(dir.path(), 2);
         put_with_payloads(&c, &[1], 0);
-        c.flush().expect("flush");
         inject(Some(Fault::VectorWriteEio));
         let result = c.upsert(&ids(&[7]), &vector(7, 2), Some(durability));
-        let _ = c.flush(); // a barrier: the group is over
         inject(None);
-        let outcome = result.err().map_or("OK", |e| e.code());
-        assert_eq!(outcome, expected, "{durability:?}");
+        assert_eq!(code(result), "KEEL_IO", "{durability:?}");
         assert!(c.stats().expect("stats").poisoned);
+        assert_eq!(record(&c, 7), None, "{durability:?}");
         drop(c);
         assert_eq!(code(db.close()), "KEEL_POISONED");
         let db = open_ok(dir.path());
         let c = db.collection(NAME).expect("collection");
-        if outcome == "OK" {
-            assert_eq!(record(&c, 7), Some((vector(7, 2), None)), "{durability:?}");
-        }
+        let expected = replayed.then(|| (vector(7, 2), None));
+        assert_eq!(record(&c, 7), expected, "{durability:?}");
         assert!(record(&c, 1).is_some());
         db.close().expect("close");
     }

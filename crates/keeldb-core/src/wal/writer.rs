@@ -42,6 +42,8 @@ pub struct WalWriter {
     buffer: Vec<u8>,
     /// Whether everything written so far has been fdatasynced.
     synced: bool,
+    /// Where the bytes written since the last sync begin (meaningful while `!synced`).
+    unsynced_from: u64,
     next_lsn: u64,
     syncs: u64,
 }
@@ -71,6 +73,7 @@ impl WalWriter {
             file_len: end_offset,
             buffer: Vec::new(),
             synced: true,
+            unsynced_from: end_offset,
             next_lsn,
             syncs: 0,
         }
@@ -133,6 +136,9 @@ impl WalWriter {
         self.file
             .write_all_at(&self.buffer, self.written_len)
             .map_err(|e| Error::io("write", &self.path, e))?;
+        if self.synced {
+            self.unsynced_from = self.written_len;
+        }
         self.written_len += self.buffer.len() as u64;
         self.buffer.clear();
         self.synced = false;
@@ -156,6 +162,23 @@ impl WalWriter {
                 .write_all_at(&zeros, self.file_len)
                 .map_err(|e| Error::io("write", &self.path, e))?;
             self.file_len += zeros.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// The first half of a sync: hands every appended record to the OS (with the
+    /// zero-filled space, if due) and starts writing them to the disk, without waiting.
+    /// What the caller does before the [`WalWriter::sync`] that must follow overlaps the
+    /// disk's work, and the fdatasync then waits only for what is left. The records are not
+    /// durable until that sync.
+    pub fn start_sync(&mut self) -> Result<()> {
+        self.write_out()?;
+        if !self.synced {
+            self.extend_zeros()?;
+            // Only a hint: if it fails, the fdatasync writes the bytes itself.
+            let _ = self
+                .file
+                .start_writeback(self.unsynced_from, self.file_len - self.unsynced_from);
         }
         Ok(())
     }

@@ -391,18 +391,21 @@ pub fn payload(n: u64, v: u64) -> Vec<u8> {
 
 /// With `fault` injected, upserts each of `ns` as a write of its own at fsync (with payload
 /// version 0 when `with_payloads`), then deletes id 1, all queued quietly and then woken so
-/// that they mostly form one group, and waits for every outcome. The first group's apply
-/// fails after the log synced it: its upserts are acknowledged anyway (an upsert's answer is
-/// settled by the sync, and reopening replays it), a delete in it is not (its answer is a
-/// count only its apply knows); later groups are refused as poisoned. Checks that every read
-/// then refuses with KEEL_POISONED, since it would miss acknowledged writes. Returns each
-/// upsert's id with its outcome's code ("OK" when acknowledged), then the delete's code.
+/// that they mostly form one group, and waits for every outcome. The first group fails
+/// after it was logged, and later groups are refused as poisoned; a delete in the first
+/// group is not acknowledged (its answer is a count only its apply knows). With
+/// `answered_early`, the fault hits after the group's upserts were answered (an upsert's
+/// answer is settled by the sync, and reopening replays it): they are acknowledged, and
+/// every read then refuses with KEEL_POISONED, since it would miss them. Without, the fault
+/// hits before any answer: the upserts get KEEL_IO, and reads go on. Returns each upsert's
+/// id with its outcome's code ("OK" when acknowledged), then the delete's code.
 #[cfg(feature = "planted-bugs")]
 pub fn submit_failing_groups(
     c: &Collection,
     fault: keeldb_core::planted::Fault,
     ns: std::ops::Range<u64>,
     with_payloads: bool,
+    answered_early: bool,
 ) -> (Vec<(u64, &'static str)>, &'static str) {
     // The caller's last write may have been answered before it was applied: wait for that
     // apply, so that the fault does not hit it.
@@ -438,16 +441,17 @@ pub fn submit_failing_groups(
     keeldb_core::planted::inject(None);
     assert_eq!(outcomes.len(), ns.clone().count() + 1);
     let (deleted, upserted): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|&(n, _)| n == 0);
-    let acknowledged = upserted
+    let first_group = if answered_early { "OK" } else { "KEEL_IO" };
+    let in_first = upserted
         .iter()
-        .take_while(|&&(_, code)| code == "OK")
+        .take_while(|&&(_, code)| code == first_group)
         .count();
     assert!(
-        acknowledged > 0
-            && upserted[acknowledged..]
+        in_first > 0
+            && upserted[in_first..]
                 .iter()
                 .all(|&(_, code)| code == "KEEL_POISONED"),
-        "the first group's upserts are acknowledged, later ones refused: {upserted:?}"
+        "the first group's upserts get {first_group}, later ones are refused: {upserted:?}"
     );
     let delete = deleted[0].1;
     assert!(
@@ -455,6 +459,12 @@ pub fn submit_failing_groups(
         "the delete is not: {delete}"
     );
     assert!(c.stats().expect("stats").poisoned);
+    if !answered_early {
+        // Nothing acknowledged is missing: reads go on, without the failed group.
+        assert!(c.get(&Id::Int(1)).expect("get 1").is_some());
+        assert_eq!(c.get(&Id::Int(ns.start)).expect("get"), None);
+        return (upserted, delete);
+    }
     fn refused<T>(r: Result<T>) -> Option<&'static str> {
         r.err().map(|e| e.code())
     }
