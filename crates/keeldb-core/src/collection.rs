@@ -291,7 +291,7 @@ struct State {
     /// opening stays one pass over the index, not over the vectors), then kept by
     /// `apply_written`. `None` until then, and always for other metrics.
     inverse_norms: Option<Vec<f32>>,
-    /// The slots [`State::stage_group`] took, one per upsert in order, and where each
+    /// The slots [`State::stage_group`] staged, one per upsert in order, and where each
     /// record's begin in them with the high-water mark before it took them (kept for their
     /// allocations).
     batch_slots: Vec<u32>,
@@ -364,6 +364,7 @@ impl State {
         let mut staged = Staged {
             free_len: self.free_slots.len(),
             high_water: self.slot_high_water,
+            before: (self.free_slots.len(), self.slot_high_water),
         };
         let mut written = Ok(());
         'records: for (_, ops) in records {
@@ -407,6 +408,11 @@ impl State {
     ) -> Result<()> {
         let slots = std::mem::take(&mut self.batch_slots);
         let starts = std::mem::take(&mut self.batch_starts);
+        debug_assert_eq!(
+            (self.free_slots.len(), self.slot_high_water),
+            staged.before,
+            "the free list and high-water mark changed between staging and publishing"
+        );
         self.free_slots.truncate(staged.free_len);
         self.slot_high_water = staged.high_water;
         let mut result = Ok(());
@@ -677,10 +683,13 @@ impl State {
 /// Where [`State::stage_group`] left the free list and the high-water mark: its slots are
 /// the free list's last `free_slots.len() - free_len` entries, then fresh slots up to
 /// `high_water`.
+/// `before` is where they were: nothing may change them between the two passes (every
+/// change happens under `Collection::writer`, which the committer holds throughout).
 #[derive(Debug, Clone, Copy)]
 struct Staged {
     free_len: usize,
     high_water: u32,
+    before: (usize, u32),
 }
 
 /// The writer's side: the log and the poison flag.
@@ -1279,6 +1288,8 @@ impl Collection {
             Err(e) => return fail_group(group, writer.poison(e), &self.name),
         };
         let logged_in = started.elapsed();
+        // Decoding and staging count as applying (`CommitClock`).
+        let staging = Instant::now();
         let logged_records = group.iter().filter(|r| r.batch.is_some()).count();
         let mut lsns = first_lsn..;
         let mut records = Vec::with_capacity(logged_records);
@@ -1295,15 +1306,28 @@ impl Collection {
                 }
             }
         }
-        // The vectors go to slots no reader sees while the log's bytes are on their way to
-        // the disk (`log_group` started them), so that the fdatasync waits for less.
-        let staging = Instant::now();
-        let staged = match self.write_state() {
-            Ok(mut state_guard) => {
-                open_state(&mut state_guard).and_then(|state| state.stage_group(&records))
-            }
-            Err(e) => return fail_group(group, writer.poison(e), &self.name),
-        };
+        // A group that syncs writes its vectors to slots no reader sees while the log's bytes
+        // are on their way to the disk (`log_group` started them), so that the fdatasync
+        // waits for less. Other groups have no sync to hide the copy behind: they write them
+        // after their early answers, which would otherwise wait for it. So does a group
+        // whose lock a reader holds (a search may hold it for a whole scan, and the sync
+        // must not wait for that), and one with no vector to write.
+        let mut staged = None;
+        let has_vectors = records
+            .iter()
+            .flat_map(|(_, ops)| ops)
+            .any(|op| matches!(op, Op::Upsert { .. }));
+        if durability == Durability::Fsync && has_vectors {
+            staged = match self.state.try_write() {
+                Ok(mut state_guard) => {
+                    Some(open_state(&mut state_guard).and_then(|state| state.stage_group(&records)))
+                }
+                Err(TryLockError::WouldBlock) => None,
+                Err(TryLockError::Poisoned(_)) => {
+                    return fail_group(group, writer.poison(self.lock_poisoned()), &self.name)
+                }
+            };
+        }
         let staged_in = staging.elapsed();
         let syncing = Instant::now();
         if let Err(e) = writer.wal.settle(durability) {
@@ -1329,17 +1353,18 @@ impl Collection {
             // The writes whose answer their logging settled are answered now, before they are
             // applied, so that their callers' wake-up overlaps the apply; this lock, held
             // until the group is applied, makes any read issued after an answer wait for it.
-            // If applying fails after this (an I/O error: each of these records decoded and
-            // its vectors are written, so replay can apply it), the collection is poisoned
-            // and reads refuse until a reopen applies them from the log. A group whose
-            // vectors could not be written answers nothing early: it fails.
+            // If applying fails after this (an I/O error: each of these records decoded, so
+            // replay can apply it), the collection is poisoned and reads refuse until a reopen
+            // applies them from the log. A group whose vectors were written before its sync
+            // and failed answers nothing early: it fails.
             let answering_early = Instant::now();
             let decoded = group
                 .iter()
                 .filter(|r| r.batch.is_some())
                 .take(records.len());
             let mut any_early = false;
-            let early = decoded.filter(|r| staged.is_ok() && r.settled_by_log(durability));
+            let vectors_failed = matches!(staged, Some(Err(_)));
+            let early = decoded.filter(|r| !vectors_failed && r.settled_by_log(durability));
             for request in early {
                 #[cfg(feature = "planted-bugs")]
                 crate::planted::record(crate::planted::EventKind::Ack, &self.dir.join(WAL_FILE));
@@ -1348,9 +1373,9 @@ impl Collection {
             }
             answered_early = answering_early.elapsed();
             let mut removed = Vec::with_capacity(records.len());
-            let applied = staged.and_then(|staged| {
-                open_state(&mut state_guard)
-                    .and_then(|state| state.publish_group(&records, staged, &mut removed))
+            let applied = open_state(&mut state_guard).and_then(|state| {
+                let staged = staged.unwrap_or_else(|| state.stage_group(&records))?;
+                state.publish_group(&records, staged, &mut removed)
             });
             if let Err(e) = applied {
                 failure = Some(e);

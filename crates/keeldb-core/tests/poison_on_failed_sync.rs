@@ -47,8 +47,15 @@ fn a_failed_fsync_poisons_until_reopen() {
         err.to_string().contains("fdatasync"),
         "names its cause: {err}"
     );
-    // Reads go on from what was acknowledged. "b"'s vector was written into a slot while
-    // the sync ran, but the slot was never taken: nothing of "b" shows.
+    // Reads go on from what was acknowledged. "b"'s vector was written into the next slot
+    // while the sync ran, but the slot was never taken: nothing of "b" shows.
+    let slots = std::fs::read(dir.path().join(NAME).join("vectors.dat")).expect("read");
+    let at = 4096 + high_water as usize * 8;
+    let written: Vec<f32> = slots[at..at + 8]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect();
+    assert_eq!(written, [3.0, 4.0], "written before the sync");
     assert_eq!(c.get(&Id::from("a")).expect("get"), Some(vec![1.0, 2.0]));
     assert_eq!(c.get(&Id::from("b")).expect("get"), None);
     let stats = c.stats().expect("stats");

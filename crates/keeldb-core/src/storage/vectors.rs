@@ -9,7 +9,7 @@
 //!   read through the mapping never hits a hole (which would be a SIGBUS);
 //! - callers never write a slot that the last checkpoint's index refers to (the collection
 //!   hands out slots copy-on-write), so an unsynced page written back early can only touch
-//!   bytes that replay rewrites anyway;
+//!   bytes that replay rewrites or that nothing on disk refers to;
 //! - slot writes are gathered into runs of consecutive slots and reach the file, one write
 //!   per run, at [`VectorFile::finish_writes`] at the latest: until then the slots read as
 //!   they were, so callers write only slots nothing refers to, and finish before anything
