@@ -683,6 +683,7 @@ impl State {
 /// Where [`State::stage_group`] left the free list and the high-water mark: its slots are
 /// the free list's last `free_slots.len() - free_len` entries, then fresh slots up to
 /// `high_water`.
+///
 /// `before` is where they were: nothing may change them between the two passes (every
 /// change happens under `Collection::writer`, which the committer holds throughout).
 #[derive(Debug, Clone, Copy)]
@@ -1313,11 +1314,13 @@ impl Collection {
         // whose lock a reader holds (a search may hold it for a whole scan, and the sync
         // must not wait for that), and one with no vector to write.
         let mut staged = None;
-        let has_vectors = records
-            .iter()
-            .flat_map(|(_, ops)| ops)
-            .any(|op| matches!(op, Op::Upsert { .. }));
-        if durability == Durability::Fsync && has_vectors {
+        let has_vectors = || {
+            records
+                .iter()
+                .flat_map(|(_, ops)| ops)
+                .any(|op| matches!(op, Op::Upsert { .. }))
+        };
+        if durability == Durability::Fsync && has_vectors() {
             staged = match self.state.try_write() {
                 Ok(mut state_guard) => {
                     Some(open_state(&mut state_guard).and_then(|state| state.stage_group(&records)))
@@ -1334,6 +1337,10 @@ impl Collection {
             return fail_group(group, writer.poison(e), &self.name);
         }
         CommitClock::add_time(&self.clock.log_nanos, logged_in + syncing.elapsed());
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::failing(crate::planted::Fault::CommitterPanicAfterLog) {
+            panic!("planted: the committer panics after logging a group");
+        }
         let applying = Instant::now();
         writer.stats.records += logged_records as u64;
         writer.stats.groups += 1;

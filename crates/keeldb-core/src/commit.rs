@@ -119,7 +119,19 @@ impl Request {
 impl Drop for Request {
     fn drop(&mut self) {
         if let Some(done) = self.done.get_mut().take() {
-            call(done, Err(Error::Closed("collection")));
+            // Dropped unanswered while the committer unwinds from a panic (a bug): the
+            // request was in the group it was committing, which may have logged it, so
+            // "closed" (nothing written) would be untrue.
+            let error = match std::thread::panicking() {
+                true => Error::Internal(
+                    "the committer thread panicked while committing this write (a bug in \
+                     keeldb; please report it): it may or may not be stored, which reopening \
+                     the database shows"
+                        .to_owned(),
+                ),
+                false => Error::Closed("collection"),
+            };
+            call(done, Err(error));
         }
     }
 }

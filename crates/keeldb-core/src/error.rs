@@ -77,6 +77,11 @@ pub enum Error {
         cause: String,
     },
 
+    /// A bug in keeldb cut an operation short: its outcome is unknown (the message says
+    /// what was known). Reopening the database shows what is stored.
+    #[error("{0}")]
+    Internal(String),
+
     /// A file was written by a newer keeldb (format version or record kind unknown here).
     #[error("{}: {what} {found} is not supported by this keeldb (supports up to {supported})", file.display())]
     UnsupportedVersion {
@@ -105,6 +110,7 @@ impl Error {
             Error::Io { .. } => "KEEL_IO",
             Error::Poisoned { .. } => "KEEL_POISONED",
             Error::UnsupportedVersion { .. } => "KEEL_UNSUPPORTED_VERSION",
+            Error::Internal(_) => "KEEL_INTERNAL",
         }
     }
 

@@ -151,6 +151,9 @@ pub enum Fault {
     VectorWriteEio,
     /// The committer thread panics as it starts a group (a stand-in for a bug).
     CommitterPanic,
+    /// The committer thread panics once a group is logged and synced, before it is
+    /// answered (a stand-in for a bug).
+    CommitterPanicAfterLog,
 }
 
 static FAULT: RwLock<Option<Fault>> = RwLock::new(None);
