@@ -45,9 +45,10 @@ export const KEEL_ERROR_CODES = [
 
 /**
  * The stable code of a {@link KeelError}. `KEEL_INTERNAL` means an error keeldb did not
- * expect: a bug in keeldb (an unexpected native error or a caught Rust panic), or an
+ * expect: a bug in keeldb (an unexpected native error, a caught Rust panic, or a write its
+ * committer thread dropped when it panicked, which may or may not be stored), or an
  * exception thrown by the caller's own code while keeldb read its input (a getter, a Proxy
- * trap). The original error is its `cause`.
+ * trap). The original error, where there is one, is its `cause`.
  *
  * @example
  * ```ts
@@ -114,6 +115,9 @@ function toKeelError(err: unknown): KeelError {
   if (match !== null && KNOWN_CODES.has(match[1] as string)) {
     return new KeelError(match[1] as KeelErrorCode, match[2] as string)
   }
+  // The engine's own report of a bug in keeldb (a write cut short, its outcome unknown):
+  // there is no JavaScript error to keep as the cause.
+  if (match !== null && match[1] === 'KEEL_INTERNAL') return new KeelError('KEEL_INTERNAL', match[2] as string)
   // Not "in keeldb": the caller's own getter may have thrown it (see KeelErrorCode).
   return new KeelError('KEEL_INTERNAL', `unexpected error: ${message}`, { cause: err })
 }
@@ -1824,8 +1828,9 @@ export class Collection {
    * or `KEEL_DIMENSION_MISMATCH`) says how many records were stored
    * and which input records the refused batch held, and exactly those stored records are
    * there, as durable as `'none'` makes them until the next `flush`, `checkpoint` or
-   * `close`. After a failed write (`KEEL_IO`, the collection poisoned) at least that many
-   * are there: the failing batch may have reached the log. A failure of the final flush or
+   * `close`. After a failed write (`KEEL_IO`, the collection poisoned, or `KEEL_INTERNAL`
+   * from a bug in keeldb) at least that many are there: the failing batch may have reached
+   * the log. A failure of the final flush or
    * checkpoint says so. An error thrown by the iterable itself comes back unchanged. Loading
    * again is safe: an upsert of an id replaces the record.
    *

@@ -1262,11 +1262,12 @@ impl Collection {
             .map(|_| ())
     }
 
-    /// Commits one group: logs every record, syncs once at the strongest durability asked
-    /// for, answers the writes whose answer their logging settled, applies the records in
-    /// order (readers wait for the apply: the state lock is taken before those answers),
-    /// answers the rest. Runs on the committer thread; a payload compaction that came due
-    /// runs after the group is answered.
+    /// Commits one group: logs every record, decodes them, syncs once at the strongest
+    /// durability asked for (an `fsync` group whose state lock is free writes its vectors
+    /// meanwhile: [`State::stage_group`]), answers the writes whose answer their logging
+    /// settled, applies the records in order (readers wait for the apply: the state lock is
+    /// taken before those answers), answers the rest. Runs on the committer thread; a
+    /// payload compaction that came due runs after the group is answered.
     fn commit_group(&self, group: Vec<Request>) {
         #[cfg(feature = "planted-bugs")]
         if crate::planted::failing(crate::planted::Fault::CommitterPanic) {

@@ -122,14 +122,20 @@ impl Drop for Request {
             // Dropped unanswered while the committer unwinds from a panic (a bug): the
             // request was in the group it was committing, which may have logged it, so
             // "closed" (nothing written) would be untrue.
-            let error = match std::thread::panicking() {
-                true => Error::Internal(
+            let error = match (std::thread::panicking(), self.batch.is_some()) {
+                (true, true) => Error::Internal(
                     "the committer thread panicked while committing this write (a bug in \
                      keeldb; please report it): it may or may not be stored, which reopening \
                      the database shows"
                         .to_owned(),
                 ),
-                false => Error::Closed("collection"),
+                (true, false) => Error::Internal(
+                    "the committer thread panicked before this barrier was done (a bug in \
+                     keeldb; please report it): writes before it may or may not be durable, \
+                     which reopening the database shows"
+                        .to_owned(),
+                ),
+                (false, _) => Error::Closed("collection"),
             };
             call(done, Err(error));
         }
@@ -368,6 +374,7 @@ pub(crate) fn echo(first: &Error, collection: &str) -> Error {
                 None => std::io::Error::new(source.kind(), source.to_string()),
             },
         },
+        Error::Internal(message) => Error::Internal(message.clone()),
         Error::Poisoned { what, cause } => Error::Poisoned {
             what: what.clone(),
             cause: cause.clone(),

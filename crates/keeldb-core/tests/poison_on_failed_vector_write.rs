@@ -1,5 +1,6 @@
 //! A group that syncs (`fsync`) writes its vectors (into slots no reader sees) after its
-//! records are logged and before any of its writes is answered, while the log's sync runs.
+//! records are logged and before any of its writes is answered, while the log's sync runs
+//! (when no reader holds the state lock, as in these tests).
 //! A batch whose vectors cannot be written then fails with KEEL_IO and is applied in no
 //! part: the collection is poisoned (later writes refused), reads go on without it, and
 //! reopening replays it from the log, which holds it (KEEL_IO: it may be there or not). A
@@ -66,7 +67,7 @@ fn a_failed_vector_write_applies_nothing_of_its_batch() {
     drop(c);
     assert_eq!(code(db.close()), "KEEL_POISONED");
 
-    // The log had the batch (synced after its vectors failed): reopening replays it whole.
+    // The log had the batch: reopening replays it whole.
     let db = open_ok(dir.path());
     let c = db.collection(NAME).expect("collection");
     assert_eq!(record(&c, 1), Some((vector(7, 2), Some(p))));

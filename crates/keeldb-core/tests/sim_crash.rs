@@ -300,7 +300,9 @@ fn run(disk: &Arc<SimDisk>, steps: &[Step], keep_going: bool) -> Run {
             if step.writes() {
                 let certain = match &result {
                     Ok(()) => Some(true),
-                    Err(e) if e.code() == "KEEL_IO" => Some(false),
+                    // KEEL_INTERNAL (a committer panic, which the sim never plants) says the
+                    // same: there or not.
+                    Err(e) if matches!(e.code(), "KEEL_IO" | "KEEL_INTERNAL") => Some(false),
                     Err(_) => None,
                 };
                 if let Some(certain) = certain {
