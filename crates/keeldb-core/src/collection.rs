@@ -1322,7 +1322,14 @@ impl Collection {
                 .any(|op| matches!(op, Op::Upsert { .. }))
         };
         if durability == Durability::Fsync && has_vectors() {
-            staged = match self.state.try_write() {
+            let try_write = || {
+                #[cfg(feature = "planted-bugs")]
+                if crate::planted::state_lock_busy() {
+                    return Err(TryLockError::WouldBlock);
+                }
+                self.state.try_write()
+            };
+            staged = match try_write() {
                 Ok(mut state_guard) => {
                     Some(open_state(&mut state_guard).and_then(|state| state.stage_group(&records)))
                 }

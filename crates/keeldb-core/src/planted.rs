@@ -12,7 +12,7 @@
 //!   `tests/planted_bugs.rs` uses to rebuild what a power loss at each point would leave.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 /// A bug that can be planted.
@@ -181,4 +181,20 @@ pub(crate) fn failing(fault: Fault) -> bool {
     SPARED
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_err()
+}
+
+/// Whether the committer finds the state lock held by a reader when it would write an
+/// `fsync` group's vectors during the log's sync (see [`busy_state_lock`]).
+static STATE_LOCK_BUSY: AtomicBool = AtomicBool::new(false);
+
+/// Makes the committer find the state lock busy (`true`) when it would write an `fsync`
+/// group's vectors during the log's sync, as when a search holds it: alongside a [`Fault`],
+/// it tests the path that writes them after the answers instead.
+pub fn busy_state_lock(busy: bool) {
+    STATE_LOCK_BUSY.store(busy, Ordering::SeqCst);
+}
+
+/// Whether [`busy_state_lock`] is set.
+pub(crate) fn state_lock_busy() -> bool {
+    STATE_LOCK_BUSY.load(Ordering::SeqCst)
 }

@@ -18,7 +18,7 @@ mod common;
 use common::{
     code, create, ids, open_ok, payload, put_with_payloads, submit_failing_groups, vector, NAME,
 };
-use keeldb_core::planted::{inject, inject_after, Fault};
+use keeldb_core::planted::{busy_state_lock, inject, inject_after, Fault};
 use keeldb_core::{Collection, Durability, Id};
 
 /// The vector and payload of `n`, or `None` if absent.
@@ -138,4 +138,34 @@ fn an_upsert_still_in_keeldbs_buffer_is_not_acknowledged_before_its_apply() {
         assert!(record(&c, 1).is_some());
         db.close().expect("close");
     }
+}
+
+#[test]
+fn an_fsync_group_that_finds_a_reader_in_the_way_writes_its_vectors_after_its_answers() {
+    // The committer does not wait for a reader (a search holds the state lock for its whole
+    // scan) to write an fsync group's vectors during the sync: the group is answered first,
+    // as a flush group is, so a failed vector write leaves the upsert acknowledged, reads
+    // refuse rather than miss it, and a reopen applies it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    put_with_payloads(&c, &[1], 0);
+    c.flush().expect("flush");
+    busy_state_lock(true);
+    inject(Some(Fault::VectorWriteEio));
+    let result = c.upsert(&ids(&[7]), &vector(7, 2), Some(Durability::Fsync));
+    let _ = c.flush(); // a barrier: the group is over
+    inject(None);
+    busy_state_lock(false);
+    assert_eq!(
+        result.ok(),
+        Some(()),
+        "answered before its vectors were written"
+    );
+    assert_eq!(code(c.get(&Id::Int(1))), "KEEL_POISONED");
+    drop(c);
+    assert_eq!(code(db.close()), "KEEL_POISONED");
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    assert_eq!(record(&c, 7), Some((vector(7, 2), None)));
+    db.close().expect("close");
 }
