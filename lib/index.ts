@@ -1830,9 +1830,9 @@ export class Collection {
    * there, as durable as `'none'` makes them until the next `flush`, `checkpoint` or
    * `close`. After a failed write (`KEEL_IO`, the collection poisoned, or `KEEL_INTERNAL`
    * from a bug in keeldb) at least that many are there: the failing batch may have reached
-   * the log. A failure of the final flush or
-   * checkpoint says so. An error thrown by the iterable itself comes back unchanged. Loading
-   * again is safe: an upsert of an id replaces the record.
+   * the log. A failure of the final flush or checkpoint says so. An error thrown by the
+   * iterable itself comes back unchanged. Loading again is safe: an upsert of an id replaces
+   * the record.
    *
    * @example
    * ```ts
