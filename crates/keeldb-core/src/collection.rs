@@ -189,7 +189,8 @@ pub struct CommitTimes {
     pub apply_nanos: u64,
     /// Completing the requests (handing each outcome to its caller's callback).
     pub answer_nanos: u64,
-    /// Requests already queued when each group had been answered, summed.
+    /// Requests already queued when each group had been answered, summed (a group the
+    /// committer took to log while it applied the one before counts as queued).
     pub queued_at_group_end: u64,
 }
 
@@ -691,6 +692,48 @@ struct Staged {
     free_len: usize,
     high_water: u32,
     before: (usize, u32),
+}
+
+/// A group whose records [`Collection::log_group`] wrote to the log (and whose sync it
+/// started, if it asked for one), not yet applied.
+struct LoggedGroup {
+    requests: Vec<Request>,
+    durability: Durability,
+    first_lsn: u64,
+    /// The log bytes it added (see [`COMMIT_WRITEBACK_BYTES`]).
+    log_bytes: u64,
+    /// Time spent logging it, for [`CommitClock`].
+    logged_in: Duration,
+}
+
+/// A group [`Collection::finish_group`] applied: its writes not answered yet with their
+/// results, and the group it logged next, if it did.
+#[derive(Default)]
+struct Finished {
+    requests: Vec<Request>,
+    results: Vec<Result<u64>>,
+    /// The error that stopped the group after it was logged, for the writes past `results`.
+    logged_but_failed: Option<Error>,
+    next: Option<std::result::Result<LoggedGroup, (Vec<Request>, Error)>>,
+}
+
+/// How many groups the committer commits at most in one hold of the writer lock, each
+/// logged while the one before it was applied (see `Collection::commit_group`): what else
+/// takes the lock (`stats`, a checkpoint, `reserve`) waits for the chain.
+const CHAIN_GROUPS_MAX: usize = 16;
+
+/// The most log bytes a group may have to be logged while the group before it is applied:
+/// readers wait for that log write (the state lock is held from the early answers to the
+/// end of the apply), so a larger group is logged as the next group of its own instead.
+const CHAIN_BYTES_MAX: usize = 1 << 20;
+
+/// How many upserts the batches of `group` hold.
+fn upserts_of(group: &[Request]) -> usize {
+    group
+        .iter()
+        .filter_map(|r| r.batch.as_ref())
+        .map(|b| b.upserts)
+        .sum()
 }
 
 /// The writer's side: the log and the poison flag.
@@ -1268,6 +1311,14 @@ impl Collection {
     /// settled, applies the records in order (readers wait for the apply: the state lock is
     /// taken before those answers), answers the rest. Runs on the committer thread; a
     /// payload compaction that came due runs after the group is answered.
+    ///
+    /// An `fsync` group logs the group queued behind it, if any, between its early answers
+    /// and its apply, so that the disk writes the next group's records while this one is
+    /// applied instead of waiting for it ([`Collection::finish_group`]). That group is
+    /// committed next under the same hold of the writer lock, which nothing else takes
+    /// while a logged record is not applied yet (a checkpoint would drop it from the log).
+    /// A chain ends after [`CHAIN_GROUPS_MAX`] groups, when a checkpoint is due, at a group
+    /// that does not sync or fails, or before one of over [`CHAIN_BYTES_MAX`].
     fn commit_group(&self, group: Vec<Request>) {
         #[cfg(feature = "planted-bugs")]
         if crate::planted::failing(crate::planted::Fault::CommitterPanic) {
@@ -1281,15 +1332,76 @@ impl Collection {
             Ok(writer) => writer,
             Err(e) => return fail_group(group, e, &self.name),
         };
-        let durability = strongest(&group);
-        let mut group = group;
-        let log_bytes_before = writer.wal.len_bytes();
-        let started = Instant::now();
-        let first_lsn = match self.log_group(writer, &mut group, durability) {
-            Ok(first_lsn) => first_lsn,
-            Err(e) => return fail_group(group, writer.poison(e), &self.name),
+        let reserve = |upserts| {
+            let mut state_guard = self.write_state()?;
+            open_state(&mut state_guard)?.reserve_slots(upserts)
         };
-        let logged_in = started.elapsed();
+        let mut logged = match self.log_group(writer, group, reserve) {
+            Ok(logged) => logged,
+            Err((group, e)) => return fail_group(group, writer.poison(e), &self.name),
+        };
+        let mut chained = 1;
+        let last = loop {
+            let mut finished = self.finish_group(writer, logged, chained < CHAIN_GROUPS_MAX);
+            let Some(next) = finished.next.take() else {
+                break finished;
+            };
+            // This group failed after the next one was logged (a chain starts only from a
+            // usable writer): that one is in the log, is not to be applied past the failure,
+            // and reopening replays it, so it fails as this group's logged records did.
+            let stop = writer
+                .poisoned
+                .as_deref()
+                .map(|cause| match &finished.logged_but_failed {
+                    Some(e) => commit::echo(e, &self.name),
+                    None => self.poisoned(cause),
+                });
+            // The next group is logged: answer this one's rest now, not after the chain. Its
+            // writes were queued behind this group: they count as waiting at its end.
+            let behind = next
+                .as_ref()
+                .map_or_else(|(g, _)| g.len(), |l| l.requests.len());
+            self.answer_rest(finished, writer.poisoned.as_deref(), behind);
+            match (next, stop) {
+                (Ok(next), None) => {
+                    logged = next;
+                    chained += 1;
+                }
+                (Ok(next), Some(e)) => {
+                    fail_group(next.requests, e, &self.name);
+                    break Finished::default();
+                }
+                (Err((group, e)), _) => {
+                    fail_group(group, writer.poison(e), &self.name);
+                    break Finished::default();
+                }
+            }
+        };
+        if writer.checkpoint_due(&self.options) {
+            // The writes themselves are logged as asked, so they are acknowledged even if this
+            // checkpoint fails; the failure poisons the collection and the next call says why.
+            let _ = self.checkpoint_locked(writer);
+        }
+        let poisoned = writer.poisoned.clone();
+        drop(writer_guard);
+        self.answer_rest(last, poisoned.as_deref(), 0);
+        self.maybe_compact();
+    }
+
+    /// The rest of committing a group [`Collection::log_group`] logged: decodes its records,
+    /// stages its vectors if it syncs, finishes its sync, answers early the writes its
+    /// logging settled, applies it, and returns what is left to answer. With `may_chain`,
+    /// an `fsync` group whose records all decoded and staged takes the group queued behind
+    /// it, if any, and logs it (sync started) after its early answers and before its apply:
+    /// that group is in `next`, for the caller to finish next.
+    fn finish_group(&self, writer: &mut Writer, logged: LoggedGroup, may_chain: bool) -> Finished {
+        let LoggedGroup {
+            requests: group,
+            durability,
+            first_lsn,
+            log_bytes,
+            logged_in,
+        } = logged;
         // Decoding and staging count as applying (`CommitClock`).
         let staging = Instant::now();
         let logged_records = group.iter().filter(|r| r.batch.is_some()).count();
@@ -1335,14 +1447,16 @@ impl Collection {
                 }
                 Err(TryLockError::WouldBlock) => None,
                 Err(TryLockError::Poisoned(_)) => {
-                    return fail_group(group, writer.poison(self.lock_poisoned()), &self.name)
+                    fail_group(group, writer.poison(self.lock_poisoned()), &self.name);
+                    return Finished::default();
                 }
             };
         }
         let staged_in = staging.elapsed();
         let syncing = Instant::now();
         if let Err(e) = writer.wal.settle(durability) {
-            return fail_group(group, writer.poison(e), &self.name);
+            fail_group(group, writer.poison(e), &self.name);
+            return Finished::default();
         }
         CommitClock::add_time(&self.clock.log_nanos, logged_in + syncing.elapsed());
         #[cfg(feature = "planted-bugs")]
@@ -1354,11 +1468,15 @@ impl Collection {
         writer.stats.groups += 1;
         let mut results = Vec::with_capacity(group.len());
         let mut logged_but_failed = None;
+        let mut next = None;
         let answered_early;
         {
             let mut state_guard = match self.write_state() {
                 Ok(guard) => guard,
-                Err(e) => return fail_group(group, writer.poison(e), &self.name),
+                Err(e) => {
+                    fail_group(group, writer.poison(e), &self.name);
+                    return Finished::default();
+                }
             };
             // The group's payload frames go to the file in one write, before the state lock
             // is released (so no reader sees the index point at a frame not written yet).
@@ -1387,6 +1505,41 @@ impl Collection {
                 any_early = true;
             }
             answered_early = answering_early.elapsed();
+            // The next group's records go to the log now, so that the disk writes them while
+            // this group is applied. Its slots are reserved on top of this group's, which
+            // are not taken yet. A failure is the next group's: this one is answered first.
+            let chain = may_chain
+                && durability == Durability::Fsync
+                && failure.is_none()
+                && !vectors_failed
+                && writer.poisoned.is_none()
+                && !writer.checkpoint_due(&self.options);
+            if let Some(next_group) = chain
+                .then(|| self.queue.try_next_group(CHAIN_BYTES_MAX))
+                .flatten()
+            {
+                let upserts_here = upserts_of(&group);
+                next = Some(match open_state(&mut state_guard) {
+                    Ok(state) => self.log_group(writer, next_group, |upserts| {
+                        state.reserve_slots(upserts.saturating_add(upserts_here))
+                    }),
+                    Err(e) => Err((next_group, e)),
+                });
+            }
+            #[cfg(feature = "planted-bugs")]
+            if crate::planted::active(crate::planted::Bug::AckChainedEarly) {
+                for request in next.iter().flatten().flat_map(|next| &next.requests) {
+                    crate::planted::record(
+                        crate::planted::EventKind::Ack,
+                        &self.dir.join(WAL_FILE),
+                    );
+                    request.answer(Ok(0));
+                }
+            }
+            let next_logged_in = match &next {
+                Some(Ok(next)) => next.logged_in,
+                _ => Duration::ZERO,
+            };
             let mut removed = Vec::with_capacity(records.len());
             let applied = open_state(&mut state_guard).and_then(|state| {
                 let staged = staged.unwrap_or_else(|| state.stage_group(&records))?;
@@ -1425,19 +1578,23 @@ impl Collection {
                 }
                 logged_but_failed.get_or_insert(e);
             }
-            // The writer was usable when the group began: a poison now is this group's.
+            // The writer was usable when the group began, and the next group's failure to
+            // log is not recorded yet: a poison now is this group's.
             if let (Some(cause), Ok(state)) = (&writer.poisoned, open_state(&mut state_guard)) {
                 if any_early {
                     state.missing_answered = Some(cause.clone());
                 }
             }
+            CommitClock::add_time(&self.clock.answer_nanos, answered_early);
+            CommitClock::add_time(
+                &self.clock.apply_nanos,
+                staged_in
+                    + (applying
+                        .elapsed()
+                        .saturating_sub(answered_early + next_logged_in)),
+            );
         }
-        CommitClock::add_time(&self.clock.answer_nanos, answered_early);
-        CommitClock::add_time(
-            &self.clock.apply_nanos,
-            staged_in + applying.elapsed().saturating_sub(answered_early),
-        );
-        writer.unstarted_bytes += writer.wal.len_bytes().saturating_sub(log_bytes_before);
+        writer.unstarted_bytes += log_bytes;
         if writer.unstarted_bytes >= COMMIT_WRITEBACK_BYTES {
             writer.unstarted_bytes = 0;
             if let Ok(guard) = self.read_state() {
@@ -1447,20 +1604,35 @@ impl Collection {
                 }
             }
         }
-        if writer.checkpoint_due(&self.options) {
-            // The writes themselves are logged as asked, so they are acknowledged even if this
-            // checkpoint fails; the failure poisons the collection and the next call says why.
-            let _ = self.checkpoint_locked(writer);
+        Finished {
+            requests: group,
+            results,
+            logged_but_failed,
+            next,
         }
-        let poisoned = writer.poisoned.clone();
-        drop(writer_guard);
+    }
+
+    /// Completes the writes of a finished group that were not answered early: with their
+    /// results, or, past the last result, with the error that stopped the group (`poisoned`
+    /// is the writer's poison, for a group that ended without one of its own). `behind`
+    /// counts the writes of the group logged after it, which were queued behind it.
+    fn answer_rest(&self, finished: Finished, poisoned: Option<&str>, behind: usize) {
         let answering = Instant::now();
+        let Finished {
+            requests,
+            results,
+            logged_but_failed,
+            ..
+        } = finished;
+        if requests.is_empty() {
+            return;
+        }
         let mut results = results.into_iter();
-        for request in group {
+        for request in requests {
             let result = results.next().unwrap_or_else(|| {
                 Err(match &logged_but_failed {
                     Some(e) => commit::echo(e, &self.name),
-                    None => self.poisoned(poisoned.as_deref().unwrap_or_default()),
+                    None => self.poisoned(poisoned.unwrap_or_default()),
                 })
             });
             if request.answered() {
@@ -1475,47 +1647,54 @@ impl Collection {
         CommitClock::add(&self.clock.answer_nanos, answering);
         self.clock
             .queued_at_group_end
-            .fetch_add(self.queue.len() as u64, Ordering::Relaxed);
-        self.maybe_compact();
+            .fetch_add((self.queue.len() + behind) as u64, Ordering::Relaxed);
     }
 
-    /// Reserves slots for every upsert of the group, then frames and logs its records with
-    /// consecutive sequence numbers, as durable as `durability` asks except that a sync is
-    /// only started ([`crate::wal::writer::WalWriter::start_sync`]): the caller finishes it with
-    /// `writer.wal.settle(durability)`. Returns the first record's lsn.
+    /// Reserves slots for every upsert of the group (`reserve` is given their count), then
+    /// frames and logs its records with consecutive sequence numbers, as durable as the
+    /// strongest durability of the group asks except that a sync is only started
+    /// ([`crate::wal::writer::WalWriter::start_sync`]): [`Collection::finish_group`] finishes
+    /// it with `writer.wal.settle`. On an error the caller poisons the collection and fails
+    /// the group, which it gets back.
     fn log_group(
         &self,
         writer: &mut Writer,
-        group: &mut [Request],
-        durability: Durability,
-    ) -> Result<u64> {
-        let upserts: usize = group
-            .iter()
-            .filter_map(|r| r.batch.as_ref())
-            .map(|b| b.upserts)
-            .sum();
-        {
-            let mut state_guard = self.write_state()?;
-            let state = open_state(&mut state_guard)?;
+        mut group: Vec<Request>,
+        reserve: impl FnOnce(usize) -> Result<()>,
+    ) -> std::result::Result<LoggedGroup, (Vec<Request>, Error)> {
+        let started = Instant::now();
+        let durability = strongest(&group);
+        let log_bytes_before = writer.wal.len_bytes();
+        let logged = (|| {
             // Once a record is logged, applying it must not fail: grow the file first.
-            state.reserve_slots(upserts)?;
-        }
-        let records = group.iter().filter(|r| r.batch.is_some()).count();
-        check_lsn_room(writer, records, &self.dir)?;
-        let first_lsn = writer.wal.next_lsn();
-        for request in group.iter_mut() {
-            if let Some(batch) = &mut request.batch {
-                let (lsn, flags) = (writer.wal.next_lsn(), writer.wal.next_record_flags());
-                writer
-                    .wal
-                    .append(batch.encoder.seal(lsn, flags), Durability::None)?;
+            reserve(upserts_of(&group))?;
+            let records = group.iter().filter(|r| r.batch.is_some()).count();
+            check_lsn_room(writer, records, &self.dir)?;
+            let first_lsn = writer.wal.next_lsn();
+            for request in group.iter_mut() {
+                if let Some(batch) = &mut request.batch {
+                    let (lsn, flags) = (writer.wal.next_lsn(), writer.wal.next_record_flags());
+                    writer
+                        .wal
+                        .append(batch.encoder.seal(lsn, flags), Durability::None)?;
+                }
             }
+            match durability {
+                Durability::Fsync => writer.wal.start_sync()?,
+                _ => writer.wal.settle(durability)?,
+            }
+            Ok(first_lsn)
+        })();
+        match logged {
+            Ok(first_lsn) => Ok(LoggedGroup {
+                requests: group,
+                durability,
+                first_lsn,
+                log_bytes: writer.wal.len_bytes().saturating_sub(log_bytes_before),
+                logged_in: started.elapsed(),
+            }),
+            Err(e) => Err((group, e)),
         }
-        match durability {
-            Durability::Fsync => writer.wal.start_sync()?,
-            _ => writer.wal.settle(durability)?,
-        }
-        Ok(first_lsn)
     }
 
     fn commit_locked(

@@ -261,14 +261,34 @@ impl CommitQueue {
         if state.pending.is_empty() {
             return None;
         }
+        Some(self.take_group(&mut state, GROUP_BYTES_MAX))
+    }
+
+    /// The next group, of at most `max_bytes` of log bytes, if the queue is not held and its
+    /// first request fits, without waiting: for a committer still working on a group (see
+    /// `Collection::commit_group`).
+    pub(crate) fn try_next_group(&self, max_bytes: usize) -> Option<Vec<Request>> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let first_fits = state
+            .pending
+            .first()
+            .is_some_and(|r| body_len(r) <= max_bytes);
+        if !first_fits || state.held {
+            return None;
+        }
+        Some(self.take_group(&mut state, max_bytes))
+    }
+
+    /// Takes queued requests up to `max_bytes` of log bytes (at least one).
+    fn take_group(&self, state: &mut QueueState, max_bytes: usize) -> Vec<Request> {
         self.signalled.store(false, Ordering::Relaxed);
         let mut bytes = 0usize;
         let take = state
             .pending
             .iter()
             .take_while(|r| {
-                bytes += r.batch.as_ref().map_or(0, PreparedBatch::body_len);
-                bytes <= GROUP_BYTES_MAX
+                bytes += body_len(r);
+                bytes <= max_bytes
             })
             .count()
             .max(1);
@@ -276,7 +296,7 @@ impl CommitQueue {
         {
             state.busy = true;
         }
-        Some(state.pending.drain(..take).collect())
+        state.pending.drain(..take).collect()
     }
 
     /// How many requests are queued (held ones included).
@@ -341,6 +361,11 @@ impl CommitQueue {
         self.signalled.store(true, Ordering::Release);
         self.wake.notify_all();
     }
+}
+
+/// The log bytes of a request's batch (0 for a barrier).
+fn body_len(request: &Request) -> usize {
+    request.batch.as_ref().map_or(0, PreparedBatch::body_len)
 }
 
 /// The strongest durability any request of a group asked for.

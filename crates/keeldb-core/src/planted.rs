@@ -33,16 +33,21 @@ pub enum Bug {
     /// Decoders reserve memory for a declared count before checking it against the bytes
     /// that are actually there.
     TrustLength,
+    /// A group the committer logs while it applies the group before it (see
+    /// `Collection::commit_group`) is acknowledged as soon as it is logged, before its
+    /// `fdatasync`.
+    AckChainedEarly,
 }
 
 impl Bug {
     /// Every plantable bug.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::AckBeforeFsync,
         Bug::NoDirFsync,
         Bug::AppendAfterTornTail,
         Bug::CutLogEarly,
         Bug::TrustLength,
+        Bug::AckChainedEarly,
     ];
 
     /// The bug's name, as `KEELDB_PLANT` spells it.
@@ -53,6 +58,7 @@ impl Bug {
             Bug::AppendAfterTornTail => "append-after-torn-tail",
             Bug::CutLogEarly => "cut-log-early",
             Bug::TrustLength => "trust-length",
+            Bug::AckChainedEarly => "ack-chained-early",
         }
     }
 
@@ -149,6 +155,8 @@ pub enum Fault {
     PayloadWriteEio,
     /// Every write of a vector into the vector file fails with EIO.
     VectorWriteEio,
+    /// Every growth of the vector file fails with ENOSPC.
+    VectorGrowEnospc,
     /// The committer thread panics as it starts a group (a stand-in for a bug).
     CommitterPanic,
     /// The committer thread panics once a group is logged and synced, before it is

@@ -302,6 +302,11 @@ impl VectorFile {
 
 /// Extends `file` from `old_len` to `new_len` with allocated (not sparse) blocks.
 fn allocate(file: &dyn VfsFile, path: &Path, old_len: u64, new_len: u64) -> Result<()> {
+    #[cfg(feature = "planted-bugs")]
+    if crate::planted::failing(crate::planted::Fault::VectorGrowEnospc) {
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        return Err(Error::io("posix_fallocate", path, enospc));
+    }
     file.allocate(old_len, new_len - old_len)
         .map_err(|e| Error::io("posix_fallocate", path, e))
 }

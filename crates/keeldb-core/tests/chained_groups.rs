@@ -1,0 +1,314 @@
+//! An `fsync` group logs the group queued behind it between its early answers and its
+//! apply, so that the disk writes the next group's records meanwhile, and the committer
+//! finishes that group next under the same hold of the writer lock
+//! (`Collection::commit_group`). These tests queue the next group from a completion of the
+//! first, which runs right after the first group's sync: the second group is then queued
+//! exactly when the committer looks for one. The simulated-disk tests (`sim_crash.rs`,
+//! whose bursts queue their second half the same way) check what a crash leaves.
+//!
+//! Needs the `planted-bugs` feature (its fault injection and event observer); `npm test`
+//! runs it that way, one test at a time (both are process-wide).
+#![cfg(feature = "planted-bugs")]
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use common::{create, open_ok, payload, NAME};
+use keeldb_core::format::vectors::VECTORS_HEADER_LEN;
+use keeldb_core::planted::{self, inject, EventKind, Fault};
+use keeldb_core::storage::vectors::INITIAL_BYTES;
+use keeldb_core::{Collection, Db, DbOptions, Durability, Id, Metric, Result};
+
+type Outcome = (String, Result<u64>);
+
+/// Queues an upsert of `id` at `durability`; its outcome goes to `tx` under `label`, then
+/// `then` runs (on the committer thread).
+fn upsert(
+    c: &Collection,
+    id: u64,
+    vector: &[f32],
+    durability: Durability,
+    label: &str,
+    tx: &mpsc::Sender<Outcome>,
+    then: impl FnOnce() + Send + 'static,
+) {
+    let batch = c.prepare_upsert(&[Id::Int(id)], vector).expect("valid");
+    let (tx, label) = (tx.clone(), label.to_owned());
+    let done = move |r| {
+        tx.send((label, r)).unwrap_or(());
+        then();
+    };
+    c.submit(batch, Some(durability), Box::new(done));
+}
+
+/// Group A, an upsert and a delete, then group B, `b_records` upserts in one batch queued
+/// from the answer of A's upsert (which comes before A is applied; the delete's comes
+/// after): what happened in what order, log writes included. Checks the outcomes, and that
+/// a reopen after a crash finds A and B.
+fn a_then_b(b_records: u64) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    c.upsert(&[Id::Int(9)], &[9.0, 9.0], None)
+        .expect("upsert 9");
+    let b_ids: Vec<Id> = (100..100 + b_records).map(Id::Int).collect();
+    let b = c
+        .prepare_upsert(&b_ids, &vec![2.0; b_ids.len() * 2])
+        .expect("valid");
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (tx, rx) = mpsc::channel::<Outcome>();
+    let queue_b = {
+        let (c, tx, seen) = (Arc::clone(&c), tx.clone(), Arc::clone(&seen));
+        move || {
+            seen.lock().expect("lock").push("A upsert answered".into());
+            c.submit(
+                b,
+                Some(Durability::Fsync),
+                Box::new(move |r| {
+                    seen.lock().expect("lock").push("B answered".into());
+                    tx.send(("B".into(), r)).unwrap_or(());
+                }),
+            );
+        }
+    };
+    planted::observe({
+        let seen = Arc::clone(&seen);
+        move |event| {
+            if event.kind == EventKind::Write {
+                seen.lock().expect("lock").push("log write".into());
+            }
+        }
+    });
+    let a = c.prepare_upsert(&[Id::Int(1)], &[1.0, 1.0]).expect("valid");
+    let delete = c.prepare_delete(&[Id::Int(9)]).expect("valid");
+    let (a_tx, delete_tx, delete_seen) = (tx.clone(), tx.clone(), Arc::clone(&seen));
+    // Quiet, then one wake: A's two writes are one group.
+    c.submit_quiet(
+        a,
+        Some(Durability::Fsync),
+        Box::new(move |r| {
+            a_tx.send(("A upsert".into(), r)).unwrap_or(());
+            queue_b();
+        }),
+    );
+    c.submit_quiet(
+        delete,
+        Some(Durability::Fsync),
+        Box::new(move |r| {
+            delete_seen
+                .lock()
+                .expect("lock")
+                .push("A delete answered".into());
+            delete_tx.send(("A delete".into(), r)).unwrap_or(());
+        }),
+    );
+    c.wake_committer();
+    drop(tx);
+    let outcomes: Vec<Outcome> = rx.iter().collect();
+    planted::stop_observing();
+    let outcomes: Vec<(&str, u64)> = outcomes
+        .iter()
+        .map(|(label, r)| (label.as_str(), *r.as_ref().expect(label)))
+        .collect();
+    assert_eq!(outcomes, [("A upsert", 0), ("A delete", 1), ("B", 0)]);
+    let stats = c.stats().expect("stats");
+    assert_eq!(stats.group_commits, 3); // the lone upsert of 9, A, B
+    drop(c);
+    drop(db); // a crash: the log has A and B
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    assert_eq!(c.stats().expect("stats").count, 1 + b_records);
+    assert_eq!(c.get(&Id::Int(1)).expect("get"), Some(vec![1.0, 1.0]));
+    assert_eq!(c.get(&Id::Int(100)).expect("get"), Some(vec![2.0, 2.0]));
+    assert_eq!(c.get(&Id::Int(9)).expect("get"), None);
+    db.close().expect("close");
+    let seen = seen.lock().expect("lock").clone();
+    seen
+}
+
+#[test]
+fn the_next_group_is_logged_before_the_group_before_it_is_applied() {
+    // B's log write comes between A's early and late answers, not after them.
+    let expected = [
+        "log write",
+        "A upsert answered",
+        "log write",
+        "A delete answered",
+        "B answered",
+    ];
+    assert_eq!(a_then_b(1), expected);
+}
+
+#[test]
+fn a_group_of_over_a_mib_is_logged_after_the_group_before_it_is_applied() {
+    // Readers wait for a log write made while a group is applied: a large one waits its turn.
+    let b_records = 100_000;
+    let b_ids: Vec<Id> = (0..b_records).map(Id::Int).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_db, c) = create(dir.path(), 2);
+    let b = c.prepare_upsert(&b_ids, &vec![2.0; b_ids.len() * 2]);
+    let bytes = b.expect("valid").expect("a batch").body_len();
+    assert!(bytes > 1 << 20, "B is {bytes} bytes");
+    let expected = [
+        "log write",
+        "A upsert answered",
+        "A delete answered",
+        "log write",
+        "B answered",
+    ];
+    assert_eq!(a_then_b(b_records), expected);
+}
+
+#[test]
+fn a_group_logged_while_the_one_before_is_applied_reserves_room_for_both() {
+    // Group A fills the vector file exactly; B, queued from A's answer, needs it to grow, and
+    // growing fails. Room for B is reserved (on top of A's slots, not taken yet when B is
+    // logged) before B is logged, so B fails without reaching the log: a reopen does not
+    // bring it back.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dimension = 16_384; // 64 KiB slots: the initial file holds 255 of them
+    let capacity = (INITIAL_BYTES as usize - VECTORS_HEADER_LEN) / (dimension * 4);
+    let (db, c) = create(dir.path(), dimension as u32);
+    let ids: Vec<Id> = (0..capacity as u64).map(Id::Int).collect();
+    let vectors = vec![0.5f32; capacity * dimension];
+    let a = c.prepare_upsert(&ids, &vectors).expect("valid");
+    let (tx, rx) = mpsc::channel::<Outcome>();
+    let queue_b = {
+        let (c, tx) = (Arc::clone(&c), tx.clone());
+        move || {
+            inject(Some(Fault::VectorGrowEnospc));
+            upsert(
+                &c,
+                1_000,
+                &vec![1.0; dimension],
+                Durability::Fsync,
+                "B",
+                &tx,
+                || {},
+            );
+        }
+    };
+    let a_tx = tx.clone();
+    c.submit(
+        a,
+        Some(Durability::Fsync),
+        Box::new(move |r| {
+            a_tx.send(("A".into(), r)).unwrap_or(());
+            queue_b();
+        }),
+    );
+    drop(tx);
+    let outcomes: Vec<Outcome> = rx.iter().collect();
+    inject(None);
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes[0].0, "A");
+    assert_eq!(*outcomes[0].1.as_ref().expect("A is stored"), 0);
+    assert_eq!(outcomes[1].0, "B");
+    let err = outcomes[1].1.as_ref().expect_err("the file cannot grow");
+    assert_eq!(err.code(), "KEEL_IO", "{err}");
+    assert!(c.stats().expect("stats").poisoned);
+    drop(c);
+    db.close().expect_err("the collection is poisoned");
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    assert_eq!(
+        c.stats().expect("stats").count,
+        capacity as u64,
+        "B was never logged"
+    );
+    assert_eq!(c.get(&Id::Int(1_000)).expect("get"), None);
+    db.close().expect("close");
+}
+
+#[test]
+fn a_group_logged_behind_one_that_fails_to_apply_fails_too() {
+    // A's upsert is answered before A is applied; its completion makes payload writes fail
+    // and queues B, so A's apply fails after B is logged. A stays acknowledged (reads
+    // refuse until a reopen replays it). B is not applied past that failure and not
+    // acknowledged: it fails with A's error, KEEL_IO, since it is in the log, and a reopen
+    // replays both.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    let p = payload(1, 0);
+    let a = c
+        .prepare_upsert_with_payloads(&[Id::Int(1)], &[1.0, 1.0], &[Some(&p)])
+        .expect("valid");
+    let (tx, rx) = mpsc::channel::<Outcome>();
+    let queue_b = {
+        let (c, tx) = (Arc::clone(&c), tx.clone());
+        move || {
+            inject(Some(Fault::PayloadWriteEio));
+            upsert(&c, 2, &[2.0, 2.0], Durability::Fsync, "B", &tx, || {});
+        }
+    };
+    let a_tx = tx.clone();
+    c.submit(
+        a,
+        Some(Durability::Fsync),
+        Box::new(move |r| {
+            a_tx.send(("A".into(), r)).unwrap_or(());
+            queue_b();
+        }),
+    );
+    drop(tx);
+    let outcomes: Vec<Outcome> = rx.iter().collect();
+    inject(None);
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(
+        (outcomes[0].0.as_str(), outcomes[0].1.as_ref().ok()),
+        ("A", Some(&0))
+    );
+    assert_eq!(outcomes[1].0, "B");
+    let err = outcomes[1].1.as_ref().expect_err("B is not applied");
+    assert_eq!(err.code(), "KEEL_IO", "{err}");
+    let read = c
+        .get(&Id::Int(1))
+        .expect_err("A is acknowledged and not applied");
+    assert_eq!(read.code(), "KEEL_POISONED", "{read}");
+    drop(c);
+    db.close().expect_err("the collection is poisoned");
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    assert_eq!(c.get(&Id::Int(1)).expect("get"), Some(vec![1.0, 1.0]));
+    assert_eq!(c.get(&Id::Int(2)).expect("get"), Some(vec![2.0, 2.0]));
+    db.close().expect("close");
+}
+
+#[test]
+fn a_due_checkpoint_is_not_put_off_by_a_chain_of_groups() {
+    // Each write's answer queues the next, so every group finds the next one queued; with a
+    // tiny threshold every group also makes a checkpoint due, and the chain stops for it
+    // each time rather than run on (up to 16 groups) with the log past its threshold.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = DbOptions {
+        checkpoint_threshold_bytes: 1,
+        checkpoint_scales_with_index: false,
+        ..DbOptions::default()
+    };
+    let db = Db::open(dir.path(), options).expect("open");
+    let c = db
+        .create_collection(NAME, 2, Metric::Euclidean)
+        .expect("create");
+    let writes = 12u64;
+    let before = c.stats().expect("stats").checkpoints;
+    let (tx, rx) = mpsc::channel::<Outcome>();
+    fn relay(c: Arc<Collection>, n: u64, last: u64, tx: mpsc::Sender<Outcome>) {
+        let (c2, tx2) = (Arc::clone(&c), tx.clone());
+        let next = move || {
+            if n < last {
+                relay(c2, n + 1, last, tx2);
+            }
+        };
+        upsert(&c, n, &[n as f32, 0.0], Durability::Fsync, "w", &tx, next);
+    }
+    relay(Arc::clone(&c), 0, writes - 1, tx);
+    let outcomes: Vec<Outcome> = rx.iter().collect();
+    assert_eq!(outcomes.len() as u64, writes);
+    assert!(outcomes.iter().all(|(_, r)| r.is_ok()), "{outcomes:?}");
+    let stats = c.stats().expect("stats");
+    assert_eq!(stats.count, writes);
+    assert_eq!(stats.checkpoints - before, writes, "one after each group");
+    drop(c);
+    db.close().expect("close");
+}
