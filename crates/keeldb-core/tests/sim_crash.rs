@@ -118,36 +118,75 @@ fn upsert_args(ids: &[u64], tag: u32) -> (Vec<Id>, Vec<f32>, Vec<Option<Vec<u8>>
     (ids_, vectors, payloads)
 }
 
-/// Queues every write of a burst, then waits for each outcome, in order.
-fn burst(c: &Collection, writes: &[(u64, u32)], d: Durability) -> Vec<keeldb_core::Result<()>> {
-    // Held, so that the burst is one group whatever the timing: runs replay exactly.
-    c.hold_commits(true);
-    let receivers: Vec<_> = writes
-        .iter()
-        .map(|&(id, tag)| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (ids, vectors, payloads) = upsert_args(&[id], tag);
-            let payloads: Vec<Option<&[u8]>> = payloads.iter().map(|p| p.as_deref()).collect();
-            match c.prepare_upsert_with_payloads(&ids, &vectors, &payloads) {
-                Ok(batch) => c.submit(
-                    batch,
-                    Some(d),
-                    Box::new(move |r| {
-                        let _ = tx.send(r.map(|_| ()));
-                    }),
-                ),
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
+/// Queues every write of a burst, then waits for each outcome, in order. The first half is
+/// queued at once and the second half from the completion of the first half's last write,
+/// which runs on the committer thread: at `fsync` that is before the first half is applied,
+/// so the committer logs the second half while it applies the first (see
+/// `Collection::commit_group`); at other durabilities the second half is the next group.
+fn burst(
+    c: &Arc<Collection>,
+    writes: &[(u64, u32)],
+    d: Durability,
+) -> Vec<keeldb_core::Result<()>> {
+    type Outcomes = std::sync::mpsc::Receiver<keeldb_core::Result<()>>;
+    fn submit(
+        c: &Collection,
+        (id, tag): (u64, u32),
+        d: Durability,
+        then: Box<dyn FnOnce() + Send>,
+    ) -> Outcomes {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ids, vectors, payloads) = upsert_args(&[id], tag);
+        let payloads: Vec<Option<&[u8]>> = payloads.iter().map(|p| p.as_deref()).collect();
+        match c.prepare_upsert_with_payloads(&ids, &vectors, &payloads) {
+            Ok(batch) => c.submit(
+                batch,
+                Some(d),
+                Box::new(move |r| {
+                    let _ = tx.send(r.map(|_| ()));
+                    then();
+                }),
+            ),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                then();
             }
-            rx
+        }
+        rx
+    }
+    let (first, second) = writes.split_at(writes.len().div_ceil(2));
+    let (second_tx, second_rx) = std::sync::mpsc::channel::<Vec<Outcomes>>();
+    let queue_second: Box<dyn FnOnce() + Send> = {
+        let (c, second) = (Arc::clone(c), second.to_vec());
+        Box::new(move || {
+            let receivers = second
+                .iter()
+                .map(|&write| submit(&c, write, d, Box::new(|| {})))
+                .collect();
+            let _ = second_tx.send(receivers);
         })
-        .collect();
+    };
+    // Held, so that the first half is one group whatever the timing: runs replay exactly.
+    c.hold_commits(true);
+    let mut receivers = Vec::with_capacity(writes.len());
+    let mut queue_second = Some(queue_second);
+    for (i, &write) in first.iter().enumerate() {
+        let then = match i + 1 == first.len() {
+            true => queue_second.take().expect("once"),
+            false => Box::new(|| {}),
+        };
+        receivers.push(submit(c, write, d, then));
+    }
     c.hold_commits(false);
-    receivers
+    drop(queue_second); // an empty burst: no second half will come
+    let mut outcomes: Vec<_> = receivers
         .into_iter()
         .map(|rx| rx.recv().unwrap_or(Err(Error::Closed("collection"))))
-        .collect()
+        .collect();
+    for rx in second_rx.recv().unwrap_or_default() {
+        outcomes.push(rx.recv().unwrap_or(Err(Error::Closed("collection"))));
+    }
+    outcomes
 }
 
 thread_local! {
