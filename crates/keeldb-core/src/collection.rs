@@ -22,7 +22,7 @@
 //! either lock for the copy (see [`Collection::compact`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{
     mpsc, Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
     TryLockError, Weak,
@@ -718,13 +718,15 @@ struct Finished {
 }
 
 /// How many groups the committer commits at most in one hold of the writer lock, each
-/// logged while the one before it was applied (see `Collection::commit_group`): what else
-/// takes the lock (`stats`, a checkpoint, `reserve`) waits for the chain.
+/// logged while the one before it was applied (see `Collection::commit_group`). A chain also
+/// stops as soon as another thread waits for the lock (`stats`, a checkpoint, `reserve`,
+/// a payload update, the first cosine search, close).
 const CHAIN_GROUPS_MAX: usize = 16;
 
 /// The most log bytes a group may have to be logged while the group before it is applied:
 /// readers wait for that log write (the state lock is held from the early answers to the
-/// end of the apply), so a larger group is logged as the next group of its own instead.
+/// end of the apply, and the zero-filled space ahead of the log is left to its sync), so a
+/// larger group is logged as the next group of its own instead.
 const CHAIN_BYTES_MAX: usize = 1 << 20;
 
 /// How many upserts the batches of `group` hold.
@@ -822,6 +824,9 @@ pub struct Collection {
     options: CollectionOptions,
     report: OpenReport,
     writer: Mutex<Option<Writer>>,
+    /// Threads waiting in `lock_writer`: a chain of groups (see `commit_group`) stops for
+    /// them.
+    writer_waiting: AtomicUsize,
     state: RwLock<Option<State>>,
     /// Held for the whole of a compaction (one at a time), and by close, which waits for a
     /// running one. Always taken before `writer`, never while holding it.
@@ -984,6 +989,7 @@ impl Collection {
             config,
             options,
             report,
+            writer_waiting: AtomicUsize::new(0),
             writer: Mutex::new(Some(Writer {
                 wal,
                 poisoned: None,
@@ -1218,7 +1224,8 @@ impl Collection {
     /// not block, such as the JavaScript binding; writes queued together share log writes
     /// and syncs. `done` must be quick and must not wait for this collection: it may run
     /// while the committer holds the collection's locks (an upsert is answered before it is
-    /// applied, under the writer and state locks), so a read, `stats`, a synchronous write,
+    /// applied, under the writer and state locks; the other answers of a group come under
+    /// the writer lock when the committer logged the next group before applying it), so a read, `stats`, a synchronous write,
     /// `flush`, `checkpoint` or `close` from it would wait for the very thread running it.
     /// Queueing more writes from it is fine (`submit`, `submit_quiet`, an empty batch
     /// included). A `done` that panics is contained and harms no other write.
@@ -1317,8 +1324,9 @@ impl Collection {
     /// applied instead of waiting for it ([`Collection::finish_group`]). That group is
     /// committed next under the same hold of the writer lock, which nothing else takes
     /// while a logged record is not applied yet (a checkpoint would drop it from the log).
-    /// A chain ends after [`CHAIN_GROUPS_MAX`] groups, when a checkpoint is due, at a group
-    /// that does not sync or fails, or before one of over [`CHAIN_BYTES_MAX`].
+    /// A chain ends after [`CHAIN_GROUPS_MAX`] groups, when a checkpoint is due or another
+    /// thread waits for the writer lock, at a group that does not sync or fails, or before
+    /// one of over [`CHAIN_BYTES_MAX`].
     fn commit_group(&self, group: Vec<Request>) {
         #[cfg(feature = "planted-bugs")]
         if crate::planted::failing(crate::planted::Fault::CommitterPanic) {
@@ -1336,7 +1344,7 @@ impl Collection {
             let mut state_guard = self.write_state()?;
             open_state(&mut state_guard)?.reserve_slots(upserts)
         };
-        let mut logged = match self.log_group(writer, group, reserve) {
+        let mut logged = match self.log_group(writer, group, reserve, false) {
             Ok(logged) => logged,
             Err((group, e)) => return fail_group(group, writer.poison(e), &self.name),
         };
@@ -1358,9 +1366,7 @@ impl Collection {
                 });
             // The next group is logged: answer this one's rest now, not after the chain. Its
             // writes were queued behind this group: they count as waiting at its end.
-            let behind = next
-                .as_ref()
-                .map_or_else(|(g, _)| g.len(), |l| l.requests.len());
+            let behind = next.as_ref().map_or(0, |l| l.requests.len());
             self.answer_rest(finished, writer.poisoned.as_deref(), behind);
             match (next, stop) {
                 (Ok(next), None) => {
@@ -1513,16 +1519,20 @@ impl Collection {
                 && failure.is_none()
                 && !vectors_failed
                 && writer.poisoned.is_none()
-                && !writer.checkpoint_due(&self.options);
+                && !writer.checkpoint_due(&self.options)
+                && self.writer_waiting.load(Ordering::Relaxed) == 0;
             if let Some(next_group) = chain
                 .then(|| self.queue.try_next_group(CHAIN_BYTES_MAX))
                 .flatten()
             {
                 let upserts_here = upserts_of(&group);
                 next = Some(match open_state(&mut state_guard) {
-                    Ok(state) => self.log_group(writer, next_group, |upserts| {
-                        state.reserve_slots(upserts.saturating_add(upserts_here))
-                    }),
+                    Ok(state) => self.log_group(
+                        writer,
+                        next_group,
+                        |upserts| state.reserve_slots(upserts.saturating_add(upserts_here)),
+                        true,
+                    ),
                     Err(e) => Err((next_group, e)),
                 });
             }
@@ -1654,13 +1664,15 @@ impl Collection {
     /// frames and logs its records with consecutive sequence numbers, as durable as the
     /// strongest durability of the group asks except that a sync is only started
     /// ([`crate::wal::writer::WalWriter::start_sync`]): [`Collection::finish_group`] finishes
-    /// it with `writer.wal.settle`. On an error the caller poisons the collection and fails
-    /// the group, which it gets back.
+    /// it with `writer.wal.settle`; with `readers_wait` (the caller holds the state lock) the
+    /// zero-filled space ahead of the records is left to that sync. On an error the caller
+    /// poisons the collection and fails the group, which it gets back.
     fn log_group(
         &self,
         writer: &mut Writer,
         mut group: Vec<Request>,
         reserve: impl FnOnce(usize) -> Result<()>,
+        readers_wait: bool,
     ) -> std::result::Result<LoggedGroup, (Vec<Request>, Error)> {
         let started = Instant::now();
         let durability = strongest(&group);
@@ -1680,6 +1692,8 @@ impl Collection {
                 }
             }
             match durability {
+                // The zero fill can wait for the sync, outside the lock readers wait for.
+                Durability::Fsync if readers_wait => writer.wal.start_sync_unfilled()?,
                 Durability::Fsync => writer.wal.start_sync()?,
                 _ => writer.wal.settle(durability)?,
             }
@@ -2210,7 +2224,11 @@ impl Collection {
     }
 
     fn lock_writer(&self) -> Result<MutexGuard<'_, Option<Writer>>> {
-        self.writer.lock().map_err(|_| self.lock_poisoned())
+        // Counted while waiting, so that a chain of groups stops for whoever waits.
+        self.writer_waiting.fetch_add(1, Ordering::Relaxed);
+        let locked = self.writer.lock();
+        self.writer_waiting.fetch_sub(1, Ordering::Relaxed);
+        locked.map_err(|_| self.lock_poisoned())
     }
 
     fn read_state(&self) -> Result<RwLockReadGuard<'_, Option<State>>> {

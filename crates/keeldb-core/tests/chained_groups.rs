@@ -43,25 +43,39 @@ fn upsert(
     c.submit(batch, Some(durability), Box::new(done));
 }
 
-/// Group A, an upsert and a delete, then group B, `b_records` upserts in one batch queued
-/// from the answer of A's upsert (which comes before A is applied; the delete's comes
-/// after): what happened in what order, log writes included. Checks the outcomes, and that
-/// a reopen after a crash finds A and B.
-fn a_then_b(b_records: u64) -> Vec<String> {
+/// An upsert of 9, then group A (an upsert of 1 and a delete of 9) queued from its answer,
+/// then group B (`b_records` upserts in one batch) queued from the answer of A's upsert.
+/// Each upsert is answered right after its group's sync, before the group is applied, so
+/// the next group is queued exactly when the committer looks for one; A's delete is
+/// answered after A is applied. With `waiter`, the answer of A's upsert first starts a
+/// thread that waits for the writer lock (`stats`). Returns what happened in what order,
+/// log writes included; checks the outcomes, and that a reopen after a crash finds them.
+fn nine_a_b(b_records: u64, waiter: bool) -> Vec<String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, c) = create(dir.path(), 2);
-    c.upsert(&[Id::Int(9)], &[9.0, 9.0], None)
-        .expect("upsert 9");
     let b_ids: Vec<Id> = (100..100 + b_records).map(Id::Int).collect();
     let b = c
         .prepare_upsert(&b_ids, &vec![2.0; b_ids.len() * 2])
         .expect("valid");
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stats_thread = Arc::new(Mutex::new(None));
     let (tx, rx) = mpsc::channel::<Outcome>();
     let queue_b = {
         let (c, tx, seen) = (Arc::clone(&c), tx.clone(), Arc::clone(&seen));
+        let stats_thread = Arc::clone(&stats_thread);
         move || {
             seen.lock().expect("lock").push("A upsert answered".into());
+            if waiter {
+                let (started_tx, started) = mpsc::channel();
+                let c = Arc::clone(&c);
+                *stats_thread.lock().expect("lock") = Some(std::thread::spawn(move || {
+                    started_tx.send(()).unwrap_or(());
+                    c.stats().expect("stats").count
+                }));
+                started.recv().expect("started");
+                // Long enough for it to be waiting for the lock this thread holds.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             c.submit(
                 b,
                 Some(Durability::Fsync),
@@ -72,6 +86,24 @@ fn a_then_b(b_records: u64) -> Vec<String> {
             );
         }
     };
+    let queue_a = {
+        let (c, tx, seen) = (Arc::clone(&c), tx.clone(), Arc::clone(&seen));
+        let a = c.prepare_upsert(&[Id::Int(1)], &[1.0, 1.0]).expect("valid");
+        let delete = c.prepare_delete(&[Id::Int(9)]).expect("valid");
+        move || {
+            let (a_tx, delete_tx) = (tx.clone(), tx);
+            let a_done = move |r| {
+                a_tx.send(("A upsert".into(), r)).unwrap_or(());
+                queue_b();
+            };
+            let delete_done = move |r| {
+                seen.lock().expect("lock").push("A delete answered".into());
+                delete_tx.send(("A delete".into(), r)).unwrap_or(());
+            };
+            c.submit(a, Some(Durability::Fsync), Box::new(a_done));
+            c.submit(delete, Some(Durability::Fsync), Box::new(delete_done));
+        }
+    };
     planted::observe({
         let seen = Arc::clone(&seen);
         move |event| {
@@ -80,30 +112,13 @@ fn a_then_b(b_records: u64) -> Vec<String> {
             }
         }
     });
-    let a = c.prepare_upsert(&[Id::Int(1)], &[1.0, 1.0]).expect("valid");
-    let delete = c.prepare_delete(&[Id::Int(9)]).expect("valid");
-    let (a_tx, delete_tx, delete_seen) = (tx.clone(), tx.clone(), Arc::clone(&seen));
-    // Quiet, then one wake: A's two writes are one group.
-    c.submit_quiet(
-        a,
-        Some(Durability::Fsync),
-        Box::new(move |r| {
-            a_tx.send(("A upsert".into(), r)).unwrap_or(());
-            queue_b();
-        }),
-    );
-    c.submit_quiet(
-        delete,
-        Some(Durability::Fsync),
-        Box::new(move |r| {
-            delete_seen
-                .lock()
-                .expect("lock")
-                .push("A delete answered".into());
-            delete_tx.send(("A delete".into(), r)).unwrap_or(());
-        }),
-    );
-    c.wake_committer();
+    let nine = c.prepare_upsert(&[Id::Int(9)], &[9.0, 9.0]).expect("valid");
+    let nine_tx = tx.clone();
+    let nine_done = move |r| {
+        nine_tx.send(("9".into(), r)).unwrap_or(());
+        queue_a();
+    };
+    c.submit(nine, Some(Durability::Fsync), Box::new(nine_done));
     drop(tx);
     let outcomes: Vec<Outcome> = rx.iter().collect();
     planted::stop_observing();
@@ -111,11 +126,17 @@ fn a_then_b(b_records: u64) -> Vec<String> {
         .iter()
         .map(|(label, r)| (label.as_str(), *r.as_ref().expect(label)))
         .collect();
-    assert_eq!(outcomes, [("A upsert", 0), ("A delete", 1), ("B", 0)]);
+    assert_eq!(
+        outcomes,
+        [("9", 0), ("A upsert", 0), ("A delete", 1), ("B", 0)]
+    );
+    if let Some(thread) = stats_thread.lock().expect("lock").take() {
+        thread.join().expect("stats");
+    }
     let stats = c.stats().expect("stats");
-    assert_eq!(stats.group_commits, 3); // the lone upsert of 9, A, B
+    assert_eq!(stats.group_commits, 3); // 9, A, B
     drop(c);
-    drop(db); // a crash: the log has A and B
+    drop(db); // a crash: the log has every group
     let db = open_ok(dir.path());
     let c = db.collection(NAME).expect("collection");
     assert_eq!(c.stats().expect("stats").count, 1 + b_records);
@@ -127,17 +148,28 @@ fn a_then_b(b_records: u64) -> Vec<String> {
     seen
 }
 
+/// The order when B is logged after A is applied (A is logged while 9 is applied).
+const B_AFTER_A: [&str; 6] = [
+    "log write",
+    "log write",
+    "A upsert answered",
+    "A delete answered",
+    "log write",
+    "B answered",
+];
+
 #[test]
 fn the_next_group_is_logged_before_the_group_before_it_is_applied() {
-    // B's log write comes between A's early and late answers, not after them.
+    // A's log write comes right after 9's, and B's between A's early and late answers.
     let expected = [
+        "log write",
         "log write",
         "A upsert answered",
         "log write",
         "A delete answered",
         "B answered",
     ];
-    assert_eq!(a_then_b(1), expected);
+    assert_eq!(nine_a_b(1, false), expected);
 }
 
 #[test]
@@ -150,14 +182,14 @@ fn a_group_of_over_a_mib_is_logged_after_the_group_before_it_is_applied() {
     let b = c.prepare_upsert(&b_ids, &vec![2.0; b_ids.len() * 2]);
     let bytes = b.expect("valid").expect("a batch").body_len();
     assert!(bytes > 1 << 20, "B is {bytes} bytes");
-    let expected = [
-        "log write",
-        "A upsert answered",
-        "A delete answered",
-        "log write",
-        "B answered",
-    ];
-    assert_eq!(a_then_b(b_records), expected);
+    assert_eq!(nine_a_b(b_records, false), B_AFTER_A);
+}
+
+#[test]
+fn a_chain_stops_for_a_thread_waiting_for_the_writer_lock() {
+    // A `stats` call (or a checkpoint, a payload update, close) waits for the writer lock,
+    // which the committer holds through a chain: it gets the lock after A, not after B.
+    assert_eq!(nine_a_b(1, true), B_AFTER_A);
 }
 
 #[test]

@@ -183,6 +183,20 @@ impl WalWriter {
         Ok(())
     }
 
+    /// [`WalWriter::start_sync`] without extending the zero-filled space, for a caller that
+    /// holds a lock readers wait for: the [`WalWriter::sync`] that follows extends it, if due,
+    /// before its fdatasync.
+    pub fn start_sync_unfilled(&mut self) -> Result<()> {
+        self.write_out()?;
+        if !self.synced {
+            // Only a hint, as in `start_sync`.
+            let _ = self
+                .file
+                .start_writeback(self.unsynced_from, self.written_len - self.unsynced_from);
+        }
+        Ok(())
+    }
+
     /// Makes every appended record durable (write, zero-filled space if due, then
     /// fdatasync, which also persists the file's new length).
     pub fn sync(&mut self) -> Result<()> {
@@ -246,5 +260,42 @@ impl WalWriter {
         self.file_len = self.written_len;
         self.synced = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::wal::BatchEncoder;
+    use crate::storage::vfs::RealFs;
+    use crate::types::Id;
+
+    /// A new log in `dir` with one record appended (buffered).
+    fn log_with_a_record(dir: &Path) -> WalWriter {
+        let path = dir.join("test.wal");
+        WalWriter::create(&RealFs, &path, 2, 7).expect("create");
+        let file = RealFs.open(&path, OpenMode::ReadWrite).expect("open");
+        let mut wal = WalWriter::new(path, file, WAL_HEADER_LEN as u64, 1);
+        let mut batch = BatchEncoder::new(32);
+        batch.upsert(&Id::Int(1), &[1.0, 2.0]);
+        let record = batch.finish_with_flags(wal.next_lsn(), wal.next_record_flags());
+        wal.append(&record, Durability::None).expect("append");
+        wal
+    }
+
+    #[test]
+    fn an_unfilled_start_leaves_the_zero_fill_to_the_sync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut wal = log_with_a_record(dir.path());
+        let on_disk = |wal: &WalWriter| wal.file.len().expect("len");
+        wal.start_sync_unfilled().expect("start");
+        assert_eq!(on_disk(&wal), wal.len_bytes(), "the records only");
+        wal.sync().expect("sync");
+        assert!(on_disk(&wal) >= wal.len_bytes() + PREALLOC_MIN_BYTES / 2);
+
+        let other = tempfile::tempdir().expect("tempdir");
+        let mut wal = log_with_a_record(other.path());
+        wal.start_sync().expect("start");
+        assert!(on_disk(&wal) >= wal.len_bytes() + PREALLOC_MIN_BYTES / 2);
     }
 }
