@@ -19,7 +19,7 @@ use common::{create, open_ok, payload, NAME};
 use keeldb_core::format::vectors::VECTORS_HEADER_LEN;
 use keeldb_core::planted::{self, inject, EventKind, Fault};
 use keeldb_core::storage::vectors::INITIAL_BYTES;
-use keeldb_core::{Collection, Db, DbOptions, Durability, Id, Metric, Result};
+use keeldb_core::{Collection, Db, DbOptions, Durability, Id, Metric, PreparedBatch, Result};
 
 type Outcome = (String, Result<u64>);
 
@@ -41,6 +41,30 @@ fn upsert(
         then();
     };
     c.submit(batch, Some(durability), Box::new(done));
+}
+
+/// Submits `a` at `fsync`; the answer of A, which comes before A is applied, injects `fault`
+/// and queues B (`queue_b`, given the collection and the outcomes' sender). Returns A's
+/// outcome and B's, with the fault lifted.
+fn a_then_b_under(
+    c: &Arc<Collection>,
+    a: Option<PreparedBatch>,
+    fault: Fault,
+    queue_b: impl FnOnce(&Collection, &mpsc::Sender<Outcome>) + Send + 'static,
+) -> [Outcome; 2] {
+    let (tx, rx) = mpsc::channel::<Outcome>();
+    let c2 = Arc::clone(c);
+    let a_done = move |r| {
+        tx.send(("A".into(), r)).unwrap_or(());
+        inject(Some(fault));
+        queue_b(&c2, &tx);
+    };
+    c.submit(a, Some(Durability::Fsync), Box::new(a_done));
+    let outcomes: Vec<Outcome> = rx.iter().collect();
+    inject(None);
+    let [a, b]: [Outcome; 2] = outcomes.try_into().expect("two outcomes");
+    assert_eq!((a.0.as_str(), b.0.as_str()), ("A", "B"));
+    [a, b]
 }
 
 /// An upsert of 9, then group A (an upsert of 1 and a delete of 9) queued from its answer,
@@ -205,39 +229,19 @@ fn a_group_logged_while_the_one_before_is_applied_reserves_room_for_both() {
     let ids: Vec<Id> = (0..capacity as u64).map(Id::Int).collect();
     let vectors = vec![0.5f32; capacity * dimension];
     let a = c.prepare_upsert(&ids, &vectors).expect("valid");
-    let (tx, rx) = mpsc::channel::<Outcome>();
-    let queue_b = {
-        let (c, tx) = (Arc::clone(&c), tx.clone());
-        move || {
-            inject(Some(Fault::VectorGrowEnospc));
-            upsert(
-                &c,
-                1_000,
-                &vec![1.0; dimension],
-                Durability::Fsync,
-                "B",
-                &tx,
-                || {},
-            );
-        }
-    };
-    let a_tx = tx.clone();
-    c.submit(
-        a,
-        Some(Durability::Fsync),
-        Box::new(move |r| {
-            a_tx.send(("A".into(), r)).unwrap_or(());
-            queue_b();
-        }),
-    );
-    drop(tx);
-    let outcomes: Vec<Outcome> = rx.iter().collect();
-    inject(None);
-    assert_eq!(outcomes.len(), 2);
-    assert_eq!(outcomes[0].0, "A");
-    assert_eq!(*outcomes[0].1.as_ref().expect("A is stored"), 0);
-    assert_eq!(outcomes[1].0, "B");
-    let err = outcomes[1].1.as_ref().expect_err("the file cannot grow");
+    let [a, b] = a_then_b_under(&c, a, Fault::VectorGrowEnospc, move |c, tx| {
+        upsert(
+            c,
+            1_000,
+            &vec![1.0; dimension],
+            Durability::Fsync,
+            "B",
+            tx,
+            || {},
+        );
+    });
+    assert_eq!(*a.1.as_ref().expect("A is stored"), 0);
+    let err = b.1.as_ref().expect_err("the file cannot grow");
     assert_eq!(err.code(), "KEEL_IO", "{err}");
     assert!(c.stats().expect("stats").poisoned);
     drop(c);
@@ -266,33 +270,11 @@ fn a_group_logged_behind_one_that_fails_to_apply_fails_too() {
     let a = c
         .prepare_upsert_with_payloads(&[Id::Int(1)], &[1.0, 1.0], &[Some(&p)])
         .expect("valid");
-    let (tx, rx) = mpsc::channel::<Outcome>();
-    let queue_b = {
-        let (c, tx) = (Arc::clone(&c), tx.clone());
-        move || {
-            inject(Some(Fault::PayloadWriteEio));
-            upsert(&c, 2, &[2.0, 2.0], Durability::Fsync, "B", &tx, || {});
-        }
-    };
-    let a_tx = tx.clone();
-    c.submit(
-        a,
-        Some(Durability::Fsync),
-        Box::new(move |r| {
-            a_tx.send(("A".into(), r)).unwrap_or(());
-            queue_b();
-        }),
-    );
-    drop(tx);
-    let outcomes: Vec<Outcome> = rx.iter().collect();
-    inject(None);
-    assert_eq!(outcomes.len(), 2);
-    assert_eq!(
-        (outcomes[0].0.as_str(), outcomes[0].1.as_ref().ok()),
-        ("A", Some(&0))
-    );
-    assert_eq!(outcomes[1].0, "B");
-    let err = outcomes[1].1.as_ref().expect_err("B is not applied");
+    let [a, b] = a_then_b_under(&c, a, Fault::PayloadWriteEio, |c, tx| {
+        upsert(c, 2, &[2.0, 2.0], Durability::Fsync, "B", tx, || {});
+    });
+    assert_eq!(*a.1.as_ref().expect("A is acknowledged"), 0);
+    let err = b.1.as_ref().expect_err("B is not applied");
     assert_eq!(err.code(), "KEEL_IO", "{err}");
     let read = c
         .get(&Id::Int(1))
