@@ -57,7 +57,8 @@ function headline(results) {
       unit,
     })
   }
-  // Ingest rows: the limit was measured in keeldb's own child right after each run, and
+  // Ingest rows: the limit was measured in keeldb's own child right before and after each
+  // run (the higher kept), and
   // keeldb/limit is the median of the per-run ratios (not a ratio of medians).
   const ingestRow = (id, label, peerId = id) => {
     const k = ing(id).keeldb
@@ -305,7 +306,9 @@ ${layersTable(results)}
 
 Measured natively (\`src/bench.rs\`, benchmark hooks of the binding) in a child of their own in
 every round. The ingest rows of the headline use the same hooks run inside keeldb's child right
-after each ingest run instead, because the disk's rate swings from minute to minute here.
+before and right after each ingest run instead (the higher of the two kept: right after a run
+the kernel is still writing back its pages), because the disk's rate swings from minute to
+minute here.
 
 ${limitsTable(results)}
 

@@ -84,8 +84,8 @@ const RECORD_BYTES = logRecordBytes({ dimension: DIMENSION, payloads: KEELDB_PAY
 /** Ingest workloads: one record per call unless `batch`. */
 /**
  * Ingest workloads: one record per call unless `batch`. `limit` is the machine's ceiling for
- * the same work, measured in keeldb's child right after keeldb's run (worker.mjs
- * `pairedLimit`): appends with one fdatasync each, appends grouped 8 or 64 to a write() and
+ * the same work, measured in keeldb's child right before and right after keeldb's run, the
+ * higher kept (worker.mjs `pairedLimit`): appends with one fdatasync each, appends grouped 8 or 64 to a write() and
  * an fdatasync, or one write() per record.
  */
 const INGEST = [
