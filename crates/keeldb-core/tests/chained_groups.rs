@@ -290,6 +290,31 @@ fn a_group_logged_behind_one_that_fails_to_apply_fails_too() {
 }
 
 #[test]
+fn a_chained_group_whose_sync_fails_is_not_acknowledged() {
+    // B is logged while A is applied, then its own sync fails: A stays acknowledged and
+    // applied (reads go on), B fails with KEEL_IO, and the collection refuses writes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    let a = c.prepare_upsert(&[Id::Int(1)], &[1.0, 1.0]).expect("valid");
+    let [a, b] = a_then_b_under(&c, a, Fault::LogSyncEio, |c, tx| {
+        upsert(c, 2, &[2.0, 2.0], Durability::Fsync, "B", tx, || {});
+    });
+    assert_eq!(*a.1.as_ref().expect("A is acknowledged"), 0);
+    let err = b.1.as_ref().expect_err("B's sync failed");
+    assert_eq!(err.code(), "KEEL_IO", "{err}");
+    assert!(err.to_string().contains("fdatasync"), "{err}");
+    assert_eq!(
+        c.get(&Id::Int(1)).expect("A is applied"),
+        Some(vec![1.0, 1.0])
+    );
+    assert_eq!(c.get(&Id::Int(2)).expect("B is not"), None);
+    let refused = c.upsert(&[Id::Int(3)], &[3.0, 3.0], None);
+    assert_eq!(refused.expect_err("poisoned").code(), "KEEL_POISONED");
+    drop(c);
+    db.close().expect_err("the collection is poisoned");
+}
+
+#[test]
 fn a_due_checkpoint_is_not_put_off_by_a_chain_of_groups() {
     // Each write's answer queues the next, so every group finds the next one queued; with a
     // tiny threshold every group also makes a checkpoint due, and the chain stops for it
