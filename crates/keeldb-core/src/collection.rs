@@ -1693,8 +1693,7 @@ impl Collection {
             }
             match durability {
                 // The zero fill can wait for the sync, outside the lock readers wait for.
-                Durability::Fsync if readers_wait => writer.wal.start_sync_unfilled()?,
-                Durability::Fsync => writer.wal.start_sync()?,
+                Durability::Fsync => writer.wal.start_sync(!readers_wait)?,
                 _ => writer.wal.settle(durability)?,
             }
             Ok(first_lsn)

@@ -167,32 +167,21 @@ impl WalWriter {
     }
 
     /// The first half of a sync: hands every appended record to the OS (with the
-    /// zero-filled space, if due) and starts writing them to the disk, without waiting.
-    /// What the caller does before the [`WalWriter::sync`] that must follow overlaps the
-    /// disk's work, and the fdatasync then waits only for what is left. The records are not
-    /// durable until that sync.
-    pub fn start_sync(&mut self) -> Result<()> {
+    /// zero-filled space, if due and `fill`) and starts writing them to the disk, without
+    /// waiting. What the caller does before the [`WalWriter::sync`] that must follow overlaps
+    /// the disk's work, and the fdatasync then waits only for what is left. The records are
+    /// not durable until that sync. Without `fill` (for a caller that holds a lock readers
+    /// wait for) the sync extends the zero-filled space instead, if due, before its fdatasync.
+    pub fn start_sync(&mut self, fill: bool) -> Result<()> {
         self.write_out()?;
         if !self.synced {
-            self.extend_zeros()?;
+            if fill {
+                self.extend_zeros()?;
+            }
             // Only a hint: if it fails, the fdatasync writes the bytes itself.
             let _ = self
                 .file
                 .start_writeback(self.unsynced_from, self.file_len - self.unsynced_from);
-        }
-        Ok(())
-    }
-
-    /// [`WalWriter::start_sync`] without extending the zero-filled space, for a caller that
-    /// holds a lock readers wait for: the [`WalWriter::sync`] that follows extends it, if due,
-    /// before its fdatasync.
-    pub fn start_sync_unfilled(&mut self) -> Result<()> {
-        self.write_out()?;
-        if !self.synced {
-            // Only a hint, as in `start_sync`.
-            let _ = self
-                .file
-                .start_writeback(self.unsynced_from, self.written_len - self.unsynced_from);
         }
         Ok(())
     }
@@ -284,18 +273,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unfilled_start_leaves_the_zero_fill_to_the_sync() {
+    fn a_start_without_fill_leaves_the_zero_fill_to_the_sync() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut wal = log_with_a_record(dir.path());
         let on_disk = |wal: &WalWriter| wal.file.len().expect("len");
-        wal.start_sync_unfilled().expect("start");
+        wal.start_sync(false).expect("start");
         assert_eq!(on_disk(&wal), wal.len_bytes(), "the records only");
         wal.sync().expect("sync");
         assert!(on_disk(&wal) >= wal.len_bytes() + PREALLOC_MIN_BYTES / 2);
 
         let other = tempfile::tempdir().expect("tempdir");
         let mut wal = log_with_a_record(other.path());
-        wal.start_sync().expect("start");
+        wal.start_sync(true).expect("start");
         assert!(on_disk(&wal) >= wal.len_bytes() + PREALLOC_MIN_BYTES / 2);
     }
 }
