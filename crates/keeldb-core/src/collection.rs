@@ -1225,8 +1225,9 @@ impl Collection {
     /// and syncs. `done` must be quick and must not wait for this collection: it may run
     /// while the committer holds the collection's locks (an upsert is answered before it is
     /// applied, under the writer and state locks; the other answers of a group come under
-    /// the writer lock when the committer logged the next group before applying it), so a read, `stats`, a synchronous write,
-    /// `flush`, `checkpoint` or `close` from it would wait for the very thread running it.
+    /// the writer lock when the committer logged the next group before applying it), so a
+    /// read, `stats`, a synchronous write, `flush`, `checkpoint` or `close` from it would
+    /// wait for the very thread running it.
     /// Queueing more writes from it is fine (`submit`, `submit_quiet`, an empty batch
     /// included). A `done` that panics is contained and harms no other write.
     pub fn submit(
@@ -1397,9 +1398,10 @@ impl Collection {
     /// The rest of committing a group [`Collection::log_group`] logged: decodes its records,
     /// stages its vectors if it syncs, finishes its sync, answers early the writes its
     /// logging settled, applies it, and returns what is left to answer. With `may_chain`,
-    /// an `fsync` group whose records all decoded and staged takes the group queued behind
-    /// it, if any, and logs it (sync started) after its early answers and before its apply:
-    /// that group is in `next`, for the caller to finish next.
+    /// an `fsync` group whose records all decoded, and whose vectors were written if it
+    /// staged them (a reader holding the state lock leaves them to the apply), takes the
+    /// group queued behind it, if any, and logs it (sync started) after its early answers
+    /// and before its apply: that group is in `next`, for the caller to finish next.
     fn finish_group(&self, writer: &mut Writer, logged: LoggedGroup, may_chain: bool) -> Finished {
         let LoggedGroup {
             requests: group,
