@@ -48,13 +48,21 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
-/// Bytes [`Chunked`] gathers before it hands them on.
+/// Bytes [`Chunked`] gathers before it hands them on. Small enough that its buffer (with
+/// room for the entry that crosses this size) is one of the allocator's large blocks, which
+/// it keeps and serves again, not a huge one: each checkpoint encodes two indexes, and a
+/// 1 MiB chunk, grown by doubling to 2 MiB and freed after each, came back as fresh pages
+/// every time (on this project's virtual machines a fresh 2 MiB page costs milliseconds).
 #[cfg(not(feature = "sim"))]
-pub const CHUNK_BYTES: usize = 1 << 20;
+pub const CHUNK_BYTES: usize = 256 << 10;
 /// Under the simulated disk, a few dozen: the crash checkers' indexes are small, and this
 /// way they also crash and fail between the chunks of one index file.
 #[cfg(feature = "sim")]
 pub const CHUNK_BYTES: usize = 48;
+
+/// Room past [`CHUNK_BYTES`] for the entry that crosses it: more than the longest entry of
+/// either index (an encoded id and a slot, or a frame's place).
+const CHUNK_ENTRY_ROOM: usize = 2 * ID_ENCODED_BYTES_MAX;
 
 /// Where an encoder of a file of any size puts its bytes: it appends to [`Chunked::buf`],
 /// calls [`Chunked::spill`] after each entry, and ends with [`Chunked::finish`]. The bytes
@@ -71,8 +79,8 @@ impl<'f, E> Chunked<'f, E> {
     /// An empty output that hands its chunks to `flush`.
     pub fn new(flush: &'f mut dyn FnMut(&[u8]) -> Result<(), E>) -> Self {
         Chunked {
-            // Grown as needed: most files encoded at create or in tests are tiny.
-            buf: Vec::new(),
+            // Room for a chunk and the entry that crosses its end: it never grows.
+            buf: Vec::with_capacity(CHUNK_BYTES + CHUNK_ENTRY_ROOM),
             crc: crc32fast::Hasher::new(),
             flush,
         }

@@ -29,11 +29,12 @@ const SCAN_WINDOW_BYTES: usize = 1 << 20;
 /// Buffer of the compaction writer.
 const COPY_BUFFER_BYTES: usize = 1 << 20;
 /// Frames buffered by [`PayloadLogFile::append_buffered`] are written out past this size.
-/// A MiB already makes the write calls few (34 for the replay of 100k records' payloads); at
-/// 8 MiB the buffer, grown by doubling, added 18 MB to the anonymous memory an open after a
-/// crash touches (49 MB to 31 MB for that replay), fresh pages that a virtual machine may
-/// have to fault in from its host.
-const APPEND_BUFFER_BYTES: usize = 1 << 20;
+/// Small, so that the buffer is not one of the allocator's huge blocks (see
+/// `format::CHUNK_BYTES`), and it grows to at most this and one record's frames: at 8 MiB,
+/// grown by doubling, it added 18 MB to the fresh memory the open after a crash of 100k
+/// records touched (49 MB to 31 MB), pages that a virtual machine may have to fault in from
+/// its host. A write per 256 KiB is still few (about 140 for that replay).
+const APPEND_BUFFER_BYTES: usize = 256 << 10;
 /// Room a log's mapping leaves to grow into, at least: appends show in the mapping without
 /// a remap until the log passes the mapped length (then it is mapped again, with twice its
 /// length). Address space only; nothing is read or allocated for it.
@@ -249,6 +250,7 @@ impl PayloadLogFile {
     /// single-record writes. Until the buffer is written out, nothing may read the buffered
     /// frames. If a write-out fails, see [`PayloadLogFile::write_buffered`].
     pub fn append_buffered(&mut self, bytes: &[u8]) -> Result<()> {
+        super::reserve_capped(&mut self.pending, bytes.len(), APPEND_BUFFER_BYTES);
         self.pending.extend_from_slice(bytes);
         if self.pending.len() >= APPEND_BUFFER_BYTES {
             self.write_buffered(Writeback::Later)?;

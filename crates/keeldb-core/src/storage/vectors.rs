@@ -37,8 +37,10 @@ pub const INITIAL_BYTES: u64 = 16 << 20;
 /// The smallest step the file grows by.
 pub const GROWTH_FLOOR_BYTES: u64 = 64 << 20;
 /// The longest run of slots gathered before it is written. Replay writes runs this long; a
-/// group commit's run is its records' vectors (tens of KiB).
-const RUN_MAX_BYTES: usize = 1 << 20;
+/// group commit's run is its records' vectors (tens of KiB). The buffer stays below the
+/// allocator's huge blocks, which come back as fresh pages each time (see
+/// `format::CHUNK_BYTES`), and grows to at most this and one vector.
+const RUN_MAX_BYTES: usize = 256 << 10;
 
 /// An open, mapped vector file.
 #[derive(Debug)]
@@ -186,6 +188,7 @@ impl VectorFile {
         if self.run.is_empty() {
             self.run_start = range.start;
         }
+        super::reserve_capped(&mut self.run, vector_le.len(), RUN_MAX_BYTES);
         self.run.extend_from_slice(vector_le);
         if self.run.len() >= RUN_MAX_BYTES {
             self.finish_writes()?;
