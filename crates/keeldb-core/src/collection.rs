@@ -54,7 +54,7 @@ use crate::types::{
     Durability, Id, IdMap, IdMapBuilder, IdRef, Metric, RecoveryPolicy, BATCH_RECORDS_MAX, LSN_MAX,
     WAL_RECORD_BYTES_MAX,
 };
-use crate::wal::replay::replay;
+use crate::wal::replay::{self, replay};
 use crate::wal::writer::WalWriter;
 
 /// The collection's config file.
@@ -447,6 +447,25 @@ impl State {
     /// Applies one record during replay, which no reader sees: its vectors join the run
     /// being gathered (written a MiB at a time; the caller finishes the last run with
     /// `finish_bulk_writes`), and an error fails the open, so nothing is given back.
+    /// Makes room, before replay inserts its first id (`like`, with a payload or not), for
+    /// `additional` more ids and slots: replay inserts thousands of ids a second, and maps
+    /// grown by doubling leave behind tables as large as the final one, fresh memory that a
+    /// virtual machine may fault in from its host at milliseconds a MiB. Slots are reserved
+    /// only up to the vector file's capacity, which the slots replay takes fit in as long as
+    /// the file does not grow.
+    fn reserve_for_replay(&mut self, like: &Id, with_payload: bool, additional: usize) {
+        // Only a hint: where memory is short, the maps grow as they fill.
+        self.ids.try_reserve_like(like, additional);
+        if with_payload {
+            self.payloads.try_reserve_like(like, additional);
+        }
+        let slots = (u64::from(self.slot_high_water) + additional as u64)
+            .min(self.vectors.capacity_slots()) as usize;
+        let _ = self
+            .slot_ids
+            .try_reserve_exact(slots.saturating_sub(self.slot_ids.len()));
+    }
+
     fn apply_replayed(&mut self, lsn: u64, ops: &[Op<'_>]) -> Result<()> {
         let upserts = ops
             .iter()
@@ -2489,6 +2508,18 @@ fn recover_log(
     // overlapped replay, not start all of it.
     let slot_bytes = u64::from(config.dimension) * 4;
     let mut dirtied_bytes = 0;
+    // Ids the log may add: about as many as its first records' ops scaled to its length,
+    // and no more than it holds vectors, or than the vector file has slots beside the live
+    // records' (a bound only while the file does not grow, which it does after a crash only
+    // if the log holds more records than were reserved slots before it). The first two
+    // bound each other: the op counts are not checked yet, and the log's length alone
+    // says nothing of payloads' share of it.
+    let in_use = u64::try_from(state.ids.len()).unwrap_or(u64::MAX);
+    let mut room = Some(
+        replay::ops_estimate(image, checkpoint_lsn)
+            .min(image.len() as u64 / slot_bytes.max(1))
+            .min(state.vectors.capacity_slots().saturating_sub(in_use)) as usize,
+    );
     let outcome = replay(
         &path,
         image,
@@ -2496,6 +2527,16 @@ fn recover_log(
         checkpoint_lsn,
         policy,
         |lsn, ops| {
+            if room.is_some() {
+                let first = ops.iter().find_map(|op| match op {
+                    Op::Upsert { id, payload, .. } => Some((id, payload.is_some())),
+                    _ => None,
+                });
+                if let (Some((id, with_payload)), Some(additional)) = (first, room) {
+                    state.reserve_for_replay(id, with_payload, additional);
+                    room = None;
+                }
+            }
             state.apply_replayed(lsn, ops)?;
             let upserts = ops.iter().filter(|op| matches!(op, Op::Upsert { .. }));
             dirtied_bytes += upserts.count() as u64 * slot_bytes;

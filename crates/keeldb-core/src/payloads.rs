@@ -326,6 +326,11 @@ impl PayloadStore {
         Ok(())
     }
 
+    /// Makes room in the index for `additional` more ids of `like`'s kind (for replay).
+    pub fn try_reserve_like(&mut self, like: &Id, additional: usize) {
+        self.index.try_reserve_like(like, additional);
+    }
+
     /// Applies the changes the last [`PayloadStore::stage`] staged to the index.
     pub fn apply_staged(&mut self) {
         for PayloadChange { id, loc } in self.staged.drain(..) {

@@ -80,6 +80,15 @@ impl<V> IdMap<V> {
         self.get(id).is_some()
     }
 
+    /// Makes room for `additional` more ids of `like`'s kind (integer or string), if the
+    /// memory can be had.
+    pub fn try_reserve_like(&mut self, like: &Id, additional: usize) {
+        let _ = match like {
+            Id::Int(_) => self.ints.try_reserve(additional),
+            Id::Str(_) => self.strs.try_reserve(additional),
+        };
+    }
+
     /// Sets `id`'s value, returning the one it replaces.
     pub fn insert(&mut self, id: Id, value: V) -> Option<V> {
         match id {
