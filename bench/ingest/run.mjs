@@ -368,6 +368,7 @@ function summaries() {
   for (const c of Object.values(results.crash)) {
     c.summary = {
       openMs: pick(c.runs, (r) => r.openMs),
+      anonMB: pick(c.runs, (r) => r.anonMB),
       logBytes: pick(c.runs, (r) => r.logBytes),
       replayGBps: pick(c.runs, (r) => (r.logBytes > 0 ? r.logBytes / (r.openMs / 1000) / 1e9 : undefined)),
     }

@@ -156,6 +156,12 @@ async function crash() {
   process.kill(process.pid, 'SIGKILL')
 }
 
+/** This process's resident anonymous memory (`RssAnon` of /proc/self/status), in bytes. */
+function rssAnonBytes() {
+  const line = readFileSync('/proc/self/status', 'utf8').match(/^RssAnon:\s+(\d+) kB/m)
+  return line === null ? NaN : Number(line[1]) * 1024
+}
+
 /** Bytes of the store's files, and of those that are a write-ahead log. */
 function diskBytes(dir) {
   let total = 0
@@ -237,16 +243,19 @@ function sampleIds(count, records) {
 async function open() {
   const sys = await loadSystem(spec.system)
   const before = diskBytes(spec.dir)
+  const anonBefore = rssAnonBytes()
   const t0 = now()
   const h = await sys.open(spec.dir, { durability: 'flush', dimension: spec.dimension })
   const openMs = now() - t0
+  // Anonymous memory the open left resident (heap, maps; not the page cache of mapped files).
+  const anonMB = (rssAnonBytes() - anonBefore) / 1e6
   const t1 = now()
   const first = sys.getSync ? sys.getSync(h, 0) : await sys.get(h, 0)
   const firstGetMs = now() - t1
   if (first === undefined || first === null || first.length !== spec.dimension) {
     throw new Error(`${spec.system}: record 0 is missing after open`)
   }
-  const result = { openMs, firstGetMs, storeBytes: before.total, logBytes: before.log, stats: sys.stats?.(h) }
+  const result = { openMs, anonMB, firstGetMs, storeBytes: before.total, logBytes: before.log, stats: sys.stats?.(h) }
   if (spec.expectRecords !== undefined) {
     const found = await sys.count(h)
     result.count = found
