@@ -6,7 +6,10 @@
 // fdatasync of a group's bytes costs this process.
 // On a machine with few cores, the sum per record, not either thread alone, sets the rate.
 //
-//   node bench/ingest/threads.mjs [durability=fsync] [inFlight=64] [records=200000]
+//   node bench/ingest/threads.mjs [durability=fsync] [inFlight=64] [records=200000] [payloads=yes|no]
+//
+// With `no`, records are written without their payload: the share of a record's cost that is
+// its JSON payload (checked, serialized and stored) on each thread.
 
 import { closeSync, fdatasyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -14,7 +17,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { logRecordBytes, makePool, record } from '../lib/data.mjs'
 
-const [durability = 'fsync', inFlightArg = '64', recordsArg = '200000'] = process.argv.slice(2)
+const [durability = 'fsync', inFlightArg = '64', recordsArg = '200000', payloadsArg = 'yes'] = process.argv.slice(2)
+const payloads = payloadsArg !== 'no'
 const inFlight = Number(inFlightArg)
 const maxRecords = Number(recordsArg)
 const keeldb = createRequire(import.meta.url)('../../dist/index.js')
@@ -55,7 +59,7 @@ try {
   const lane = async () => {
     while (next < maxRecords) {
       const r = record(pool, next++)
-      await col.upsert({ id: r.id, vector: r.vector, payload: r.payload })
+      await col.upsert(payloads ? { id: r.id, vector: r.vector, payload: r.payload } : { id: r.id, vector: r.vector })
     }
   }
   await Promise.all(Array.from({ length: inFlight }, lane))
@@ -71,19 +75,20 @@ try {
   }
   const us = (key) => (((perThread[key] ?? 0) * TICK_US) / maxRecords).toFixed(2)
   const group = stats.walRecords / stats.groupCommits
-  console.log(`${durability}, ${inFlight} in flight: ${Math.round(maxRecords / seconds)} records/s, ${group.toFixed(1)} writes per group`)
+  const without = payloads ? '' : ' (no payloads)'
+  console.log(`${durability}, ${inFlight} in flight${without}: ${Math.round(maxRecords / seconds)} records/s, ${group.toFixed(1)} writes per group`)
   console.log(`CPU per record: JS thread ${us('js')} us, keeldb threads ${us('keeldb')} us, other ${us('other')} us`)
   const perGroup = (micros) => (micros / stats.groupCommits).toFixed(0)
   console.log(
     `committer per group: log and sync ${perGroup(stats.commitLogMicros)} us, apply ${perGroup(stats.commitApplyMicros)} us, ` +
       `answer ${perGroup(stats.commitAnswerMicros)} us; ${(stats.queuedAtGroupEnd / stats.groupCommits).toFixed(1)} writes already queued at each group's end`,
   )
-  console.log(`disks wrote ${diskMBps.toFixed(0)} MB/s meanwhile (the log alone: ${((maxRecords * logRecordBytes()) / seconds / 1e6).toFixed(0)} MB/s of records)`)
+  console.log(`disks wrote ${diskMBps.toFixed(0)} MB/s meanwhile (the log alone: ${((maxRecords * logRecordBytes({ payloads })) / seconds / 1e6).toFixed(0)} MB/s of records)`)
 
   // One write() + fdatasync of a group's worth of log bytes, in this process.
   const file = path.join(work, 'sync.bin')
   const fd = openSync(file, 'w')
-  const bytes = Buffer.alloc(Math.max(1, Math.round(group)) * logRecordBytes(), 0x5a)
+  const bytes = Buffer.alloc(Math.max(1, Math.round(group)) * logRecordBytes({ payloads }), 0x5a)
   writeSync(fd, Buffer.alloc(64 << 20), 0, 64 << 20, 0) // written once, so the syncs below change no size
   fdatasyncSync(fd)
   const n = 1000
