@@ -69,6 +69,13 @@ const REPLAY_WRITEBACK_BYTES: u64 = 16 << 20;
 /// of them dirty and the writers waited while it wrote them; started every few MiB, the
 /// writing overlaps the ingest and the checkpoint waits for the last few MiB.
 const COMMIT_WRITEBACK_BYTES: u64 = 8 << 20;
+/// Most ids (and slots) replay reserves room for before it starts: a bound on what a forged
+/// log can make it allocate ahead (about 100 MB of maps); a log with more records grows the
+/// maps past it as it replays.
+const REPLAY_RESERVE_MAX: u64 = 1 << 22;
+/// The fewest bytes an id takes in a log record (a string of one byte).
+const ID_ENCODED_BYTES_MIN: u64 = 1 + 2 + 1;
+
 /// The id index written at each checkpoint.
 pub const INDEX_FILE: &str = "ids.idx";
 /// A checkpoint rewrites both indexes (`ids.idx`, `payloads.idx`) whole, so its cost grows
@@ -444,28 +451,34 @@ impl State {
         result.map_err(|(_, e)| e)
     }
 
-    /// Applies one record during replay, which no reader sees: its vectors join the run
-    /// being gathered (written a MiB at a time; the caller finishes the last run with
-    /// `finish_bulk_writes`), and an error fails the open, so nothing is given back.
     /// Makes room, before replay inserts its first id (`like`, with a payload or not), for
     /// `additional` more ids and slots: replay inserts thousands of ids a second, and maps
     /// grown by doubling leave behind tables as large as the final one, fresh memory that a
-    /// virtual machine may fault in from its host at milliseconds a MiB. Slots are reserved
-    /// only up to the vector file's capacity, which the slots replay takes fit in as long as
-    /// the file does not grow.
+    /// virtual machine may fault in from its host at milliseconds a MiB. Only where the
+    /// additions would more than double what a map holds: below that it doubles at most
+    /// once anyway, and an estimate too high would double a large map for nothing. Slots
+    /// are reserved only for the ids the free list cannot take, and up to the vector file's
+    /// capacity, which the slots replay takes fit in as long as the file does not grow.
+    /// Only a hint: where memory is short, the maps grow as they fill.
     fn reserve_for_replay(&mut self, like: &Id, with_payload: bool, additional: usize) {
-        // Only a hint: where memory is short, the maps grow as they fill.
-        self.ids.try_reserve_like(like, additional);
-        if with_payload {
+        if additional > self.ids.len() {
+            self.ids.try_reserve_like(like, additional);
+        }
+        if with_payload && additional > self.payloads.records() {
             self.payloads.try_reserve_like(like, additional);
         }
-        let slots = (u64::from(self.slot_high_water) + additional as u64)
+        let fresh = additional.saturating_sub(self.free_slots.len());
+        let slots = (u64::from(self.slot_high_water) + fresh as u64)
             .min(self.vectors.capacity_slots()) as usize;
-        let _ = self
-            .slot_ids
-            .try_reserve_exact(slots.saturating_sub(self.slot_ids.len()));
+        let more = slots.saturating_sub(self.slot_ids.len());
+        if more > self.slot_ids.len() {
+            let _ = self.slot_ids.try_reserve_exact(more);
+        }
     }
 
+    /// Applies one record during replay, which no reader sees: its vectors join the run
+    /// being gathered (written 256 KiB at a time; the caller finishes the last run with
+    /// `finish_bulk_writes`), and an error fails the open, so nothing is given back.
     fn apply_replayed(&mut self, lsn: u64, ops: &[Op<'_>]) -> Result<()> {
         let upserts = ops
             .iter()
@@ -2508,17 +2521,19 @@ fn recover_log(
     // overlapped replay, not start all of it.
     let slot_bytes = u64::from(config.dimension) * 4;
     let mut dirtied_bytes = 0;
-    // Ids the log may add: about as many as its first records' ops scaled to its length,
-    // and no more than it holds vectors, or than the vector file has slots beside the live
-    // records' (a bound only while the file does not grow, which it does after a crash only
-    // if the log holds more records than were reserved slots before it). The first two
-    // bound each other: the op counts are not checked yet, and the log's length alone
-    // says nothing of payloads' share of it.
+    // Ids the log may add: about as many as the ops of its records after the checkpoint
+    // (`ops_estimate`), and no more than the log's bytes hold upserts (each one's op, id
+    // and vector), than the vector file has slots beside the live records' (a bound only
+    // while the file does not grow, which it does after a crash only if the log holds more
+    // records than were reserved slots before it), or than REPLAY_RESERVE_MAX. The op
+    // counts are not checked yet: a forged log gets the other bounds.
     let in_use = u64::try_from(state.ids.len()).unwrap_or(u64::MAX);
+    let upsert_bytes_min = slot_bytes + 1 + ID_ENCODED_BYTES_MIN;
     let mut room = Some(
         replay::ops_estimate(image, checkpoint_lsn)
-            .min(image.len() as u64 / slot_bytes.max(1))
-            .min(state.vectors.capacity_slots().saturating_sub(in_use)) as usize,
+            .min(image.len() as u64 / upsert_bytes_min)
+            .min(state.vectors.capacity_slots().saturating_sub(in_use))
+            .min(REPLAY_RESERVE_MAX) as usize,
     );
     let outcome = replay(
         &path,

@@ -93,6 +93,10 @@ impl<'f, E> Chunked<'f, E> {
 
     /// Hands the bytes gathered on once they reach [`CHUNK_BYTES`].
     pub fn spill(&mut self) -> Result<(), E> {
+        debug_assert!(
+            self.buf.capacity() <= CHUNK_BYTES + CHUNK_ENTRY_ROOM,
+            "an entry of over CHUNK_ENTRY_ROOM bytes grew the chunk buffer"
+        );
         if self.buf.len() < CHUNK_BYTES {
             return Ok(());
         }

@@ -45,7 +45,6 @@ mod tests {
         }
         // Doubling alone would have reached 2048.
         assert!(most <= cap + 37 + 49 * 3, "capacity reached {most}");
-        assert!(most >= cap, "capacity reached only {most}");
     }
 
     #[test]

@@ -273,9 +273,12 @@ impl PayloadLogFile {
             // Only a hint: a failure to start writing back shows at the sync, if at all.
             let _ = self.file.start_writeback(at, pending.len() as u64);
         }
-        // Keep the allocation for the next buffered frames.
-        self.pending = pending;
-        self.pending.clear();
+        // Keep the allocation for the next buffered frames, unless a large record's frames
+        // grew it past what `append_buffered` makes room for: memory held for good.
+        if pending.capacity() <= 2 * APPEND_BUFFER_BYTES {
+            self.pending = pending;
+            self.pending.clear();
+        }
         Ok(())
     }
 

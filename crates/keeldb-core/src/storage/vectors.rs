@@ -217,7 +217,7 @@ impl VectorFile {
     }
 
     /// [`VectorFile::finish_writes`], then frees the run's buffer: for replay, which gathers
-    /// a MiB at a time, where a commit group's runs are tens of KiB (a collection keeps the
+    /// 256 KiB at a time, where a commit group's runs are tens of KiB (a collection keeps the
     /// buffer its largest group needed).
     pub fn finish_bulk_writes(&mut self) -> Result<()> {
         let finished = self.finish_writes();

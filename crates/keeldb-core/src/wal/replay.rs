@@ -68,16 +68,32 @@ pub struct ReplayOutcome {
 /// than sizing its maps saved (a cache and TLB miss per record).
 const OPS_SAMPLE_RECORDS: usize = 64;
 
+/// How close [`ops_estimate`] locates the end of the records after the checkpoint.
+const LIVE_END_PRECISION: usize = 64 << 10;
+
+/// Most bytes one probe of [`ops_estimate`] searches for a record header.
+const PROBE_SCAN_MAX: usize = 1 << 20;
+
 /// About how many ops the records after `checkpoint_lsn` in `image` hold, for sizing what
-/// replay fills: the ops the first [`OPS_SAMPLE_RECORDS`] records declare (in their CRC
-/// checked headers and unchecked op counts), scaled from their share of the image's bytes
-/// with a quarter to spare, or the exact sum if the log ends within them. Never trusted
-/// further: the caller bounds it by the files' sizes.
+/// replay fills. The first [`OPS_SAMPLE_RECORDS`] of them give ops per byte (from their CRC
+/// checked headers and unchecked op counts; the exact sum if the log ends within them), scaled
+/// to where the records after the checkpoint end, with a quarter to spare. That end is found
+/// by bisection, each probe reading the first record header after a point: a log emptied by a
+/// checkpoint keeps its length, so the older records written over are still there after the
+/// newer ones (their lsns at or below the checkpoint), and then the zeros the writer filled
+/// ahead of its records. Never trusted further: the caller bounds it by the files' sizes.
 pub fn ops_estimate(image: &[u8], checkpoint_lsn: u64) -> u64 {
     let mut pos = WAL_HEADER_LEN;
     let mut last_lsn = 0;
-    let (mut ops, mut first, mut records) = (0u64, None, 0);
-    while let Some(Ok(header)) = image.get(pos..).map(decode_record_header) {
+    let (mut ops, mut first, mut sampled_records) = (0u64, None, 0);
+    // Older records before the newer ones are not keeldb's layout, but cost a bounded walk.
+    for _ in 0..4 * OPS_SAMPLE_RECORDS {
+        if sampled_records == OPS_SAMPLE_RECORDS {
+            break;
+        }
+        let Some(Ok(header)) = image.get(pos..).map(decode_record_header) else {
+            return ops;
+        };
         let body = pos + RECORD_HEADER_LEN;
         let (Some(count), true) = (image.get(body..body + 4), header.lsn > last_lsn) else {
             return ops;
@@ -86,17 +102,42 @@ pub fn ops_estimate(image: &[u8], checkpoint_lsn: u64) -> u64 {
             let count: [u8; 4] = count.try_into().expect("four bytes");
             ops = ops.saturating_add(u64::from(u32::from_le_bytes(count)));
             first.get_or_insert(pos);
-            records += 1;
+            sampled_records += 1;
         }
         last_lsn = header.lsn;
         pos = body + header.body_len as usize + 4;
-        if records == OPS_SAMPLE_RECORDS {
-            let sampled = (pos - first.unwrap_or(pos)).max(1) as u64;
-            let rest = (image.len() - first.unwrap_or(pos)) as u64;
-            return (ops.saturating_mul(rest) / sampled).saturating_mul(5) / 4;
+    }
+    // The records after the checkpoint follow one another from `first` on.
+    let Some(first) = first.filter(|_| pos <= image.len()) else {
+        return ops;
+    };
+    let end = live_end(image, pos, checkpoint_lsn);
+    let sampled = (pos - first).max(1) as u64;
+    (ops.saturating_mul((end - first) as u64) / sampled).saturating_mul(5) / 4
+}
+
+/// About where the records after `checkpoint_lsn` end in `image`, at or after `from` (the
+/// end of one of them): see [`ops_estimate`].
+fn live_end(image: &[u8], from: usize, checkpoint_lsn: u64) -> usize {
+    let sync = RECORD_SYNC.to_le_bytes();
+    let (mut lo, mut hi) = (from, image.len() - trailing_zeros(&image[from..]));
+    while hi.saturating_sub(lo) > LIVE_END_PRECISION {
+        let mid = lo + (hi - lo) / 2;
+        let window = &image[mid..hi.min(mid.saturating_add(PROBE_SCAN_MAX))];
+        // The first few markers only: a forged log full of them costs a bounded search.
+        let header = memchr::memmem::find_iter(window, &sync)
+            .take(16)
+            .find_map(|at| decode_record_header(&window[at..]).ok().map(|h| (at, h)));
+        match header {
+            // No header this far: most likely inside a large record; go on past it.
+            None => lo = mid + window.len(),
+            Some((at, h)) if h.lsn > checkpoint_lsn => {
+                lo = (mid + at).saturating_add(h.frame_len() as usize).min(hi);
+            }
+            Some(_) => hi = mid,
         }
     }
-    ops
+    hi
 }
 
 /// Replays `image` (the whole log file, header included, already checked by the caller).
@@ -454,13 +495,58 @@ mod tests {
     #[test]
     fn the_ops_estimate_of_a_long_log_scales_its_first_records() {
         let lsns: Vec<u64> = (1..=1000).collect();
-        let (image, _) = log(&lsns);
+        let (image, starts) = log(&lsns);
         // Records of one size: the sample's share of the bytes is exact, plus a quarter.
         assert_eq!(ops_estimate(&image, 0), 1250);
-        // Zeros the writer filled ahead of its records count as bytes of the log.
+        // After a checkpoint the sample starts at the first record past it...
+        assert_eq!(ops_estimate(&image, 100), 1125);
+        // ...if one comes within four samples' worth of older records: no walk of them all.
+        assert_eq!(ops_estimate(&image, 500), 0);
+        // Zeros the writer filled ahead of its records are not records.
         let mut padded = image.clone();
         padded.resize(image.len() + (image.len() - WAL_HEADER_LEN), 0);
-        assert_eq!(ops_estimate(&padded, 0), 2500);
+        assert_eq!(ops_estimate(&padded, 0), 1250);
+        // The log ends inside the sample's last record: the sample is the count.
+        assert_eq!(
+            ops_estimate(&image[..starts[63] + RECORD_HEADER_LEN + 4], 0),
+            64
+        );
+    }
+
+    /// A log of `records` one-upsert records of dimension 1024 (about 4 KiB each) from
+    /// `first_lsn` on, after the header.
+    fn wide_records(image: &mut Vec<u8>, first_lsn: u64, records: u64) {
+        for lsn in first_lsn..first_lsn + records {
+            let mut enc = BatchEncoder::new(4200);
+            enc.upsert(&Id::Int(lsn), &[0.5; 1024]);
+            image.extend(enc.finish_with_flags(lsn, 0));
+        }
+    }
+
+    #[test]
+    fn the_ops_estimate_ends_where_the_records_after_the_checkpoint_end() {
+        // A log emptied at a checkpoint (lsn 1000) keeps its length: 300 newer records were
+        // written over the start of 1000 older ones, whose last 700 are still there.
+        let mut image = encode_header(1024, 0).to_vec();
+        wide_records(&mut image, 1001, 300);
+        let newer_end = image.len();
+        wide_records(&mut image, 301, 700);
+        let estimate = ops_estimate(&image, 1000);
+        // Found within LIVE_END_PRECISION (16 records here), plus a quarter.
+        assert!((355..=395).contains(&estimate), "estimate {estimate}");
+        assert_eq!(ops_estimate(&image[..newer_end], 1000), 375);
+    }
+
+    #[test]
+    fn a_forged_op_count_saturates_the_estimate() {
+        let lsns: Vec<u64> = (1..=100).collect();
+        let (mut image, starts) = log(&lsns);
+        for &at in &starts {
+            let count = at + RECORD_HEADER_LEN;
+            image[count..count + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        }
+        // No panic and no wrap-around: the caller bounds it by the files' sizes.
+        assert!(ops_estimate(&image, 0) >= 64 * u64::from(u32::MAX));
     }
 
     fn run(image: &[u8], policy: RecoveryPolicy) -> Result<(ReplayOutcome, Vec<u64>)> {
