@@ -753,7 +753,7 @@ struct Finished {
 /// logged while the one before it was applied (see `Collection::commit_group`). A chain also
 /// stops as soon as another thread waits for the lock (`stats`, a checkpoint, `reserve`,
 /// a payload update, the first cosine search, close).
-const CHAIN_GROUPS_MAX: usize = 16;
+pub const CHAIN_GROUPS_MAX: usize = 16;
 
 /// The most log bytes a group may have to be logged while the group before it is applied:
 /// readers wait for that log write (the state lock is held from the early answers to the

@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use common::{create, open_ok, payload, NAME};
+use keeldb_core::collection::CHAIN_GROUPS_MAX;
 use keeldb_core::format::vectors::VECTORS_HEADER_LEN;
 use keeldb_core::planted::{self, inject, EventKind, Fault};
 use keeldb_core::storage::vectors::INITIAL_BYTES;
@@ -351,6 +352,81 @@ fn a_due_checkpoint_is_not_put_off_by_a_chain_of_groups() {
     let stats = c.stats().expect("stats");
     assert_eq!(stats.count, writes);
     assert_eq!(stats.checkpoints - before, writes, "one after each group");
+    drop(c);
+    db.close().expect("close");
+}
+
+#[test]
+fn a_chain_ends_after_chain_groups_max_groups() {
+    // Group k is an upsert of k and a delete (answered once the group is applied); the
+    // upsert's answer, which comes before the apply, queues group k + 1. Within a chain the
+    // next group's log write comes between those two answers; after CHAIN_GROUPS_MAX
+    // groups the chain ends, so that group is applied and answered before the next is
+    // logged, and a new chain starts.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    let groups = 2 * CHAIN_GROUPS_MAX as u64 + 8;
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (tx, rx) = mpsc::channel::<Outcome>();
+    fn group(
+        c: Arc<Collection>,
+        k: u64,
+        last: u64,
+        tx: mpsc::Sender<Outcome>,
+        seen: Arc<Mutex<Vec<String>>>,
+    ) {
+        let (c2, tx2, seen2) = (Arc::clone(&c), tx.clone(), Arc::clone(&seen));
+        let upserted = move || {
+            seen2.lock().expect("lock").push(format!("u{k}"));
+            if k < last {
+                group(c2, k + 1, last, tx2, seen2);
+            }
+        };
+        upsert(
+            &c,
+            k,
+            &[k as f32, 0.0],
+            Durability::Fsync,
+            "u",
+            &tx,
+            upserted,
+        );
+        let delete = c.prepare_delete(&[Id::Int(1_000_000 + k)]).expect("valid");
+        let done = move |r| {
+            seen.lock().expect("lock").push(format!("d{k}"));
+            tx.send(("d".into(), r)).unwrap_or(());
+        };
+        c.submit(delete, Some(Durability::Fsync), Box::new(done));
+    }
+    planted::observe({
+        let seen = Arc::clone(&seen);
+        move |event| {
+            if event.kind == EventKind::Write {
+                seen.lock().expect("lock").push("log".into());
+            }
+        }
+    });
+    group(Arc::clone(&c), 0, groups - 1, tx, Arc::clone(&seen));
+    let outcomes: Vec<Outcome> = rx.iter().collect();
+    planted::stop_observing();
+    assert_eq!(outcomes.len() as u64, 2 * groups);
+    assert!(outcomes.iter().all(|(_, r)| r.is_ok()), "{outcomes:?}");
+    let seen = seen.lock().expect("lock").clone();
+    let logs: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] == "log").collect();
+    assert_eq!(logs.len() as u64, groups, "{seen:?}");
+    let deleted = |k: u64| {
+        seen.iter()
+            .position(|e| *e == format!("d{k}"))
+            .expect("answered")
+    };
+    let chained: Vec<u64> = (0..groups - 1)
+        .filter(|&k| logs[k as usize + 1] < deleted(k))
+        .collect();
+    let expected: Vec<u64> = (0..groups - 1)
+        .filter(|k| (k + 1) % CHAIN_GROUPS_MAX as u64 != 0)
+        .collect();
+    assert_eq!(chained, expected, "{seen:?}");
+    assert_eq!(c.stats().expect("stats").group_commits, groups);
     drop(c);
     db.close().expect("close");
 }
