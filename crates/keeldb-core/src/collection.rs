@@ -73,8 +73,6 @@ const COMMIT_WRITEBACK_BYTES: u64 = 8 << 20;
 /// log can make it allocate ahead (about 100 MB of maps); a log with more records grows the
 /// maps past it as it replays.
 const REPLAY_RESERVE_MAX: u64 = 1 << 22;
-/// The fewest bytes an id takes in a log record (a string of one byte).
-const ID_ENCODED_BYTES_MIN: u64 = 1 + 2 + 1;
 
 /// The id index written at each checkpoint.
 pub const INDEX_FILE: &str = "ids.idx";
@@ -2528,7 +2526,7 @@ fn recover_log(
     // records than were reserved slots before it), or than REPLAY_RESERVE_MAX. The op
     // counts are not checked yet: a forged log gets the other bounds.
     let in_use = u64::try_from(state.ids.len()).unwrap_or(u64::MAX);
-    let upsert_bytes_min = slot_bytes + 1 + ID_ENCODED_BYTES_MIN;
+    let upsert_bytes_min = slot_bytes + 1 + crate::format::ID_ENCODED_BYTES_MIN as u64;
     let mut room = Some(
         replay::ops_estimate(image, checkpoint_lsn)
             .min(image.len() as u64 / upsert_bytes_min)
