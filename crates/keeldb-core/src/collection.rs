@@ -462,7 +462,7 @@ impl State {
         if additional > self.ids.len() {
             self.ids.try_reserve_like(like, additional);
         }
-        if with_payload && additional > self.payloads.records() {
+        if with_payload && additional as u64 > self.payloads.count() {
             self.payloads.try_reserve_like(like, additional);
         }
         let fresh = additional.saturating_sub(self.free_slots.len());

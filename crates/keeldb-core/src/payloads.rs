@@ -326,11 +326,6 @@ impl PayloadStore {
         Ok(())
     }
 
-    /// How many records have a payload.
-    pub fn records(&self) -> usize {
-        self.index.len()
-    }
-
     /// Makes room in the index for `additional` more ids of `like`'s kind (for replay).
     pub fn try_reserve_like(&mut self, like: &Id, additional: usize) {
         self.index.try_reserve_like(like, additional);

@@ -24,6 +24,16 @@ use keeldb_core::{Collection, Db, DbOptions, Durability, Id, Metric, PreparedBat
 
 type Outcome = (String, Result<u64>);
 
+/// Pushes `label` to `seen` at each log write, until `planted::stop_observing`.
+fn record_log_writes(seen: &Arc<Mutex<Vec<String>>>, label: &'static str) {
+    let seen = Arc::clone(seen);
+    planted::observe(move |event| {
+        if event.kind == EventKind::Write {
+            seen.lock().expect("lock").push(label.into());
+        }
+    });
+}
+
 /// Queues an upsert of `id` at `durability`; its outcome goes to `tx` under `label`, then
 /// `then` runs (on the committer thread).
 fn upsert(
@@ -130,14 +140,7 @@ fn nine_a_b(b_records: u64, b_durability: Durability, waiter: bool) -> Vec<Strin
             c.submit(delete, Some(Durability::Fsync), Box::new(delete_done));
         }
     };
-    planted::observe({
-        let seen = Arc::clone(&seen);
-        move |event| {
-            if event.kind == EventKind::Write {
-                seen.lock().expect("lock").push("log write".into());
-            }
-        }
-    });
+    record_log_writes(&seen, "log write");
     let nine = c.prepare_upsert(&[Id::Int(9)], &[9.0, 9.0]).expect("valid");
     let nine_tx = tx.clone();
     let nine_done = move |r| {
@@ -398,14 +401,7 @@ fn a_chain_ends_after_chain_groups_max_groups() {
         };
         c.submit(delete, Some(Durability::Fsync), Box::new(done));
     }
-    planted::observe({
-        let seen = Arc::clone(&seen);
-        move |event| {
-            if event.kind == EventKind::Write {
-                seen.lock().expect("lock").push("log".into());
-            }
-        }
-    });
+    record_log_writes(&seen, "log");
     group(Arc::clone(&c), 0, groups - 1, tx, Arc::clone(&seen));
     let outcomes: Vec<Outcome> = rx.iter().collect();
     planted::stop_observing();
