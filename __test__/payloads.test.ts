@@ -321,6 +321,7 @@ test('a forged payload frame (checksums recomputed) that is not UTF-8 or not JSO
   await col.upsert({ id: 5, vector: V, payload: { a: 'xyz' } })
   await col.upsert({ id: 6, vector: V, payload: { a: 'uvw' } })
   await col.upsert({ id: 7, vector: V, payload: { a: 'pqr' } })
+  await col.checkpoint() // writes the frames, which commits leave buffered, to the file
   const log = join(dir, 'docs', 'payloads-1.log')
   /** Overwrites `from` (in the one frame that has it) with `to`, and recomputes that frame's checksum. */
   const forge = (from: string, to: Buffer): void => {

@@ -304,7 +304,9 @@ struct State {
     batch_starts: Vec<(usize, u32)>,
     /// Set when writes answered before their apply (see `Collection::commit_group`) could
     /// not be applied: the poison's cause. Reads then refuse with it, since they would miss
-    /// writes their callers were told are stored; reopening replays them from the log.
+    /// writes their callers were told are stored; reopening replays them from the log. (They
+    /// refuse too once buffered payload frames could not be written: see
+    /// `PayloadStore::lost_frames`.)
     missing_answered: Option<String>,
 }
 
@@ -1516,8 +1518,8 @@ impl Collection {
                     return Finished::default();
                 }
             };
-            // The group's payload frames go to the file in one write, before the state lock
-            // is released (so no reader sees the index point at a frame not written yet).
+            // The group's payload frames join the buffer of earlier groups' frames, which
+            // reads find them in, and go to the file with them in one write.
             if let Ok(state) = open_state(&mut state_guard) {
                 state.payloads.begin_buffering();
             }
@@ -1608,12 +1610,12 @@ impl Collection {
                     break;
                 }
             }
-            let written = open_state(&mut state_guard)
-                .and_then(|state| state.payloads.end_buffering(Writeback::Later));
+            let written = open_state(&mut state_guard).and_then(|state| state.payloads.end_group());
             if let Err(e) = written {
-                // Records applied in memory whose payload frames are not in the file: none
-                // of those not answered yet is acknowledged (reopening replays them all from
-                // the log, which holds them), and reads refuse until then.
+                // Records applied in memory whose payload frames are not in the file, this
+                // group's and possibly earlier groups' (their frames were buffered): none of
+                // those not answered yet is acknowledged (reopening replays them all from the
+                // log, which holds them), and reads refuse until then.
                 let e = writer.poison(e);
                 for result in results.iter_mut().filter(|r| r.is_ok()) {
                     *result = Err(commit::echo(&e, &self.name));
@@ -2045,6 +2047,17 @@ impl Collection {
                 return Err(e);
             }
         };
+        // The frames appended since step 1 are copied from the file: buffered ones go there
+        // first. A failure leaves the index pointing at frames not in the file.
+        let flushed = self.write_state().and_then(|mut state_guard| {
+            open_state(&mut state_guard)?
+                .payloads
+                .write_buffered(Writeback::Later)
+        });
+        if let Err(e) = flushed {
+            copy.abandon();
+            return Err(writer.poison(e));
+        }
         let installed = {
             let state_guard = self.read_state()?;
             let state = state_guard.as_ref().ok_or(Error::Closed("collection"))?;
@@ -2105,6 +2118,9 @@ impl Collection {
         // straight from it into their files. The index first: a payload snapshot is never
         // ahead of it, so a crash between the two renames leaves an older snapshot, which
         // open uses and replays on from.
+        open_state(&mut *self.write_state()?)?
+            .payloads
+            .write_buffered(Writeback::Start)?;
         let checkpoint_lsn = {
             let guard = self.read_state()?;
             let state = guard.as_ref().ok_or(Error::Closed("collection"))?;
@@ -2279,7 +2295,10 @@ impl Collection {
                 missing_answered: Some(cause),
                 ..
             }) => Err(self.poisoned(cause)),
-            Some(state) => Ok(state),
+            Some(state) => match state.payloads.lost_frames() {
+                Some(cause) => Err(self.poisoned(cause)),
+                None => Ok(state),
+            },
         }
     }
 

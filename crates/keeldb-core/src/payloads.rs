@@ -302,10 +302,29 @@ impl PayloadStore {
 
     /// Frames are buffered from now on until [`PayloadStore::end_buffering`], for log
     /// replay or a group of commits. The index changes as usual, so it points at frames that
-    /// are not in the file yet: `end_buffering` must come before anything reads or syncs the
-    /// log (the caller holds the state lock throughout).
+    /// are not in the file yet; reads find them in the buffer, and
+    /// [`PayloadStore::write_buffered`] must come before a sync.
     pub fn begin_buffering(&mut self) {
         self.buffering = true;
+    }
+
+    /// Ends a group of commits: the frames stay buffered, for later groups to add to, until
+    /// the buffer fills or [`PayloadStore::write_buffered`]; appends outside a group write
+    /// them out first. The write-ahead log holds every buffered frame's record, so this
+    /// file, which replay rebuilds after the checkpoint, need not have them for a write to
+    /// be acknowledged. Fails as [`PayloadStore::write_buffered`] does if a write-out during
+    /// the group failed: then frames of earlier groups may be lost too, which are in the log
+    /// (their writes were answered once logged as asked).
+    pub fn end_group(&mut self) -> Result<()> {
+        self.buffering = false;
+        self.check_written()
+    }
+
+    /// Ends buffering and writes out the buffered frames (after replay), as
+    /// [`PayloadStore::write_buffered`].
+    pub fn end_buffering(&mut self, writeback: Writeback) -> Result<()> {
+        self.buffering = false;
+        self.write_buffered(writeback)
     }
 
     /// Writes out the buffered frames. Fails if they, or frames written out earlier while
@@ -313,17 +332,29 @@ impl PayloadStore {
     /// there (reading one fails with `Poisoned`), and the caller must poison its collection
     /// and acknowledge none of the records it applied since `begin_buffering` that it has
     /// not answered already (those are in the log, which a reopen replays).
-    pub fn end_buffering(&mut self, writeback: Writeback) -> Result<()> {
-        self.buffering = false;
+    pub fn write_buffered(&mut self, writeback: Writeback) -> Result<()> {
         self.log.write_buffered(writeback)?;
-        if let Some(cause) = self.log.unwritten() {
-            return Err(Error::Poisoned {
-                what: format!("payload log {}", self.log.path().display()),
-                cause: cause.to_owned(),
-            });
-        }
+        self.check_written()?;
         self.log.refresh_view();
         Ok(())
+    }
+
+    /// Why buffered frames could not be written, if that happened: the index then points
+    /// at frames that are not in the file, of writes that may have been acknowledged (their
+    /// records are in the write-ahead log), so the collection refuses every read until a
+    /// reopen rebuilds them.
+    pub fn lost_frames(&self) -> Option<&str> {
+        self.log.unwritten()
+    }
+
+    fn check_written(&self) -> Result<()> {
+        match self.log.unwritten() {
+            Some(cause) => Err(Error::Poisoned {
+                what: format!("payload log {}", self.log.path().display()),
+                cause: cause.to_owned(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Makes room in the index for `additional` more ids of `like`'s kind (for replay).

@@ -15,7 +15,7 @@ mod common;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use common::{create, open_ok, payload, NAME};
+use common::{big_payload, create, open_ok, NAME};
 use keeldb_core::collection::CHAIN_GROUPS_MAX;
 use keeldb_core::format::vectors::VECTORS_HEADER_LEN;
 use keeldb_core::planted::{self, inject, EventKind, Fault};
@@ -273,7 +273,7 @@ fn a_group_logged_behind_one_that_fails_to_apply_fails_too() {
     // replays both.
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, c) = create(dir.path(), 2);
-    let p = payload(1, 0);
+    let p = big_payload(1, 0); // written by its own group, not left buffered
     let a = c
         .prepare_upsert_with_payloads(&[Id::Int(1)], &[1.0, 1.0], &[Some(&p)])
         .expect("valid");

@@ -104,6 +104,8 @@ fn a_damaged_payload_frame_is_corrupt_on_get() {
     let (_db, c) = create(dir.path(), DIM);
     put_with_payloads(&c, &[1, 2, 3], 0);
     assert_reads(&c, 2, Some(&payload(2, 0)));
+    // Commit groups leave their frames buffered; the checkpoint writes them to the file.
+    c.checkpoint().expect("checkpoint");
     let path = payload_log_path(dir.path(), 1);
     let log = read(&path);
     let target = payload(2, 0);

@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::{code, create, open_ok, payload, put_with_payloads, submit_failing_groups, NAME};
+use common::{
+    big_payload, code, create, open_ok, payload, put_with_payloads, submit_failing_groups, NAME,
+};
 use keeldb_core::planted::Fault;
 use keeldb_core::Id;
 
@@ -37,7 +39,7 @@ fn a_failed_payload_write_poisons_and_its_group_is_recovered_from_the_log() {
         match outcome {
             "OK" | "KEEL_IO" => assert_eq!(
                 record.and_then(|r| r.payload),
-                Some(payload(n, 0)),
+                Some(big_payload(n, 0)),
                 "id {n}"
             ),
             _ => assert_eq!(record, None, "id {n}, refused"),
@@ -52,5 +54,71 @@ fn a_failed_payload_write_poisons_and_its_group_is_recovered_from_the_log() {
     }
     assert!(!c.stats().expect("stats").poisoned);
     put_with_payloads(&c, &[2], 0);
+    db.close().expect("close");
+}
+
+#[test]
+fn frames_left_buffered_by_earlier_groups_are_refused_not_lost_when_their_write_fails() {
+    // Commit groups leave their payload frames buffered. A write outside a group (a payload
+    // update) writes them out before its own frame, and that write fails: the groups were
+    // acknowledged, so every read refuses (even one without a payload), and reopening
+    // rebuilds their frames from the log. The update failed after it was logged (KEEL_IO:
+    // its outcome is unknown, it was not refused), so reopening applies it too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    put_with_payloads(&c, &[1], 0);
+    put_with_payloads(&c, &[2], 0);
+    assert_eq!(
+        c.get_record(&Id::Int(2), false, true)
+            .expect("read from the buffer")
+            .and_then(|r| r.payload),
+        Some(payload(2, 0))
+    );
+    keeldb_core::planted::inject(Some(Fault::PayloadWriteEio));
+    let update = c.update_payload(&Id::Int(1), Some(&payload(1, 1)), false, None);
+    keeldb_core::planted::inject(None);
+    assert_eq!(code(update), "KEEL_IO");
+    assert!(c.stats().expect("stats").poisoned);
+    assert_eq!(
+        code(c.get_record(&Id::Int(2), false, true)),
+        "KEEL_POISONED"
+    );
+    assert_eq!(code(c.get(&Id::Int(2))), "KEEL_POISONED");
+    drop(c);
+    assert_eq!(code(db.close()), "KEEL_POISONED");
+
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    for (n, v) in [(1, 1), (2, 0)] {
+        let record = c.get_record(&Id::Int(n), false, true).expect("get");
+        assert_eq!(
+            record.and_then(|r| r.payload),
+            Some(payload(n, v)),
+            "id {n}"
+        );
+    }
+    db.close().expect("close");
+}
+
+#[test]
+fn a_checkpoint_that_cannot_write_buffered_frames_poisons_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    put_with_payloads(&c, &[1], 0);
+    keeldb_core::planted::inject(Some(Fault::PayloadWriteEio));
+    let checkpoint = c.checkpoint();
+    keeldb_core::planted::inject(None);
+    assert_eq!(code(checkpoint), "KEEL_IO");
+    assert_eq!(
+        code(c.get_record(&Id::Int(1), false, true)),
+        "KEEL_POISONED"
+    );
+    drop(c);
+    assert_eq!(code(db.close()), "KEEL_POISONED");
+
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    let record = c.get_record(&Id::Int(1), false, true).expect("get");
+    assert_eq!(record.and_then(|r| r.payload), Some(payload(1, 0)));
     db.close().expect("close");
 }

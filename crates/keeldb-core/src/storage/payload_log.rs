@@ -34,7 +34,7 @@ const COPY_BUFFER_BYTES: usize = 1 << 20;
 /// grown by doubling, it added 18 MB to the fresh memory the open after a crash of 100k
 /// records touched (49 MB to 31 MB), pages that a virtual machine may have to fault in from
 /// its host. A write per 256 KiB is still few (about 140 for that replay).
-const APPEND_BUFFER_BYTES: usize = 256 << 10;
+pub const APPEND_BUFFER_BYTES: usize = 256 << 10;
 /// Room a log's mapping leaves to grow into, at least: appends show in the mapping without
 /// a remap until the log passes the mapped length (then it is mapped again, with twice its
 /// length). Address space only; nothing is read or allocated for it.
@@ -245,10 +245,11 @@ impl PayloadLogFile {
 
     /// Appends `bytes` (whole frames) to a buffer that is written out once it passes
     /// `APPEND_BUFFER_BYTES` and by [`PayloadLogFile::write_buffered`]: one write for the
-    /// frames of many log records (replay, a group commit) instead of one each, which cost
-    /// more than the rest of replay and a sixth of the committer's time in a group of
-    /// single-record writes. Until the buffer is written out, nothing may read the buffered
-    /// frames. If a write-out fails, see [`PayloadLogFile::write_buffered`].
+    /// frames of many log records (replay, many commit groups) instead of one each, which
+    /// cost more than the rest of replay and, written once per group, an eighth of the
+    /// committer's time at durability `none`. Reads find buffered frames in the buffer. A
+    /// sync must come after a write-out. If a write-out fails, see
+    /// [`PayloadLogFile::write_buffered`].
     pub fn append_buffered(&mut self, bytes: &[u8]) -> Result<()> {
         super::reserve_capped(&mut self.pending, bytes.len(), APPEND_BUFFER_BYTES);
         self.pending.extend_from_slice(bytes);
@@ -298,12 +299,16 @@ impl PayloadLogFile {
         Ok(())
     }
 
-    /// Makes every appended frame durable (fdatasync persists the length too).
+    /// Makes every appended frame durable (fdatasync persists the length too). Buffered
+    /// frames must be written out first: a sync that would leave them out fails.
     pub fn sync(&self) -> Result<()> {
-        debug_assert!(
-            self.pending.is_empty(),
-            "buffered frames are written before a sync"
-        );
+        if !self.pending.is_empty() {
+            return Err(Error::Internal(format!(
+                "{} buffered bytes of payload log {} were not written before its sync",
+                self.pending.len(),
+                self.path.display()
+            )));
+        }
         self.file
             .sync_data()
             .map_err(|e| Error::io("fdatasync", &self.path, e))
@@ -383,13 +388,10 @@ impl PayloadLogFile {
     }
 
     /// [`PayloadLogFile::read_payload`] into `out` (cleared first), which a caller reading
-    /// many payloads reuses: from the mapping when it covers the frame, else from the file.
+    /// many payloads reuses: from the mapping when it covers the frame, from the buffer when
+    /// the frame is not written yet, else from the file.
     /// The frame's header, length, CRC and id are checked either way.
     pub fn read_payload_into(&self, loc: PayloadLoc, id: &Id, out: &mut Vec<u8>) -> Result<()> {
-        debug_assert!(
-            self.pending.is_empty(),
-            "buffered frames are written before a read"
-        );
         out.clear();
         if let Some(cause) = &self.unwritten {
             if loc.offset.saturating_add(u64::from(loc.frame_len)) > self.len {
@@ -399,7 +401,7 @@ impl PayloadLogFile {
                 });
             }
         }
-        match self.mapped_frame(loc) {
+        match self.mapped_frame(loc).or_else(|| self.buffered_frame(loc)) {
             Some(frame) => out.extend_from_slice(check_store_frame(frame, &self.path, loc, id)?),
             None => {
                 let frame = read_frame(&*self.file, &self.path, loc)?;
@@ -418,6 +420,14 @@ impl PayloadLogFile {
         }
         let bytes = self.view.map.as_ref()?.bytes();
         bytes.get(usize::try_from(loc.offset).ok()?..usize::try_from(end).ok()?)
+    }
+
+    /// The bytes of the frame at `loc` if it is buffered, not written yet (at or past `len`).
+    /// Unchecked: the caller checks the frame.
+    fn buffered_frame(&self, loc: PayloadLoc) -> Option<&[u8]> {
+        let start = usize::try_from(loc.offset.checked_sub(self.len)?).ok()?;
+        self.pending
+            .get(start..start.checked_add(usize::try_from(loc.frame_len).ok()?)?)
     }
 
     /// Reads frames from `from` on, handing each one with `lsn <= checkpoint_lsn` to

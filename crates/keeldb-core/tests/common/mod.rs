@@ -389,9 +389,18 @@ pub fn payload(n: u64, v: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Payload version `v` of `n` padded past the payload log's write buffer: a commit group
+/// that stores it writes its frames (and those buffered before them) while it is applied.
+/// Smaller frames stay buffered past their group, until the buffer fills or a checkpoint.
+pub fn big_payload(n: u64, v: u64) -> Vec<u8> {
+    let pad = "p".repeat(keeldb_core::storage::payload_log::APPEND_BUFFER_BYTES);
+    format!(r#"{{"n":{n},"v":{v},"pad":"{pad}"}}"#).into_bytes()
+}
+
 /// With `fault` injected, upserts each of `ns` as a write of its own at fsync (with payload
-/// version 0 when `with_payloads`), then deletes id 1, all queued quietly and then woken so
-/// that they mostly form one group, and waits for every outcome. The first group fails
+/// `big_payload(n, 0)` when `with_payloads`, so that the group writes its frames), then
+/// deletes id 1, all queued quietly and then woken so that they mostly form one group, and
+/// waits for every outcome. The first group fails
 /// after it was logged, and later groups are refused as poisoned, except one the committer
 /// logged while it applied the first (possible with `answered_early`): that one fails with
 /// KEEL_IO, and reopening replays it. A delete in the first group is not acknowledged (its
@@ -415,7 +424,7 @@ pub fn submit_failing_groups(
     keeldb_core::planted::inject(Some(fault));
     let (tx, rx) = std::sync::mpsc::channel();
     for n in ns.clone() {
-        let p = payload(n, 0);
+        let p = big_payload(n, 0);
         let payloads = [with_payloads.then_some(p.as_slice())];
         let batch = c
             .prepare_upsert_with_payloads(&ids(&[n]), &vector(n, c.dimension()), &payloads)
