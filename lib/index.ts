@@ -1402,7 +1402,8 @@ export class Db {
   }
 
   /**
-   * Checkpoints and closes every collection and releases the directory lock. Every later
+   * Checkpoints every collection written since its last checkpoint (one with nothing new
+   * rewrites no index), closes them all and releases the directory lock. Every later
    * call on the database or its collections gives `KEEL_CLOSED`; closing again does nothing.
    *
    * @example

@@ -787,6 +787,11 @@ struct Writer {
     unstarted_bytes: u64,
     /// Bytes of `ids.idx` and `payloads.idx` as the last checkpoint (or open) found them.
     index_bytes: u64,
+    /// The log's next lsn when the files last held the whole state: at the end of the last
+    /// checkpoint, or at an open that needed none. Every change to the state is a log
+    /// record, so while no record has been appended since, a checkpoint would write the
+    /// same indexes again, and `close` skips it.
+    files_current_at: Option<u64>,
 }
 
 /// How writes were committed, for stats: records per group and syncs per record.
@@ -1004,6 +1009,7 @@ impl Collection {
         let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64
             || (!payload_report.snapshot_used
                 && state.payloads.log_bytes() > PAYLOAD_LOG_HEADER_LEN as u64);
+        let files_current_at = (!needs_checkpoint).then(|| wal.next_lsn());
         report.corrupt_records_skipped += payload_report.corrupt_records_skipped;
         report
             .warnings
@@ -1031,6 +1037,7 @@ impl Collection {
                 stats: WriteStats::default(),
                 unstarted_bytes: 0,
                 index_bytes: index_file_bytes,
+                files_current_at,
             })),
             state: RwLock::new(Some(state)),
             compaction: Mutex::new(()),
@@ -2145,6 +2152,7 @@ impl Collection {
         }
         writer.wal.reset()?;
         writer.checkpoints += 1;
+        writer.files_current_at = Some(writer.wal.next_lsn());
         Ok(())
     }
 
@@ -2203,6 +2211,11 @@ impl Collection {
         // all the same).
         let result = match guard.as_mut() {
             Some(writer) => match &writer.poisoned {
+                // Nothing written since the files last held the whole state: only the log's
+                // zero-filled space goes (a read-only session rewrites no index).
+                None if writer.files_current_at == Some(writer.wal.next_lsn()) => {
+                    writer.wal.truncate()
+                }
                 None => self
                     .checkpoint_locked(writer)
                     .and_then(|()| writer.wal.truncate()),

@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use common::{
-    assert_holds, checkpoint_every_write, index_path, index_snapshot, open_ok, payload_index_path,
-    put, read, read_log, vector, wal_path, write, NAME,
+    assert_holds, checkpoint_every_write, create, index_path, index_snapshot, open_ok,
+    payload_index_path, put, put_with_payloads, read, read_log, vector, wal_path, write, NAME,
 };
 use keeldb_core::format::index::IndexSnapshot;
 use keeldb_core::format::wal::WAL_HEADER_LEN;
@@ -377,4 +378,83 @@ fn replay_rebuilds_exactly_the_state_before_the_crash() {
     }
     a.close().expect("close");
     b.close().expect("close");
+}
+
+#[test]
+fn a_close_with_nothing_written_since_the_last_checkpoint_rewrites_no_index() {
+    // Reads, a reserve and a checkpoint leave the indexes as the files hold them: close only
+    // cuts the log to its header. One write since the last checkpoint, and close writes both
+    // indexes anew (a rename: a new inode), and the write survives the reopen.
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inodes = || {
+        let ino = |p: PathBuf| fs::metadata(p).expect("index file").ino();
+        (
+            ino(index_path(dir.path())),
+            ino(payload_index_path(dir.path())),
+        )
+    };
+    let (db, c) = create(dir.path(), 2);
+    put_with_payloads(&c, &[1, 2], 0);
+    drop(c);
+    db.close().expect("close");
+    let written = inodes();
+
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    assert_holds(&c, &[1, 2], &[3]);
+    c.reserve(100).expect("reserve");
+    c.checkpoint().expect("checkpoint"); // nothing new: rewrites them, then close need not
+    let checkpointed = inodes();
+    assert_ne!(checkpointed, written);
+    drop(c);
+    db.close().expect("close");
+    assert_eq!(
+        inodes(),
+        checkpointed,
+        "a close after only reads rewrote an index"
+    );
+    assert_eq!(
+        fs::metadata(wal_path(dir.path())).expect("log").len(),
+        WAL_HEADER_LEN as u64,
+        "the closed log is its header"
+    );
+
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    assert_holds(&c, &[1, 2], &[3]);
+    drop(c);
+    db.close().expect("close");
+    assert_eq!(
+        inodes(),
+        checkpointed,
+        "a close after an open rewrote an index"
+    );
+
+    // A write, then a checkpoint: the files hold it, and close rewrites nothing again.
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    put_with_payloads(&c, &[3], 0);
+    c.checkpoint().expect("checkpoint");
+    let with_three = inodes();
+    drop(c);
+    db.close().expect("close");
+    assert_eq!(
+        inodes(),
+        with_three,
+        "a close right after a checkpoint rewrote an index"
+    );
+
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    put_with_payloads(&c, &[4], 0);
+    drop(c);
+    db.close().expect("close");
+    let (ids_after, payloads_after) = inodes();
+    assert!(ids_after != with_three.0 && payloads_after != with_three.1);
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    assert_holds(&c, &[1, 2, 3, 4], &[]);
+    assert_eq!(c.stats().expect("stats").records_replayed, 0);
+    db.close().expect("close");
 }
