@@ -1277,7 +1277,11 @@ export interface CollectionStats {
   poisoned: boolean
   /** Records that have a payload. */
   payloadCount: number
-  /** Size of the current payload log (`payloads-<generation>.log`). */
+  /**
+   * Size of the current payload log (`payloads-<generation>.log`), with the frames of recent
+   * writes not written to the file yet (at most 256 KiB more than the file; see
+   * docs/FORMAT.md, "Write ... committed in groups").
+   */
   payloadLogBytes: number
   /** Bytes of payload log frames that records point at. */
   payloadLiveBytes: number

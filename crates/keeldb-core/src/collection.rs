@@ -788,8 +788,9 @@ struct Writer {
     /// Bytes of `ids.idx` and `payloads.idx` as the last checkpoint (or open) found them.
     index_bytes: u64,
     /// The log's next lsn when the files last held the whole state: at the end of the last
-    /// checkpoint, or at an open that needed none. Every change to the state is a log
-    /// record, so while no record has been appended since, a checkpoint would write the
+    /// checkpoint, or at an open that found nothing to replay or repair. After that every
+    /// change to what the indexes hold is a log record (`reserve` only grows the vector
+    /// file), so while no record has been appended since, a checkpoint would write the
     /// same indexes again, and `close` skips it.
     files_current_at: Option<u64>,
 }
@@ -1003,17 +1004,28 @@ impl Collection {
         state.payloads.finish_open(&*fs, dir)?;
         // Only once every file is read, so that a refused open leaves an older collection as
         // the build that wrote it can still open it. Nothing written since carries a uid.
+        let upgraded = config.format_version < COLLECTION_FORMAT_VERSION;
         let config = upgrade_config(&*fs, dir, config)?;
         state.payloads.set_uid(config.uid);
         // A payload log replayed without a snapshot gets one now, so the next open is fast.
         let needs_checkpoint = wal.len_bytes() > WAL_HEADER_LEN as u64
             || (!payload_report.snapshot_used
                 && state.payloads.log_bytes() > PAYLOAD_LOG_HEADER_LEN as u64);
-        let files_current_at = (!needs_checkpoint).then(|| wal.next_lsn());
         report.corrupt_records_skipped += payload_report.corrupt_records_skipped;
         report
             .warnings
             .extend(payload_report.warnings.iter().cloned());
+        // Whether the files hold the whole state as opened, so that a close with nothing
+        // logged since need not checkpoint: not after a repair or an upgrade this open made
+        // in memory only (a damage skipped, a torn tail cut, a payload index rebuilt, files
+        // that still carry no uid), which the next checkpoint writes.
+        let files_current = !needs_checkpoint
+            && !upgraded
+            && payload_report.snapshot_used
+            && report.corrupt_records_skipped == 0
+            && report.torn_bytes_truncated == 0
+            && report.warnings.is_empty();
+        let files_current_at = files_current.then(|| wal.next_lsn());
         report.payloads = payload_report;
         // The open-time checkpoint also empties a torn tail: the planted bug skips it too.
         #[cfg(feature = "planted-bugs")]
@@ -2041,7 +2053,7 @@ impl Collection {
             self.checkpoint_locked(writer)?;
             let state_guard = self.read_state()?;
             let state = state_guard.as_ref().ok_or(Error::Closed("collection"))?;
-            state.payloads.compaction_source()
+            state.payloads.compaction_source()?
         };
         // Step 2: the bulk of the copy, holding no lock.
         let copy = source.copy(Arc::clone(&self.fs), &self.dir)?;

@@ -300,8 +300,8 @@ impl PayloadStore {
         Ok(())
     }
 
-    /// Frames are buffered from now on until [`PayloadStore::end_buffering`], for log
-    /// replay or a group of commits. The index changes as usual, so it points at frames that
+    /// Frames are buffered from now on until [`PayloadStore::end_buffering`] (log replay)
+    /// or [`PayloadStore::end_group`] (a group of commits, whose frames stay buffered). The index changes as usual, so it points at frames that
     /// are not in the file yet; reads find them in the buffer, and
     /// [`PayloadStore::write_buffered`] must come before a sync.
     pub fn begin_buffering(&mut self) {
@@ -392,12 +392,14 @@ impl PayloadStore {
     }
 
     /// Encodes the snapshot file (`payloads.idx`) of the index as it is, covering the
-    /// log records up to `checkpoint_lsn`, into `flush` a chunk at a time.
+    /// log records up to `checkpoint_lsn`, into `flush` a chunk at a time. Every frame must
+    /// be written out first ([`PayloadStore::write_buffered`]).
     pub fn encode_snapshot(
         &self,
         checkpoint_lsn: u64,
         flush: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
+        self.log.check_all_written("its snapshot")?;
         payload_index::encode_to(
             self.uid,
             self.log.generation(),
@@ -433,18 +435,20 @@ impl PayloadStore {
         self.log.generation()
     }
 
-    /// What compaction copies, taken right after a checkpoint.
-    pub fn compaction_source(&self) -> CompactionSource {
+    /// What compaction copies, taken right after a checkpoint (which wrote every frame out:
+    /// the copy reads them from the file).
+    pub fn compaction_source(&self) -> Result<CompactionSource> {
+        self.log.check_all_written("a compaction")?;
         let mut live: Vec<PayloadLoc> = self.index.values().copied().collect();
         live.sort_unstable();
-        CompactionSource {
+        Ok(CompactionSource {
             file: self.log.handle(),
             path: self.log.path().to_owned(),
             generation: self.log.generation(),
             uid: self.uid,
             end: self.log.len_bytes(),
             live,
-        }
+        })
     }
 
     /// Checks, before anything is installed, that every index entry compaction did not see

@@ -458,3 +458,31 @@ fn a_close_with_nothing_written_since_the_last_checkpoint_rewrites_no_index() {
     assert_eq!(c.stats().expect("stats").records_replayed, 0);
     db.close().expect("close");
 }
+
+#[test]
+fn a_close_after_an_open_that_repaired_in_memory_writes_the_repair() {
+    // A vector-only collection whose payloads.idx is gone: open rebuilds the (empty) payload
+    // index from the log with nothing to replay and no checkpoint of its own, so the close,
+    // with nothing logged, must still write the index again.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    put(&c, &[1, 2]);
+    drop(c);
+    db.close().expect("close");
+    fs::remove_file(payload_index_path(dir.path())).expect("remove payloads.idx");
+
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    assert!(!c.stats().expect("stats").payload_snapshot_used);
+    drop(c);
+    db.close().expect("close");
+    assert!(
+        payload_index_path(dir.path()).exists(),
+        "close wrote no payloads.idx"
+    );
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    assert!(c.stats().expect("stats").payload_snapshot_used);
+    assert_holds(&c, &[1, 2], &[3]);
+    db.close().expect("close");
+}

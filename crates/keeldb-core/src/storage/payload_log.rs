@@ -231,6 +231,18 @@ impl PayloadLogFile {
         self.len + self.pending.len() as u64
     }
 
+    /// Fails if frames are buffered: `what` needs every frame in the file.
+    pub fn check_all_written(&self, what: &str) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Internal(format!(
+            "{} buffered bytes of payload log {} were not written before {what}",
+            self.pending.len(),
+            self.path.display()
+        )))
+    }
+
     /// A handle on the file that stays valid after a compaction swaps the log out.
     pub fn handle(&self) -> Arc<dyn VfsFile> {
         Arc::clone(&self.file)
@@ -302,13 +314,7 @@ impl PayloadLogFile {
     /// Makes every appended frame durable (fdatasync persists the length too). Buffered
     /// frames must be written out first: a sync that would leave them out fails.
     pub fn sync(&self) -> Result<()> {
-        if !self.pending.is_empty() {
-            return Err(Error::Internal(format!(
-                "{} buffered bytes of payload log {} were not written before its sync",
-                self.pending.len(),
-                self.path.display()
-            )));
-        }
+        self.check_all_written("its sync")?;
         self.file
             .sync_data()
             .map_err(|e| Error::io("fdatasync", &self.path, e))
