@@ -301,9 +301,9 @@ impl PayloadStore {
     }
 
     /// Frames are buffered from now on until [`PayloadStore::end_buffering`] (log replay)
-    /// or [`PayloadStore::end_group`] (a group of commits, whose frames stay buffered). The index changes as usual, so it points at frames that
-    /// are not in the file yet; reads find them in the buffer, and
-    /// [`PayloadStore::write_buffered`] must come before a sync.
+    /// or [`PayloadStore::end_group`] (a group of commits, whose frames stay buffered). The
+    /// index changes as usual, so it points at frames that are not in the file yet; reads
+    /// find them in the buffer, and [`PayloadStore::write_buffered`] must come before a sync.
     pub fn begin_buffering(&mut self) {
         self.buffering = true;
     }
