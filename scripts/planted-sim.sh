@@ -11,7 +11,8 @@ run() {
 }
 KEELDB_PLANT= run || { echo "the checkers fail with no bug planted"; tail -20 /tmp/keeldb-planted-sim.log; exit 1; }
 missed=0
-for bug in ack-before-fsync no-dir-fsync append-after-torn-tail cut-log-early ack-chained-early; do
+for bug in ack-before-fsync no-dir-fsync append-after-torn-tail cut-log-early ack-chained-early \
+  checkpoint-leaves-frames-buffered; do
   if KEELDB_PLANT="$bug" run; then
     echo "MISSED  $bug"
     missed=1

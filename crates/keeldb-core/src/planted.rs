@@ -37,17 +37,22 @@ pub enum Bug {
     /// `Collection::commit_group`) is acknowledged as soon as it is logged, before its
     /// `fdatasync`.
     AckChainedEarly,
+    /// A checkpoint syncs the payload log and snapshots its index without first writing out
+    /// the frames commit groups left buffered (and the checks that refuse that are skipped),
+    /// then empties the log that could rebuild them.
+    CheckpointLeavesFramesBuffered,
 }
 
 impl Bug {
     /// Every plantable bug.
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::AckBeforeFsync,
         Bug::NoDirFsync,
         Bug::AppendAfterTornTail,
         Bug::CutLogEarly,
         Bug::TrustLength,
         Bug::AckChainedEarly,
+        Bug::CheckpointLeavesFramesBuffered,
     ];
 
     /// The bug's name, as `KEELDB_PLANT` spells it.
@@ -59,6 +64,7 @@ impl Bug {
             Bug::CutLogEarly => "cut-log-early",
             Bug::TrustLength => "trust-length",
             Bug::AckChainedEarly => "ack-chained-early",
+            Bug::CheckpointLeavesFramesBuffered => "checkpoint-leaves-frames-buffered",
         }
     }
 

@@ -233,6 +233,10 @@ impl PayloadLogFile {
 
     /// Fails if frames are buffered: `what` needs every frame in the file.
     pub fn check_all_written(&self, what: &str) -> Result<()> {
+        #[cfg(feature = "planted-bugs")]
+        if crate::planted::active(crate::planted::Bug::CheckpointLeavesFramesBuffered) {
+            return Ok(());
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
