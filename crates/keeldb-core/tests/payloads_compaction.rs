@@ -152,6 +152,15 @@ fn reads_and_writes_go_on_while_compaction_runs() {
             }
             v - 1
         });
+        // Stops the other threads however this one ends: a failed compaction would otherwise
+        // leave the scope waiting for them forever instead of failing the test.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let stopping = StopOnDrop(&stop);
         // Frames written while a compaction copied are its tail: count them.
         let mut tail_frames = 0;
         for _ in 0..5 {
@@ -159,7 +168,7 @@ fn reads_and_writes_go_on_while_compaction_runs() {
             c.compact().expect("compact");
             tail_frames += c.stats().expect("stats").last_lsn - before;
         }
-        stop.store(true, Ordering::Relaxed);
+        drop(stopping);
         let last_v = writer.join().expect("writer");
         let reads: u64 = readers.into_iter().map(|r| r.join().expect("reader")).sum();
         (reads, last_v, tail_frames)
