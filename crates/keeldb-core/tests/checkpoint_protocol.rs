@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::{
     assert_holds, checkpoint_every_write, create, index_path, index_snapshot, open_ok,
-    payload_index_path, put, put_with_payloads, read, read_log, vector, wal_path, write, NAME,
+    payload_index_path, put, put_with_payloads, read, read_log, reopen, vector, wal_path, write,
+    NAME,
 };
 use keeldb_core::format::index::IndexSnapshot;
 use keeldb_core::format::wal::WAL_HEADER_LEN;
@@ -400,8 +401,7 @@ fn a_close_with_nothing_written_since_the_last_checkpoint_rewrites_no_index() {
     db.close().expect("close");
     let written = inodes();
 
-    let db = open_ok(dir.path());
-    let c = db.collection(NAME).expect("collection");
+    let (db, c) = reopen(dir.path());
     assert_holds(&c, &[1, 2], &[3]);
     c.reserve(100).expect("reserve");
     c.checkpoint().expect("checkpoint"); // nothing new: rewrites them, then close need not
@@ -420,8 +420,7 @@ fn a_close_with_nothing_written_since_the_last_checkpoint_rewrites_no_index() {
         "the closed log is its header"
     );
 
-    let db = open_ok(dir.path());
-    let c = db.collection(NAME).expect("collection");
+    let (db, c) = reopen(dir.path());
     assert_holds(&c, &[1, 2], &[3]);
     drop(c);
     db.close().expect("close");
@@ -432,8 +431,7 @@ fn a_close_with_nothing_written_since_the_last_checkpoint_rewrites_no_index() {
     );
 
     // A write, then a checkpoint: the files hold it, and close rewrites nothing again.
-    let db = open_ok(dir.path());
-    let c = db.collection(NAME).expect("collection");
+    let (db, c) = reopen(dir.path());
     put_with_payloads(&c, &[3], 0);
     c.checkpoint().expect("checkpoint");
     let with_three = inodes();
@@ -445,15 +443,13 @@ fn a_close_with_nothing_written_since_the_last_checkpoint_rewrites_no_index() {
         "a close right after a checkpoint rewrote an index"
     );
 
-    let db = open_ok(dir.path());
-    let c = db.collection(NAME).expect("collection");
+    let (db, c) = reopen(dir.path());
     put_with_payloads(&c, &[4], 0);
     drop(c);
     db.close().expect("close");
     let (ids_after, payloads_after) = inodes();
     assert!(ids_after != with_three.0 && payloads_after != with_three.1);
-    let db = open_ok(dir.path());
-    let c = db.collection(NAME).expect("collection");
+    let (db, c) = reopen(dir.path());
     assert_holds(&c, &[1, 2, 3, 4], &[]);
     assert_eq!(c.stats().expect("stats").records_replayed, 0);
     db.close().expect("close");
@@ -471,8 +467,7 @@ fn a_close_after_an_open_that_repaired_in_memory_writes_the_repair() {
     db.close().expect("close");
     fs::remove_file(payload_index_path(dir.path())).expect("remove payloads.idx");
 
-    let db = open_ok(dir.path());
-    let c = db.collection(NAME).expect("collection");
+    let (db, c) = reopen(dir.path());
     assert!(!c.stats().expect("stats").payload_snapshot_used);
     drop(c);
     db.close().expect("close");
@@ -480,8 +475,7 @@ fn a_close_after_an_open_that_repaired_in_memory_writes_the_repair() {
         payload_index_path(dir.path()).exists(),
         "close wrote no payloads.idx"
     );
-    let db = open_ok(dir.path());
-    let c = db.collection(NAME).expect("collection");
+    let (db, c) = reopen(dir.path());
     assert!(c.stats().expect("stats").payload_snapshot_used);
     assert_holds(&c, &[1, 2], &[3]);
     db.close().expect("close");

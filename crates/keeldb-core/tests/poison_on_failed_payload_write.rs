@@ -11,7 +11,8 @@
 mod common;
 
 use common::{
-    big_payload, code, create, open_ok, payload, put_with_payloads, submit_failing_groups, NAME,
+    big_payload, code, create, open_ok, payload, put_with_payloads, reopen, submit_failing_groups,
+    NAME,
 };
 use keeldb_core::planted::Fault;
 use keeldb_core::Id;
@@ -87,8 +88,7 @@ fn frames_left_buffered_by_earlier_groups_are_refused_not_lost_when_their_write_
     drop(c);
     assert_eq!(code(db.close()), "KEEL_POISONED");
 
-    let db = open_ok(dir.path());
-    let c = db.collection(NAME).expect("collection");
+    let (db, c) = reopen(dir.path());
     for (n, v) in [(1, 1), (2, 0)] {
         let record = c.get_record(&Id::Int(n), false, true).expect("get");
         assert_eq!(
@@ -116,8 +116,7 @@ fn a_checkpoint_that_cannot_write_buffered_frames_poisons_and_loses_nothing() {
     drop(c);
     assert_eq!(code(db.close()), "KEEL_POISONED");
 
-    let db = open_ok(dir.path());
-    let c = db.collection(NAME).expect("collection");
+    let (db, c) = reopen(dir.path());
     let record = c.get_record(&Id::Int(1), false, true).expect("get");
     assert_eq!(record.and_then(|r| r.payload), Some(payload(1, 0)));
     db.close().expect("close");

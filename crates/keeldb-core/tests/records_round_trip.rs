@@ -2,10 +2,8 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{create, open_ok, NAME};
-use keeldb_core::{Collection, Db, Id};
+use common::{create, open_ok, reopen};
+use keeldb_core::{Collection, Id};
 
 const DIM: u32 = 4;
 
@@ -86,12 +84,6 @@ fn assert_workload(c: &Collection) {
     }
     // 7 awkward, minus the deleted 0, plus 10 from the batch.
     assert_eq!(c.stats().expect("stats").count, 16);
-}
-
-fn reopen(dir: &Path) -> (Db, std::sync::Arc<Collection>) {
-    let db = open_ok(dir);
-    let c = db.collection(NAME).expect("collection");
-    (db, c)
 }
 
 #[test]

@@ -48,6 +48,13 @@ pub fn open_ok(dir: &Path) -> Db {
     Db::open(dir, DbOptions::default()).expect("open the database")
 }
 
+/// Opens the database in `dir` (`open_ok`) and its collection `NAME`.
+pub fn reopen(dir: &Path) -> (Db, Arc<Collection>) {
+    let db = open_ok(dir);
+    let c = db.collection(NAME).expect("collection");
+    (db, c)
+}
+
 /// Opens `dir` and creates collection [`NAME`] of `dimension` in it.
 pub fn create(dir: &Path, dimension: u32) -> (Db, Arc<Collection>) {
     let db = open_ok(dir);
