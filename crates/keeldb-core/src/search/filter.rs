@@ -393,7 +393,7 @@ impl Parser {
         if self.nodes > FILTER_NODES_MAX {
             return Err(bad(
                 at,
-                format!("the filter has more than {FILTER_NODES_MAX} conditions and values"),
+                format!("the filter has more than {FILTER_NODES_MAX} parts (filter objects, conditions, operators and $in values)"),
             ));
         }
         if depth > FILTER_DEPTH_MAX {
@@ -1085,8 +1085,13 @@ mod tests {
             deep = json!({ "$not": deep });
         }
         assert!(error(deep).contains("deeper than 32"));
-        let many: Vec<Value> = (0..FILTER_NODES_MAX).map(|i| json!(i)).collect();
-        assert!(error(json!({ "a": { "$in": many } })).contains("more than 10000"));
+        // Every part counts: the filter object, the field's condition, the `$in` operator
+        // and each value, so 3 + n parts for n values (README, "Filters").
+        let values = |n: usize| -> Vec<Value> { (0..n).map(|i| json!(i)).collect() };
+        let at_limit = json!({ "a": { "$in": values(FILTER_NODES_MAX - 3) } });
+        assert!(Filter::parse(&at_limit).is_ok());
+        let past = json!({ "a": { "$in": values(FILTER_NODES_MAX - 2) } });
+        assert!(error(past).contains("more than 10000 parts"));
         let mut nested = json!(1);
         for _ in 0..FILTER_DEPTH_MAX + 1 {
             nested = json!([nested]);
