@@ -188,12 +188,14 @@ fn garbage_empty_or_inconsistent_configs_are_corrupt() {
 #[test]
 fn newer_binary_headers_are_unsupported() {
     let _serial = serial();
-    // A newer log, index or vector file is refused as newer, whatever its header CRC says.
+    // A newer log, index, vector file or payload log is refused as newer, whatever its
+    // header CRC says.
     type PathOf = fn(&Path) -> std::path::PathBuf;
-    let files: [(PathOf, Option<usize>); 3] = [
+    let files: [(PathOf, Option<usize>); 4] = [
         (wal_path, Some(28)),
         (vectors_path, Some(28)),
         (index_path, None),
+        (|dir| common::payload_log_path(dir, 1), Some(28)),
     ];
     for (path_of, crc_at) in files {
         for fix_crc in [false, true] {

@@ -18,8 +18,9 @@ use crate::format::payload_index::PayloadLoc;
 use crate::format::payload_log::{
     decode_frame_body, decode_frame_header, decode_header, encode_compacted_header, encode_header,
     frame_crc_ok, FrameBody, FrameHeader, FrameKind, FRAME_HEADER_LEN, FRAME_SYNC,
-    PAYLOAD_LOG_HEADER_LEN, PAYLOAD_LOG_VERSION,
+    PAYLOAD_LOG_HEADER_LEN, PAYLOAD_LOG_MAGIC, PAYLOAD_LOG_VERSION,
 };
+use crate::format::peek_version;
 use crate::types::{Id, RecoveryPolicy};
 
 const FILE_PREFIX: &str = "payloads-";
@@ -165,16 +166,19 @@ impl PayloadLogFile {
         let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
         let mut header = [0u8; PAYLOAD_LOG_HEADER_LEN];
         let got = read_up_to(&*file, &path, 0, &mut header)?;
-        let header = decode_header(&header[..got])
-            .map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
-        if header.version > PAYLOAD_LOG_VERSION || header.version == 0 {
+        // The version before the checksum, as for the other files: a newer keeldb may lay
+        // the rest of the header out differently, and its log is newer, not damaged.
+        let version = peek_version(&header[..got], &PAYLOAD_LOG_MAGIC);
+        if let Some(found) = version.filter(|v| *v > PAYLOAD_LOG_VERSION || *v == 0) {
             return Err(Error::UnsupportedVersion {
                 file: path,
                 what: "format version",
-                found: header.version,
+                found,
                 supported: PAYLOAD_LOG_VERSION,
             });
         }
+        let header = decode_header(&header[..got])
+            .map_err(|e| Error::corrupted(&path, e.offset, e.reason))?;
         if header.generation != generation {
             return Err(Error::corrupted(
                 &path,
