@@ -8,11 +8,14 @@
 //! that is a torn tail, cut there, records after it included. None of those records was
 //! acknowledged under `fsync` (its group's sync would have flagged the next record).
 //!
-//! The rules, in the order they are checked at each position:
+//! The rules, in the order they are checked at each position, except that the stale case
+//! of rule 6 and rule 7 come before rule 5 (a record that ends the log ends it whatever its
+//! kind):
 //! 1. Bytes that are not a record header (bad sync marker or header CRC, or too short):
-//!    if a valid record follows somewhere later and a flagged one at or after it, the range
-//!    up to it is mid-log damage (`Salvage`: skip and count it; `Strict`: refuse);
-//!    otherwise it is a torn tail.
+//!    if a valid record follows somewhere later and a flagged one at or after it that
+//!    continues the log (lsn above every one before the damage and above the checkpoint's),
+//!    the range up to it is mid-log damage (`Salvage`: skip and count it; `Strict`:
+//!    refuse); otherwise it is a torn tail.
 //! 2. A header that checks out but declares more than `WAL_RECORD_BYTES_MAX`: keeldb never
 //!    writes that, so the file is refused under every policy (no allocation is attempted).
 //! 3. A body that runs past the end of the file: a torn tail.
