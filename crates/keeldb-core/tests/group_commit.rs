@@ -226,6 +226,12 @@ fn a_read_issued_the_moment_a_write_is_answered_sees_it() {
     // is applied; the committer takes the state lock first, so a read that follows the
     // answer waits for the apply. A reader thread spins on each answer and reads at once,
     // racing the apply.
+    for durability in [Durability::Flush, Durability::Fsync] {
+        read_right_after_each_answer(durability);
+    }
+}
+
+fn read_right_after_each_answer(durability: Durability) {
     use std::sync::atomic::{AtomicU64, Ordering};
     const WRITES: u64 = 300;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -259,7 +265,7 @@ fn a_read_issued_the_moment_a_write_is_answered_sees_it() {
         let (tx, rx) = mpsc::sync_channel(1);
         c.submit(
             batch,
-            Some(Durability::Flush),
+            Some(durability),
             Box::new(move |r| {
                 answered.store(n + 1, Ordering::Release);
                 tx.send(r).unwrap_or(());
@@ -271,7 +277,10 @@ fn a_read_issued_the_moment_a_write_is_answered_sees_it() {
         }
     }
     let missed = reader.join().expect("reader");
-    assert!(missed.is_empty(), "answered but not readable: {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "{durability:?}: answered but not readable: {missed:?}"
+    );
     drop(c);
     db.close().expect("close");
 }

@@ -188,14 +188,15 @@ fn garbage_empty_or_inconsistent_configs_are_corrupt() {
 #[test]
 fn newer_binary_headers_are_unsupported() {
     let _serial = serial();
-    // A newer log, index, vector file or payload log is refused as newer, whatever its
-    // header CRC says.
+    // A newer log, index, vector file, payload log or payload snapshot is refused as newer,
+    // whatever its header CRC says.
     type PathOf = fn(&Path) -> std::path::PathBuf;
-    let files: [(PathOf, Option<usize>); 4] = [
+    let files: [(PathOf, Option<usize>); 5] = [
         (wal_path, Some(28)),
         (vectors_path, Some(28)),
         (index_path, None),
         (|dir| common::payload_log_path(dir, 1), Some(28)),
+        (common::payload_index_path, None),
     ];
     for (path_of, crc_at) in files {
         for fix_crc in [false, true] {
@@ -204,7 +205,7 @@ fn newer_binary_headers_are_unsupported() {
             let crc_at = if fix_crc { crc_at } else { None };
             set_version(&path, 3, crc_at);
             if fix_crc && crc_at.is_none() {
-                // The index's CRC covers the whole file and sits at its end.
+                // An index's CRC covers the whole file and sits at its end.
                 let mut bytes = read(&path);
                 let end = bytes.len() - 4;
                 let crc = crc32(&bytes[..end]);

@@ -128,6 +128,10 @@ fn an_upsert_still_in_keeldbs_buffer_is_not_acknowledged_before_its_apply() {
         let outcome = result.err().map_or("OK", |e| e.code());
         assert_eq!(outcome, expected, "{durability:?}");
         assert!(c.stats().expect("stats").poisoned);
+        if outcome == "OK" {
+            // Acknowledged but not applied: a read would miss it, so reads refuse.
+            assert_eq!(code(c.get(&Id::Int(1))), "KEEL_POISONED", "{durability:?}");
+        }
         drop(c);
         assert_eq!(code(db.close()), "KEEL_POISONED");
         let db = open_ok(dir.path());
