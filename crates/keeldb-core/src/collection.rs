@@ -172,9 +172,12 @@ pub struct CollectionStats {
     /// Why the last automatic compaction failed, if it did (automatic compaction then
     /// stops until `compact()` succeeds or the database is reopened).
     pub compaction_error: Option<String>,
-    /// Write batches logged since open (one log record each).
+    /// Write batches logged since open (one log record each): upserts, deletes and payload
+    /// updates.
     pub wal_records: u64,
-    /// Group commits since open: each wrote its records at once, with at most one sync.
+    /// Group commits since open: each wrote its records at once, with at most one sync. A
+    /// payload update commits as a group of its own; barriers (`flush`) log nothing and are
+    /// not counted.
     pub group_commits: u64,
     /// fdatasyncs of the log since open (including those of `flush`, checkpoints and
     /// recovery).
@@ -800,7 +803,7 @@ struct Writer {
 struct WriteStats {
     /// Log records (write batches) committed.
     records: u64,
-    /// Groups committed: each is one log write and at most one sync.
+    /// Groups that logged records: each is one log write and at most one sync.
     groups: u64,
 }
 
@@ -1524,7 +1527,10 @@ impl Collection {
         }
         let applying = Instant::now();
         writer.stats.records += logged_records as u64;
-        writer.stats.groups += 1;
+        // A group of barriers alone (`flush`, the wait of a payload update) logs nothing.
+        if logged_records > 0 {
+            writer.stats.groups += 1;
+        }
         let mut results = Vec::with_capacity(group.len());
         let mut logged_but_failed = None;
         let mut next = None;
@@ -1785,6 +1791,9 @@ impl Collection {
         if let Err(e) = writer.wal.append(&record, durability) {
             return Err(writer.poison(e));
         }
+        // A group of its own, outside the committer: one record, at most one sync.
+        writer.stats.records += 1;
+        writer.stats.groups += 1;
         let applied = {
             let mut state_guard = self.write_state()?;
             let state = open_state(&mut state_guard)?;

@@ -354,3 +354,29 @@ fn an_empty_write_is_answered_with_no_lock_held() {
     drop(c);
     db.close().expect("close");
 }
+
+#[test]
+fn stats_count_payload_updates_as_records_and_barriers_as_nothing() {
+    // `walRecords` counts every log record, so `walSyncs / walRecords` is fsyncs per write
+    // for payload updates too; a `flush` barrier logs nothing and is no group commit.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    c.upsert(&[Id::Int(1)], &[1.0, 0.0], None).expect("upsert");
+    let before = c.stats().expect("stats");
+    assert!(c
+        .update_payload(&Id::Int(1), Some(br#"{"a":1}"#), false, None)
+        .expect("update"));
+    assert!(c
+        .update_payload(&Id::Int(1), Some(br#"{"b":2}"#), true, None)
+        .expect("merge"));
+    c.flush().expect("flush");
+    let after = c.stats().expect("stats");
+    let counted = (
+        after.wal_records - before.wal_records,
+        after.group_commits - before.group_commits,
+        after.wal_syncs - before.wal_syncs,
+    );
+    assert_eq!(counted, (2, 2, 2), "records, groups, syncs");
+    drop(c);
+    db.close().expect("close");
+}
