@@ -728,7 +728,7 @@ function pack(records: readonly unknown[], dimension: number): Packed {
  *
  * @example
  * ```ts
- * const everything = await docs.search(query, { k: Math.min(docs.stats().count, SEARCH_K_MAX) })
+ * const everything = await docs.search(query, { k: Math.max(1, Math.min(docs.stats().count, SEARCH_K_MAX)) })
  * ```
  */
 export const SEARCH_K_MAX = 10_000
@@ -1245,8 +1245,9 @@ export interface CollectionStats {
   slotHighWater: number
   /**
    * Bytes of records in the write-ahead log (`vectors.wal`), header and bytes still buffered
-   * included; the file itself may be up to 8 MiB longer (zero-filled space ahead of the
-   * records).
+   * included. The file itself is longer: up to 8 MiB of zero-filled space ahead of the
+   * records, and after a checkpoint the older records the new ones are written over (the
+   * file keeps its size until `close()` cuts it to its header).
    */
   walBytes: number
   /** Size of the id index written at each checkpoint (`ids.idx`). */
@@ -1301,11 +1302,12 @@ export interface CollectionStats {
   compactions: number
   /** Why the last automatic compaction failed (it then waits for a successful `compact()`), or null. */
   compactionError: string | null
-  /** Write batches logged since open (one log record per `upsert`/`delete` call). */
+  /** Write batches logged since open (one log record per `upsert`, `delete`, `updatePayload` or `mergePayload` call). */
   walRecords: number
   /**
    * Group commits since open. Writes issued without awaiting each other share one group:
    * one log write and at most one fsync. `walRecords / groupCommits` is the mean group size.
+   * A payload update commits as a group of its own; `flush()` logs nothing and is not counted.
    */
   groupCommits: number
   /** fdatasyncs of the log since open; `walSyncs / walRecords` is fsyncs per write. */
@@ -1677,8 +1679,9 @@ export class Collection {
 
   /**
    * Rewrites the payload log without its garbage (superseded and deleted payloads), then
-   * deletes the old one. Reads and writes go on while it runs (writes wait only for its
-   * last step); a crash at any step leaves the old log or the new one. Runs by itself when a
+   * deletes the old one. Reads and writes go on while it runs (writes wait for its first
+   * step, a checkpoint, and its last, which checkpoints again and swaps the logs); a crash at
+   * any step leaves the old log or the new one. Runs by itself when a
    * write leaves `compactionGarbageRatio` of a log of at least `compactionMinBytes` as garbage.
    *
    * @example
@@ -1792,7 +1795,8 @@ export class Collection {
   /**
    * Makes the vector file and the id index durable, then empties the log (so the next open
    * has nothing to replay). Runs by itself when a write takes the log past
-   * `stats().checkpointAtBytes` (see `checkpointThresholdBytes`). Writes wait while it runs.
+   * `stats().checkpointAtBytes` (see `checkpointThresholdBytes`), and twice in each
+   * {@link Collection.compact}. Writes wait while it runs.
    *
    * @example
    * ```ts

@@ -10,9 +10,10 @@
 //! `lsn <= C` and cuts the log at the first later one; replaying the write-ahead log
 //! appends those again.
 //!
-//! Invariant: a payload frame is in the file before a reader can see the index point at it
-//! (frames buffered for a group of records are written out before the state lock that
-//! covers the group is released), and the index is changed in the same critical section as
+//! Invariant: a reader finds every payload frame the index points at, in the file or in the
+//! log's buffer (a commit group's frames stay buffered with earlier groups' until the buffer
+//! fills or a write outside a group, a checkpoint or a compaction writes them out), and the
+//! index is changed in the same critical section as
 //! the vector index, so a reader sees a record's vector and payload from the same write.
 
 use std::collections::HashMap;
