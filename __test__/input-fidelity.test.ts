@@ -5,6 +5,7 @@
 import test, { type ExecutionContext } from 'ava'
 
 import { open, KeelError, type Collection } from '../lib/index'
+import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { tempDir } from './helpers'
 
@@ -229,4 +230,141 @@ test('a Proxy of a Float32Array, or an object given its prototype, is refused as
     t.throws(() => col.searchBatchSync(fake), invalid)
   }
   t.is(col.stats().count, 0)
+})
+
+/** Whether `call` threw or rejected with a KeelError (the error), or anything else. */
+async function failure(call: () => unknown): Promise<unknown> {
+  try {
+    await call()
+  } catch (err) {
+    return err
+  }
+  return undefined
+}
+
+test('a revoked Proxy, or an object whose constructor getter throws, in any argument is a KeelError', async (t) => {
+  const dir = tempDir(t)
+  const db = await open(join(dir, 'db'))
+  t.teardown(() => db.close().catch(() => undefined))
+  const col = await db.createCollection('docs', { dimension: 2 })
+  await col.upsert({ id: 'a', vector: [1, 0], payload: { v: 1 } })
+  const revocable = Proxy.revocable({}, {})
+  revocable.revoke()
+  const sly: unknown = Object.create({
+    get constructor(): never {
+      throw new Error('the constructor getter')
+    },
+  })
+  for (const [name, h] of [
+    ['revoked Proxy', revocable.proxy],
+    ['throwing constructor', sly],
+  ] as const) {
+    const x = h as never
+    const calls: [string, () => unknown][] = [
+      ['open path', () => open(x)],
+      ['open options', () => open(join(dir, 'other'), x)],
+      ['createCollection name', () => db.createCollection(x, { dimension: 2 })],
+      ['createCollection options', () => db.createCollection('x', x)],
+      ['collection', () => db.collection(x)],
+      ['dropCollection', () => db.dropCollection(x)],
+      ['upsert record', () => col.upsert(x)],
+      ['upsert id', () => col.upsert({ id: x, vector: [1, 0] })],
+      ['upsert vector', () => col.upsert({ id: 'b', vector: x })],
+      ['upsert payload', () => col.upsert({ id: 'b', vector: [1, 0], payload: x })],
+      ['upsert batch record', () => col.upsert([x])],
+      ['upsert options', () => col.upsert({ id: 'b', vector: [1, 0] }, x)],
+      ['delete ids', () => col.delete(x)],
+      ['delete options', () => col.delete('b', x)],
+      ['get id', () => col.get(x)],
+      ['get options', () => col.get('a', x)],
+      ['getSync id', () => col.getSync(x)],
+      ['getSync options', () => col.getSync('a', x)],
+      ['getMany ids', () => col.getMany(x)],
+      ['getMany options', () => col.getMany(['a'], x)],
+      ['getManySync ids', () => col.getManySync(x)],
+      ['getManySync options', () => col.getManySync(['a'], x)],
+      ['updatePayload id', () => col.updatePayload(x, { v: 2 })],
+      ['updatePayload payload', () => col.updatePayload('a', x)],
+      ['updatePayload options', () => col.updatePayload('a', { v: 2 }, x)],
+      ['mergePayload id', () => col.mergePayload(x, { v: 2 })],
+      ['mergePayload patch', () => col.mergePayload('a', x)],
+      ['mergePayload options', () => col.mergePayload('a', { v: 2 }, x)],
+      ['search query', () => col.search(x)],
+      ['search options', () => col.search([1, 0], x)],
+      ['search filter', () => col.search([1, 0], { filter: x })],
+      ['search k', () => col.search([1, 0], { k: x })],
+      ['searchSync query', () => col.searchSync(x)],
+      ['searchSync filter', () => col.searchSync([1, 0], { filter: x })],
+      ['searchBatch queries', () => col.searchBatch(x)],
+      ['searchBatch options', () => col.searchBatch([[1, 0]], x)],
+      ['searchBatchSync queries', () => col.searchBatchSync(x)],
+      ['bulkLoad records', () => col.bulkLoad(x)],
+      ['bulkLoad options', () => col.bulkLoad([], x)],
+      ['reserve', () => col.reserve(x)],
+    ]
+    for (const [what, call] of calls) {
+      const error = await failure(call)
+      t.true(error instanceof KeelError, `${name}, ${what}: ${String(error)}`)
+    }
+  }
+  t.is(col.stats().count, 1)
+  t.deepEqual((await col.get('a'))?.payload, { v: 1 })
+})
+
+test('a Float32Array whose own length lies is measured by its real length', async (t) => {
+  const col = await setup(t)
+  await col.upsert([
+    { id: 'a', vector: [1, 2, 3] },
+    { id: 'b', vector: [4, 5, 6] },
+  ])
+  const short = new Float32Array([9, 9])
+  Object.defineProperty(short, 'length', { value: 3 })
+  const long = new Float32Array([9, 9, 9, 9])
+  Object.defineProperty(long, 'length', { value: 3 })
+  const mismatch = { code: 'KEEL_DIMENSION_MISMATCH', instanceOf: KeelError }
+  for (const liar of [short, long]) {
+    await t.throwsAsync(col.upsert({ id: 'x', vector: liar }), mismatch)
+    await t.throwsAsync(col.upsert([{ id: 'x', vector: [0, 0, 0] }, { id: 'y', vector: liar }]), mismatch)
+    await t.throwsAsync(col.search(liar), mismatch)
+    t.throws(() => col.searchBatchSync([liar, liar]), mismatch)
+  }
+  t.is(col.stats().count, 2)
+})
+
+test('a number[] vector is read once, by index, for what is checked and what is stored', async (t) => {
+  const col = await setup(t)
+  const withIterator = [1, 2, 3]
+  Object.defineProperty(withIterator, Symbol.iterator, {
+    value: function* () {
+      yield* [100, 200, 300]
+    },
+  })
+  await col.upsert({ id: 'it', vector: withIterator })
+  t.deepEqual(col.getSync('it')?.vector, new Float32Array([1, 2, 3]))
+  const [hit] = col.searchSync(withIterator, { k: 1, includeVector: true })
+  t.is(hit?.id, 'it')
+  t.true((hit?.distance ?? 1) < 1e-6) // [1, 2, 3] itself, not [100, 200, 300] (also at 0: cosine)
+  t.deepEqual(hit?.vector, new Float32Array([1, 2, 3]))
+  // A getter that answers 1 the first time and 42 after: the 1 is checked and stored.
+  const readOnce = (): number[] => {
+    const v = [0, 2, 3]
+    let reads = 0
+    Object.defineProperty(v, 0, { enumerable: true, get: () => (reads++ === 0 ? 1 : 42) })
+    return v
+  }
+  await col.upsert({ id: 'one', vector: readOnce() })
+  await col.upsert([{ id: 'batch', vector: readOnce() }, { id: 'other', vector: [0, 0, 1] }])
+  t.deepEqual(col.getSync('one')?.vector, new Float32Array([1, 2, 3]))
+  t.deepEqual(col.getSync('batch')?.vector, new Float32Array([1, 2, 3]))
+  // Searched with [1, 2, 3]: 'one' (or its twin 'batch') first, at distance 0; had the 42
+  // been read instead, the nearest would be at 0.65.
+  const [first] = col.searchSync(readOnce(), { k: 1 })
+  t.true(first?.id === 'one' || first?.id === 'batch')
+  t.true((first?.distance ?? 1) < 1e-6)
+})
+
+test('open refuses a path with a lone surrogate instead of opening its U+FFFD twin', async (t) => {
+  const dir = tempDir(t)
+  await t.throwsAsync(open(join(dir, 'a\ud800b')), invalid)
+  t.deepEqual(readdirSync(dir), [])
 })

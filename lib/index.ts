@@ -325,8 +325,11 @@ const getOptionsSchema = z.strictObject({ vector: z.boolean().optional(), payloa
 function parseOptions<S extends z.ZodType>(what: string, schema: S, value: unknown): z.output<S> {
   // zod reads any object's own keys: a Date, a Map or a class instance would pass as `{}` or
   // be read field by field. Options are plain objects (the fast paths already require it).
-  const proto: unknown = readInput(() => (typeof value === 'object' && value !== null ? Object.getPrototypeOf(value) : undefined))
-  if (proto !== undefined && proto !== Object.prototype && proto !== null && !Array.isArray(value)) {
+  const [proto, array] = readInput((): [unknown, boolean] => [
+    typeof value === 'object' && value !== null ? Object.getPrototypeOf(value) : undefined,
+    Array.isArray(value),
+  ])
+  if (proto !== undefined && proto !== Object.prototype && proto !== null && !array) {
     throw new KeelError(
       'KEEL_INVALID_ARGUMENT',
       `invalid ${what}: expected a plain object, got ${describe(value)} with a prototype other than Object.prototype`,
@@ -338,11 +341,14 @@ function parseOptions<S extends z.ZodType>(what: string, schema: S, value: unkno
   const own = proto === Object.prototype ? readInput(() => Object.assign(Object.create(null) as object, value)) : value
   const result = readInput(() => schema.safeParse(own, { reportInput: true }))
   if (result.success) return Object.assign(Object.create(null) as object, result.data) as z.output<S>
-  const problems = result.error.issues.map((issue) => {
-    const at = issue.path.length > 0 ? `${issue.path.join('.')}: ` : ''
-    const got = issue.code !== 'unrecognized_keys' && 'input' in issue ? ` (got ${show(issue.input)})` : ''
-    return `${at}${issue.message}${got}`
-  })
+  // zod words its messages only now, looking at the caller's input again (its traps may throw).
+  const problems = readInput(() =>
+    result.error.issues.map((issue) => {
+      const at = issue.path.length > 0 ? `${issue.path.join('.')}: ` : ''
+      const got = issue.code !== 'unrecognized_keys' && 'input' in issue ? ` (got ${show(issue.input)})` : ''
+      return `${at}${issue.message}${got}`
+    }),
+  )
   throw new KeelError('KEEL_INVALID_ARGUMENT', `invalid ${what}: ${problems.join('; ')}`)
 }
 
@@ -470,10 +476,11 @@ function checkId(id: unknown, index?: number): Id {
 }
 
 function checkIds(ids: unknown): Id[] {
-  if (!Array.isArray(ids)) {
+  if (!readInput(() => Array.isArray(ids))) {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `ids must be an array, got ${describe(ids)}`)
   }
-  return readInput(() => ids.map((id: unknown, i) => checkId(id, i)))
+  const list = ids as readonly unknown[]
+  return readInput(() => list.map((id: unknown, i) => checkId(id, i)))
 }
 
 function checkRecord(record: unknown, index: number): VectorRecord {
@@ -484,17 +491,31 @@ function checkRecord(record: unknown, index: number): VectorRecord {
 }
 
 /**
- * Refuses a `number[]` vector with a component that is not a number (`null`, `'1'`, `true`,
- * a hole): converting it would store a value the caller never wrote. `which` names the
- * vector in the message.
+ * Copies the first `dimension` components of a `number[]` vector into `out` from `at`,
+ * reading each once, by index (not through the array's iterator, which the caller may have
+ * replaced), so what is checked is what is stored. Refuses a component that is not a number
+ * (`null`, `'1'`, `true`, a hole): converting it would store a value the caller never
+ * wrote. `which` names the vector in the message. Returns `out`.
  */
-function checkComponents(vector: readonly unknown[], which: () => string): void {
-  for (let j = 0; j < vector.length; j++) {
+function copyComponents(vector: readonly unknown[], out: Float32Array, at: number, dimension: number, which: () => string): Float32Array {
+  for (let j = 0; j < dimension; j++) {
     const c = vector[j]
     if (typeof c !== 'number') {
+      if (vector.length !== dimension) throw resized(vector, dimension, which) // a hole it made
       throw new KeelError('KEEL_INVALID_ARGUMENT', `${which()}: component ${j} is ${describe(c)}, not a number`)
     }
+    out[at + j] = c
   }
+  if (vector.length !== dimension) throw resized(vector, dimension, which)
+  return out
+}
+
+/** The error for a `number[]` that the caller's own getters resized while it was copied. */
+function resized(vector: readonly unknown[], dimension: number, which: () => string): KeelError {
+  return new KeelError(
+    'KEEL_DIMENSION_MISMATCH',
+    `${which()}: vector has ${vector.length} components, the collection's dimension is ${dimension}`,
+  )
 }
 
 /** Throws KEEL_INVALID_ARGUMENT for a payload at `path`. */
@@ -615,15 +636,29 @@ function checkFull(value: unknown, i: number, dimension: number): CheckedRecord 
       `record ${i}: vector must be a Float32Array or a number[], got ${describe(vector)}`,
     )
   }
-  if (vector.length !== dimension) throw dimensionMismatch(i, id, vector.length, dimension)
-  if (Array.isArray(vector)) checkComponents(vector, () => `record ${i} (id ${JSON.stringify(record.id)})`)
+  const length = lengthOf(vector)
+  if (length !== dimension) throw dimensionMismatch(i, id, length, dimension)
+  // A number[]'s components are checked as they are copied (copyComponents).
   return { id, vector: vector as Float32Array | readonly number[], text }
+}
+
+/** How a record is named in a message about its vector. */
+function recordName(i: number, id: Id): string {
+  return `record ${i} (id ${JSON.stringify(id)})`
+}
+
+/**
+ * A vector's length: a Float32Array's from the intrinsic getter, since an own `length`
+ * property could claim another and the copy would then read past it or stop short.
+ */
+function lengthOf(vector: Float32Array | readonly unknown[]): number {
+  return isFloat32Array(vector) ? typedArrayLength.call(vector) : vector.length
 }
 
 function dimensionMismatch(i: number, id: Id, length: number, dimension: number): KeelError {
   return new KeelError(
     'KEEL_DIMENSION_MISMATCH',
-    `record ${i} (id ${JSON.stringify(id)}): vector has ${length} components, the collection's dimension is ${dimension}`,
+    `${recordName(i, id)}: vector has ${length} components, the collection's dimension is ${dimension}`,
   )
 }
 
@@ -696,17 +731,23 @@ function pack(records: readonly unknown[], dimension: number): Packed {
   let texts: (string | undefined)[] | undefined
   const only = records.length === 1 ? checkRecord(records[0], 0).vector : undefined
   // A single Float32Array record needs no copy here: the native side copies it once.
-  const reuse = isFloat32Array(only) && only.length === dimension
+  const reuse = isFloat32Array(only) && lengthOf(only) === dimension
   const flat = reuse ? unshared(only) : floats.take(records.length * dimension)
   try {
     for (let i = 0; i < records.length; i++) {
       const { id, vector, text } = checkFull(records[i], i, dimension)
       ids[i] = id
-      if (!reuse) {
-        // Checked in checkFull, but the caller's getters on a number[]'s items may have
-        // resized it since: a shorter copy would leave the scratch's old floats in place.
-        if (vector.length !== dimension) throw dimensionMismatch(i, id, vector.length, dimension)
+      if (reuse) {
+        // The single record's own array, sent as it is.
+      } else if (isFloat32Array(vector)) {
+        // Checked in checkFull after the record's getters ran, and none of the caller's code
+        // runs in between; checked again all the same, since a short copy would leave the
+        // scratch's old floats in place.
+        const length = lengthOf(vector)
+        if (length !== dimension) throw dimensionMismatch(i, id, length, dimension)
         flat.set(vector, i * dimension)
+      } else {
+        copyComponents(vector, flat, i * dimension, dimension, () => recordName(i, id))
       }
       if (text !== undefined) {
         texts ??= new Array<string | undefined>(records.length)
@@ -891,7 +932,7 @@ function searchArgs(options: unknown): SearchArgs {
  * functions, non-finite numbers, class instances, cycles.
  */
 function encodeFilter(filter: unknown): string {
-  if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) {
+  if (typeof filter !== 'object' || filter === null || readInput(() => Array.isArray(filter))) {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `invalid filter: a filter must be an object, got ${describe(filter)}`)
   }
   // Saved and restored: a getter of the filter may run a search with a filter of its own.
@@ -981,6 +1022,8 @@ function unshared(vector: Float32Array): Float32Array {
 
 /** `%TypedArray%.prototype.buffer`'s getter. */
 const typedArrayBuffer = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype) as object, 'buffer')?.get as (this: Float32Array) => ArrayBufferLike
+/** `%TypedArray%.prototype.length`'s getter. */
+const typedArrayLength = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype) as object, 'length')?.get as (this: Float32Array) => number
 
 /** One query as a Float32Array of the collection's dimension. */
 function toQuery(vector: unknown, dimension: number, index?: number): Float32Array {
@@ -992,15 +1035,15 @@ function toQueryUnguarded(vector: unknown, dimension: number, index?: number): F
   if (!isFloat32Array(vector) && !Array.isArray(vector)) {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `${which} must be a Float32Array or a number[], got ${describe(vector)}`)
   }
-  if (vector.length !== dimension) {
+  const length = lengthOf(vector)
+  if (length !== dimension) {
     throw new KeelError(
       'KEEL_DIMENSION_MISMATCH',
-      `${which} has ${vector.length} components, the collection's dimension is ${dimension}`,
+      `${which} has ${length} components, the collection's dimension is ${dimension}`,
     )
   }
   if (isFloat32Array(vector)) return unshared(vector)
-  checkComponents(vector, () => which)
-  return Float32Array.from(vector as number[])
+  return copyComponents(vector, new Float32Array(dimension), 0, dimension, () => which)
 }
 
 /** Many queries as one flat Float32Array (queries x dimension). */
@@ -1010,10 +1053,11 @@ function toQueries(vectors: unknown, dimension: number): Float32Array {
 
 function toQueriesUnguarded(vectors: unknown, dimension: number): Float32Array {
   if (isFloat32Array(vectors)) {
-    if (vectors.length % dimension !== 0) {
+    const length = lengthOf(vectors)
+    if (length % dimension !== 0) {
       throw new KeelError(
         'KEEL_DIMENSION_MISMATCH',
-        `the queries hold ${vectors.length} floats, not a whole number of vectors of dimension ${dimension}`,
+        `the queries hold ${length} floats, not a whole number of vectors of dimension ${dimension}`,
       )
     }
     return unshared(vectors)
@@ -1522,7 +1566,9 @@ export class Collection {
     const { id, vector, text } = checkFull(records, 0, this.#dimension)
     // A UTF-16 code unit is at most 3 bytes of UTF-8: only long texts need counting.
     if (text !== undefined && text.length * 3 > PAYLOAD_BYTES_MAX) payloadBytes(text, 0)
-    const flat = isFloat32Array(vector) ? unshared(vector) : Float32Array.from(vector)
+    const flat = isFloat32Array(vector)
+      ? unshared(vector)
+      : copyComponents(vector, new Float32Array(this.#dimension), 0, this.#dimension, () => recordName(0, id))
     // Taken after the checks, which may run the caller's getters (and writes of theirs).
     const ticket = this.#writes.ticket()
     this.#native.upsertOne(ticket, id, flat, durability, text)
@@ -1579,8 +1625,11 @@ export class Collection {
   async mergePayload(id: Id, patch: Readonly<Record<string, unknown>>, options?: WriteOptions): Promise<boolean> {
     const durability = writeDurability(options)
     checkId(id)
-    const proto: unknown = typeof patch === 'object' && patch !== null ? Object.getPrototypeOf(patch) : undefined
-    if (Array.isArray(patch) || (proto !== Object.prototype && proto !== null)) {
+    const [proto, array] = readInput((): [unknown, boolean] => [
+      typeof patch === 'object' && patch !== null ? Object.getPrototypeOf(patch) : undefined,
+      Array.isArray(patch),
+    ])
+    if (array || (proto !== Object.prototype && proto !== null)) {
       throw new KeelError('KEEL_INVALID_ARGUMENT', `mergePayload: the patch must be a plain object, got ${describe(patch)}`)
     }
     const text = payloadJson(patch, 'patch')
@@ -1819,7 +1868,7 @@ export class Collection {
    */
   async reserve(additional: number): Promise<void> {
     if (!Number.isSafeInteger(additional) || additional < 0) {
-      throw new KeelError('KEEL_INVALID_ARGUMENT', `reserve: additional must be a non-negative safe integer, got ${String(additional)}`)
+      throw new KeelError('KEEL_INVALID_ARGUMENT', `reserve: additional must be a non-negative safe integer, got ${describe(additional)}`)
     }
     await callAsync(() => this.#native.reserve(additional))
   }
@@ -1852,8 +1901,9 @@ export class Collection {
     const batchSize = parseOptions('bulkLoad options', bulkLoadOptionsSchema, options ?? {}).batchSize ?? 1_000
     // An array's length is reserved once its first batch is accepted: bad input is refused
     // before the vector file grows.
-    let reserve = Array.isArray(records) ? records.length : undefined
-    if (reserve === undefined && (typeof records !== 'object' || records === null || !(Symbol.iterator in records || Symbol.asyncIterator in records))) {
+    let reserve = readInput(() => (Array.isArray(records) ? records.length : undefined))
+    const iterable = readInput(() => typeof records === 'object' && records !== null && (Symbol.iterator in records || Symbol.asyncIterator in records))
+    if (reserve === undefined && !iterable) {
       throw new KeelError('KEEL_INVALID_ARGUMENT', `bulkLoad: records must be an iterable or async iterable of records, got ${describe(records)}`)
     }
     const plural = (n: number): string => `${n} record${n === 1 ? '' : 's'}`
@@ -1986,6 +2036,11 @@ export async function open(path: string, options?: OpenOptions): Promise<Db> {
   checkString('path', path)
   if (path === '' || path.includes('\0')) {
     throw new KeelError('KEEL_INVALID_ARGUMENT', `path must be a non-empty path without NUL characters, got ${show(path)}`)
+  }
+  // UTF-8 cannot carry a lone surrogate: the path would become U+FFFD, and another
+  // database's.
+  if (!wellFormed(path)) {
+    throw new KeelError('KEEL_INVALID_ARGUMENT', `path ${show(path)} has a lone surrogate, which a file name cannot carry`)
   }
   const { durability, recovery, ...tuning } = parseOptions('open options', openOptionsSchema, options ?? {})
   const writes = new Writes()

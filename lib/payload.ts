@@ -68,14 +68,19 @@ export type PayloadFail = (path: string, problem: string, tooLarge?: boolean) =>
 /** A value for a message: `a Date`, `an array`, `the string "x"`, `number NaN`. */
 export function describe(value: unknown): string {
   if (value === null || value === undefined) return String(value)
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'object') {
-    const name: unknown = value.constructor?.name
+  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`
+  if (typeof value !== 'object' && typeof value !== 'function') return `${typeof value} ${String(value)}`
+  // The caller's object: a revoked Proxy, a trap or a `constructor` getter may throw, and a
+  // message about bad input must not become another error.
+  try {
+    if (Array.isArray(value)) return 'an array'
+    if (typeof value === 'function') return `function ${String(value)}`
+    const name: unknown = (value as { constructor?: { name?: unknown } }).constructor?.name
     if (typeof name !== 'string' || name === '') return 'a null-prototype object'
     return `${/^[AEIO]/.test(name) ? 'an' : 'a'} ${name}` // a Uint8Array, a URL
+  } catch {
+    return 'an object that throws when inspected'
   }
-  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`
-  return `${typeof value} ${String(value)}`
 }
 
 /**
