@@ -368,3 +368,13 @@ test('open refuses a path with a lone surrogate instead of opening its U+FFFD tw
   await t.throwsAsync(open(join(dir, 'a\ud800b')), invalid)
   t.deepEqual(readdirSync(dir), [])
 })
+
+test('an id of -0 is the id 0 everywhere it comes back', async (t) => {
+  const col = await setup(t)
+  await col.upsert({ id: -0, vector: [1, 0, 0] })
+  t.true(Object.is(col.getSync(-0)?.id, 0))
+  t.true(Object.is((await col.get(-0))?.id, 0))
+  t.true(Object.is(col.getManySync([-0])[0]?.id, 0))
+  t.true(Object.is(col.searchSync([1, 0, 0], { k: 1 })[0]?.id, 0))
+  t.is(await col.delete(-0), 1)
+})

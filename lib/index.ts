@@ -462,7 +462,8 @@ type PayloadPart<O> = O extends { payload: false }
 export type StoredRecord<O extends GetOptions = {}> = { id: Id } & VectorPart<O> & PayloadPart<O>
 
 function checkId(id: unknown, index?: number): Id {
-  if (typeof id === 'number') return id
+  // -0 is stored as 0 (the native side takes it as an integer), so it is 0 everywhere.
+  if (typeof id === 'number') return id === 0 ? 0 : id
   const where = index === undefined ? 'id' : `record ${index}: id`
   if (typeof id === 'string') {
     if (wellFormed(id)) return id
@@ -1672,9 +1673,9 @@ export class Collection {
    */
   async get<const O extends GetOptions = {}>(id: Id, options?: O): Promise<StoredRecord<O> | null> {
     const o = readOptions(options)
-    checkId(id)
-    const record = await callAsync(() => this.#native.get(id, o.vector !== false, o.payload !== false))
-    return record === null || record === undefined ? null : (toStored(id, record.vector, record.payload, o) as StoredRecord<O>)
+    const key = checkId(id)
+    const record = await callAsync(() => this.#native.get(key, o.vector !== false, o.payload !== false))
+    return record === null || record === undefined ? null : (toStored(key, record.vector, record.payload, o) as StoredRecord<O>)
   }
 
   /**
@@ -1687,11 +1688,11 @@ export class Collection {
    */
   getSync<const O extends GetOptions = {}>(id: Id, options?: O): StoredRecord<O> | null {
     const o = readOptions(options)
-    checkId(id)
+    const key = checkId(id)
     // A fresh array per call, which the caller owns: the native side copies into it.
     const vector = o.vector !== false ? new Float32Array(this.#dimension) : null
-    const text = callSync(() => native.collectionGetSyncInto(this.#reader, id, vector, o.payload !== false))
-    return text === false ? null : (toStored(id, vector, text, o) as StoredRecord<O>)
+    const text = callSync(() => native.collectionGetSyncInto(this.#reader, key, vector, o.payload !== false))
+    return text === false ? null : (toStored(key, vector, text, o) as StoredRecord<O>)
   }
 
   /**
