@@ -121,3 +121,30 @@ fn a_checkpoint_that_cannot_write_buffered_frames_poisons_and_loses_nothing() {
     assert_eq!(record.and_then(|r| r.payload), Some(payload(1, 0)));
     db.close().expect("close");
 }
+
+#[test]
+fn a_close_whose_checkpoint_fails_is_keel_io_and_the_next_open_replays_the_log() {
+    // The frames of acknowledged writes stay buffered until the checkpoint at close writes
+    // them out; when that write fails, close reports it (README: `db.close()`), the
+    // database is closed all the same, and the log still holds every record.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, c) = create(dir.path(), 2);
+    put_with_payloads(&c, &[1, 2, 3], 0);
+    drop(c);
+    keeldb_core::planted::inject(Some(Fault::PayloadWriteEio));
+    let closed = db.close();
+    keeldb_core::planted::inject(None);
+    assert_eq!(code(closed), "KEEL_IO");
+    let db = open_ok(dir.path());
+    let c = db.collection(NAME).expect("collection");
+    for n in 1..=3 {
+        let record = c.get_record(&Id::Int(n), true, true).expect("get");
+        assert_eq!(
+            record.and_then(|r| r.payload),
+            Some(payload(n, 0)),
+            "id {n}"
+        );
+    }
+    drop(c);
+    db.close().expect("close");
+}
