@@ -631,13 +631,14 @@ function checkFull(value: unknown, i: number, dimension: number): CheckedRecord 
       ? undefined
       : (quickPayloadJson(payload) ??
         checkedPayloadJson(payload, () => `record ${i} (id ${JSON.stringify(record.id)}): payload`, badPayload))
-  if (!isFloat32Array(vector) && !Array.isArray(vector)) {
+  const f32 = isFloat32Array(vector)
+  if (!f32 && !Array.isArray(vector)) {
     throw new KeelError(
       'KEEL_INVALID_ARGUMENT',
       `record ${i}: vector must be a Float32Array or a number[], got ${describe(vector)}`,
     )
   }
-  const length = lengthOf(vector)
+  const length = f32 ? typedArrayLength.call(vector) : (vector as readonly unknown[]).length
   if (length !== dimension) throw dimensionMismatch(i, id, length, dimension)
   // A number[]'s components are checked as they are copied (copyComponents).
   return { id, vector: vector as Float32Array | readonly number[], text }
